@@ -1,0 +1,290 @@
+//! The mesh config: one TOML file (see `mesh-config/README.md`) read once at start.
+//!
+//! Parsing happens in two steps, as in ripgrep's low/high args: serde reads the file into
+//! `raw` structs that mirror it (unknown keys are errors), then [`MeshConfig::from_raw`]
+//! checks every rule and builds typed values that cannot be invalid. A bad file fails at
+//! start with the file, the key and what to change.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::{ShardId, duration};
+
+/// A validated mesh config.
+#[derive(Clone, Debug)]
+pub struct MeshConfig {
+    /// The file it came from, for messages.
+    pub source: PathBuf,
+    /// Shards in id order: `shards[i].id == ShardId(i)`.
+    pub shards: Vec<Shard>,
+    pub payments: PaymentsConfig,
+}
+
+/// One PostgreSQL shard.
+#[derive(Clone, Debug)]
+pub struct Shard {
+    pub id: ShardId,
+    pub database: DatabaseConfig,
+}
+
+/// How to reach and pool one shard's database.
+#[derive(Clone, Debug)]
+pub struct DatabaseConfig {
+    /// `postgres://user@host:port/dbname`, without a password.
+    pub url: String,
+    /// The password, read at start from the environment variable the config names.
+    pub password: Option<Secret>,
+    /// Maximum pooled connections per service instance.
+    pub pool_size: usize,
+    pub connect_timeout: Duration,
+}
+
+/// A value that must never be logged. Its `Debug` prints `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: String) -> Self {
+        Self(value)
+    }
+    /// The secret itself, for the one place that needs it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+/// The payments service's settings.
+#[derive(Clone, Debug)]
+pub struct PaymentsConfig {
+    /// How long an idempotency key is remembered (at least 24 h).
+    pub idempotency_retention: Duration,
+    /// How often each instance checks its database for the health service.
+    pub health_check_interval: Duration,
+    /// How long in-flight calls may run after SIGTERM before the process exits anyway.
+    pub shutdown_grace: Duration,
+    pub instances: Vec<PaymentsInstance>,
+}
+
+/// One payments process: serves exactly one shard.
+#[derive(Clone, Debug)]
+pub struct PaymentsInstance {
+    pub name: String,
+    pub shard: ShardId,
+    pub listen: SocketAddr,
+}
+
+impl MeshConfig {
+    /// The number of shards (at least 1).
+    pub fn shard_count(&self) -> u32 {
+        // Validation bounds the count far below u32::MAX.
+        self.shards.len() as u32
+    }
+
+    /// The shard with this id, if the mesh has it.
+    pub fn shard(&self, id: ShardId) -> Option<&Shard> {
+        self.shards.get(id.0 as usize)
+    }
+
+    /// The payments instance called `name`.
+    pub fn payments_instance(&self, name: &str) -> Result<&PaymentsInstance, ConfigError> {
+        self.payments.instances.iter().find(|i| i.name == name).ok_or_else(|| {
+            let known: Vec<&str> = self.payments.instances.iter().map(|i| i.name.as_str()).collect();
+            ConfigError::at(&self.source, "payments.instances", format!("no instance is named '{name}'; the file declares {known:?}"))
+        })
+    }
+
+    /// Reads and validates a config file. Environment variables named by `password_env`
+    /// are read here, once.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self, ConfigError> {
+        let path = path.as_ref();
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::at(path, "", format!("cannot read the file: {e}")))?;
+        Self::parse(path, &text, &|name| std::env::var(name).ok())
+    }
+
+    /// Parses config text; `env` looks up environment variables (injectable for tests).
+    pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let raw: raw::Mesh = toml::from_str(text).map_err(|e| ConfigError::at(path, "", e.to_string().trim_end().to_owned()))?;
+        Self::from_raw(path, raw, env)
+    }
+
+    fn from_raw(path: &Path, raw: raw::Mesh, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
+        let err = |key: String, problem: String| ConfigError::at(path, &key, problem);
+        if raw.shards.is_empty() {
+            return Err(err("shards".into(), "no shards are declared; add at least one [[shards]] table".into()));
+        }
+        if raw.shards.len() > crate::ids::MAX_SHARD as usize + 1 {
+            return Err(err("shards".into(), format!("at most {} shards are supported", crate::ids::MAX_SHARD + 1)));
+        }
+        let mut shards = Vec::with_capacity(raw.shards.len());
+        for (i, s) in raw.shards.into_iter().enumerate() {
+            let key = |k: &str| format!("shards[{i}].{k}");
+            if s.id as usize != i {
+                return Err(err(key("id"), format!("expected {i}, found {}: shard ids count up from 0 in file order", s.id)));
+            }
+            let url = s.database_url.trim().to_owned();
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                return Err(err(key("database_url"), "must be a URL of the form postgres://user@host:port/dbname".into()));
+            }
+            if url_has_password(&url) {
+                return Err(err(key("database_url"), "contains a password; keep secrets out of config: set password_env to the name of an environment variable that holds it".into()));
+            }
+            let password = match s.password_env {
+                None => None,
+                Some(var) => Some(Secret::new(env(&var).ok_or_else(|| err(key("password_env"), format!("environment variable {var} is not set")))?)),
+            };
+            if !(1..=1_000).contains(&s.pool_size) {
+                return Err(err(key("pool_size"), format!("{} is out of range; use 1 to 1000", s.pool_size)));
+            }
+            let connect_timeout = duration::parse(&s.connect_timeout).map_err(|m| err(key("connect_timeout"), m))?;
+            shards.push(Shard { id: ShardId(i as u32), database: DatabaseConfig { url, password, pool_size: s.pool_size, connect_timeout } });
+        }
+
+        let p = raw.payments;
+        let idempotency_retention = duration::parse(&p.idempotency_retention).map_err(|m| err("payments.idempotency_retention".into(), m))?;
+        if idempotency_retention < Duration::from_secs(24 * 3_600) {
+            return Err(err("payments.idempotency_retention".into(), "must be at least 24h: clients retry for a day".into()));
+        }
+        let health_check_interval = duration::parse(&p.health_check_interval).map_err(|m| err("payments.health_check_interval".into(), m))?;
+        if health_check_interval.is_zero() {
+            return Err(err("payments.health_check_interval".into(), "must be above zero".into()));
+        }
+        let shutdown_grace = duration::parse(&p.shutdown_grace).map_err(|m| err("payments.shutdown_grace".into(), m))?;
+
+        let mut names = HashSet::new();
+        let mut addrs = HashSet::new();
+        let mut served = vec![false; shards.len()];
+        let mut instances = Vec::with_capacity(p.instances.len());
+        for (i, inst) in p.instances.into_iter().enumerate() {
+            let key = |k: &str| format!("payments.instances[{i}].{k}");
+            if inst.name.is_empty() || !inst.name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+                return Err(err(key("name"), format!("'{}' is not a valid name; use letters, digits, '-' and '_'", inst.name)));
+            }
+            if !names.insert(inst.name.clone()) {
+                return Err(err(key("name"), format!("'{}' is declared twice", inst.name)));
+            }
+            let Some(seen) = served.get_mut(inst.shard as usize) else {
+                return Err(err(key("shard"), format!("shard {} does not exist; the mesh has shards 0..={}", inst.shard, shards.len() - 1)));
+            };
+            *seen = true;
+            let listen: SocketAddr = inst.listen.parse().map_err(|_| err(key("listen"), format!("'{}' is not an address; write host:port, e.g. 127.0.0.1:50061", inst.listen)))?;
+            if listen.port() != 0 && !addrs.insert(listen) {
+                return Err(err(key("listen"), format!("{listen} is used by another instance")));
+            }
+            instances.push(PaymentsInstance { name: inst.name, shard: ShardId(inst.shard), listen });
+        }
+        if let Some(orphan) = served.iter().position(|s| !s) {
+            return Err(err("payments.instances".into(), format!("shard {orphan} has no payments instance; add a [[payments.instances]] with shard = {orphan}")));
+        }
+
+        Ok(Self { source: path.to_owned(), shards, payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances } })
+    }
+}
+
+/// `user:password@` in the authority part of a URL.
+fn url_has_password(url: &str) -> bool {
+    let rest = url.split_once("://").map_or(url, |(_, r)| r);
+    let authority = rest.split(['/', '?']).next().unwrap_or("");
+    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+}
+
+/// A config problem: which file, which key, what is wrong and how to fix it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}: {}{problem}", file.display(), if key.is_empty() { String::new() } else { format!("{key}: ") })]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub problem: String,
+}
+
+impl ConfigError {
+    fn at(file: &Path, key: &str, problem: String) -> Self {
+        Self { file: file.to_owned(), key: key.to_owned(), problem }
+    }
+}
+
+/// Serde mirrors of the file. Defaults live here, so the file may omit them.
+mod raw {
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Mesh {
+        #[serde(default)]
+        pub shards: Vec<Shard>,
+        #[serde(default)]
+        pub payments: Payments,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Shard {
+        pub id: u32,
+        pub database_url: String,
+        #[serde(default)]
+        pub password_env: Option<String>,
+        #[serde(default = "default_pool_size")]
+        pub pool_size: usize,
+        #[serde(default = "default_connect_timeout")]
+        pub connect_timeout: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Payments {
+        #[serde(default = "default_retention")]
+        pub idempotency_retention: String,
+        #[serde(default = "default_health_interval")]
+        pub health_check_interval: String,
+        #[serde(default = "default_shutdown_grace")]
+        pub shutdown_grace: String,
+        #[serde(default)]
+        pub instances: Vec<Instance>,
+    }
+
+    impl Default for Payments {
+        fn default() -> Self {
+            Self {
+                idempotency_retention: default_retention(),
+                health_check_interval: default_health_interval(),
+                shutdown_grace: default_shutdown_grace(),
+                instances: Vec::new(),
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Instance {
+        pub name: String,
+        pub shard: u32,
+        pub listen: String,
+    }
+
+    fn default_pool_size() -> usize {
+        16
+    }
+    fn default_connect_timeout() -> String {
+        "2s".into()
+    }
+    fn default_retention() -> String {
+        "24h".into()
+    }
+    fn default_health_interval() -> String {
+        "1s".into()
+    }
+    fn default_shutdown_grace() -> String {
+        "20s".into()
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,115 @@
+use super::*;
+
+const GOOD: &str = r#"
+[[shards]]
+id = 0
+database_url = "postgres://postgres@127.0.0.1:5432/paymesh"
+
+[[shards]]
+id = 1
+database_url = "postgres://app@127.0.0.1:5433/paymesh"
+password_env = "SHARD1_PASSWORD"
+pool_size = 4
+
+[payments]
+idempotency_retention = "48h"
+
+[[payments.instances]]
+name = "payments-0"
+shard = 0
+listen = "127.0.0.1:50061"
+
+[[payments.instances]]
+name = "payments-1"
+shard = 1
+listen = "127.0.0.1:50062"
+"#;
+
+fn env(name: &str) -> Option<String> {
+    (name == "SHARD1_PASSWORD").then(|| "s3cret".to_owned())
+}
+
+fn parse(text: &str) -> Result<MeshConfig, ConfigError> {
+    MeshConfig::parse(Path::new("mesh-config/test.toml"), text, &env)
+}
+
+fn problem(text: &str) -> String {
+    parse(text).expect_err("config should be rejected").to_string()
+}
+
+#[test]
+fn parses_a_good_file_with_defaults() {
+    let c = parse(GOOD).expect("good config");
+    assert_eq!(c.shard_count(), 2);
+    assert_eq!(c.shards[0].database.pool_size, 16);
+    assert_eq!(c.shards[0].database.connect_timeout, Duration::from_secs(2));
+    assert_eq!(c.shards[1].database.pool_size, 4);
+    assert_eq!(c.shards[1].database.password.as_ref().map(Secret::expose), Some("s3cret"));
+    assert_eq!(c.payments.idempotency_retention, Duration::from_secs(48 * 3_600));
+    assert_eq!(c.payments_instance("payments-1").expect("declared").shard, ShardId(1));
+    assert!(c.payments_instance("nope").expect_err("undeclared").to_string().contains("payments-0"));
+}
+
+#[test]
+fn secrets_never_print() {
+    let c = parse(GOOD).expect("good config");
+    let debug = format!("{c:?}");
+    assert!(!debug.contains("s3cret"), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
+fn the_shipped_config_is_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-config");
+    for entry in std::fs::read_dir(&root).expect("mesh-config exists") {
+        let path = entry.expect("dir entry").path();
+        if path.extension().is_some_and(|e| e == "toml") {
+            let text = std::fs::read_to_string(&path).expect("readable");
+            MeshConfig::parse(&path, &text, &|_| Some("x".into())).unwrap_or_else(|e| panic!("{e}"));
+        }
+    }
+}
+
+#[test]
+fn errors_name_the_file_the_key_and_the_fix() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("id = 0", "id = 3", "shards[0].id: expected 0, found 3"),
+        ("[payments]", "[payments]\nbogus = 1", "unknown field `bogus`"),
+        ("pool_size = 4", "pool_size = 0", "shards[1].pool_size: 0 is out of range"),
+        ("pool_size = 4", "pool_size = \"many\"", "invalid type"),
+        ("\"48h\"", "\"2h\"", "payments.idempotency_retention: must be at least 24h"),
+        ("\"48h\"", "\"soon\"", "'soon' is not a duration"),
+        ("listen = \"127.0.0.1:50062\"", "listen = \"127.0.0.1:50061\"", "payments.instances[1].listen: 127.0.0.1:50061 is used"),
+        ("listen = \"127.0.0.1:50062\"", "listen = \"localhost\"", "'localhost' is not an address"),
+        ("shard = 1", "shard = 7", "payments.instances[1].shard: shard 7 does not exist"),
+        ("name = \"payments-1\"", "name = \"payments-0\"", "'payments-0' is declared twice"),
+        ("password_env = \"SHARD1_PASSWORD\"", "password_env = \"MISSING\"", "environment variable MISSING is not set"),
+        ("postgres://app@", "postgres://app:hunter2@", "contains a password"),
+        ("postgres://app@", "mysql://app@", "postgres://user@host:port/dbname"),
+    ];
+    for (from, to, expect) in cases {
+        assert!(GOOD.contains(from), "fixture lacks {from}");
+        let msg = problem(&GOOD.replacen(from, to, 1));
+        assert!(msg.starts_with("mesh-config/test.toml: "), "{msg}");
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+    }
+}
+
+#[test]
+fn a_shard_without_an_instance_is_an_error() {
+    let text = GOOD.replace("shard = 1", "shard = 0").replace("127.0.0.1:50062", "127.0.0.1:50063");
+    assert!(problem(&text).contains("shard 1 has no payments instance"));
+}
+
+#[test]
+fn no_shards_is_an_error() {
+    assert!(problem("").contains("no shards are declared"));
+}
+
+#[test]
+fn password_detection() {
+    assert!(url_has_password("postgres://u:p@h/db"));
+    assert!(!url_has_password("postgres://u@h/db"));
+    assert!(!url_has_password("postgres://h:5432/db"));
+    assert!(!url_has_password("postgres://u@h/db?x=a:b@c"));
+}

@@ -1,0 +1,18 @@
+//! The shared core of Paymesh. Every process (edge, services, workers, xtask) depends on
+//! this crate and nothing here depends on them.
+//!
+//! - [`config`]: the declarative mesh config (`mesh-config/*.toml`), parsed once and validated.
+//! - [`shard`]: the one function from merchant id to shard, used by the edge and the services.
+//! - [`ids`]: payment and refund ids, which carry the shard that holds them.
+//! - [`money`]: ISO 4217 currencies.
+//! - [`shutdown`] and [`telemetry`]: process plumbing.
+
+pub mod config;
+pub mod duration;
+pub mod ids;
+pub mod money;
+pub mod shard;
+pub mod shutdown;
+pub mod telemetry;
+
+pub use shard::ShardId;
