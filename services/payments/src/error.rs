@@ -1,0 +1,85 @@
+//! What a payments call can fail with. Converted to `tonic::Status` only at the gRPC boundary.
+//!
+//! Every variant says whose fault it is: the caller's request (`Invalid`), the payment's
+//! state (`Precondition`), a missing payment, a reused idempotency key, or our side
+//! (`Unavailable` is retryable, `Internal` is a bug or a broken database).
+
+use tonic::{Code, Status};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PaymentError {
+    /// The request itself is wrong; nothing was read or written. INVALID_ARGUMENT.
+    #[error("{field}: {problem}")]
+    Invalid { field: &'static str, problem: String },
+
+    /// The request is well-formed but the payment's state or the instance forbids it.
+    /// FAILED_PRECONDITION.
+    #[error("{0}")]
+    Precondition(String),
+
+    /// NOT_FOUND.
+    #[error("payment {0} does not exist")]
+    NotFound(String),
+
+    /// The idempotency key was used before for a different request. ALREADY_EXISTS.
+    #[error("idempotency_key '{key}' was already used by merchant {merchant_id} for a different request ({previous}); send a new key for a new request, or repeat the original request exactly to get its answer")]
+    IdempotencyConflict { merchant_id: String, key: String, previous: String },
+
+    /// The database cannot be reached right now; safe to retry. UNAVAILABLE.
+    #[error("the payments database is unavailable ({0}); retry with the same idempotency key")]
+    Unavailable(String),
+
+    /// Something that should not happen. INTERNAL; details are logged, not returned.
+    #[error("internal error: {0}")]
+    Internal(String),
+}
+
+impl PaymentError {
+    pub fn invalid(field: &'static str, problem: impl Into<String>) -> Self {
+        Self::Invalid { field, problem: problem.into() }
+    }
+
+    pub fn code(&self) -> Code {
+        match self {
+            Self::Invalid { .. } => Code::InvalidArgument,
+            Self::Precondition(_) => Code::FailedPrecondition,
+            Self::NotFound(_) => Code::NotFound,
+            Self::IdempotencyConflict { .. } => Code::AlreadyExists,
+            Self::Unavailable(_) => Code::Unavailable,
+            Self::Internal(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for PaymentError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        // A closed connection or I/O failure is transient; anything the server rejected is not.
+        if e.is_closed() || e.as_db_error().is_none() {
+            Self::Unavailable(e.to_string())
+        } else {
+            Self::Internal(e.to_string())
+        }
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for PaymentError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Unavailable(e.to_string())
+    }
+}
+
+impl From<PaymentError> for Status {
+    fn from(e: PaymentError) -> Self {
+        match &e {
+            PaymentError::Internal(detail) => {
+                tracing::error!(%detail, "payments call failed internally");
+                Status::internal("internal error; it has been logged, retry with the same idempotency key")
+            }
+            PaymentError::Unavailable(detail) => {
+                tracing::warn!(%detail, "payments database unavailable");
+                Status::unavailable(e.to_string())
+            }
+            _ => Status::new(e.code(), e.to_string()),
+        }
+    }
+}

@@ -1,0 +1,118 @@
+//! The `payments.v1.Payments` gRPC service: validate, check the shard, call the store.
+//!
+//! This is the only place that sees `tonic` requests and the only place errors become
+//! `tonic::Status`.
+
+use paymesh_core::ShardId;
+use paymesh_core::ids::PaymentId;
+use paymesh_core::shard::shard_for_merchant;
+use paymesh_proto::payments::v1 as pb;
+use prost::Message;
+use tonic::metadata::MetadataMap;
+use tonic::{Request, Response, Status};
+
+use crate::error::PaymentError;
+use crate::store::{Fingerprint, PaymentStore, TraceHeaders};
+use crate::validate;
+
+/// The service for one shard.
+#[derive(Clone, Debug)]
+pub struct PaymentsApi {
+    store: PaymentStore,
+    shard_count: u32,
+}
+
+impl PaymentsApi {
+    pub fn new(store: PaymentStore, shard_count: u32) -> Self {
+        Self { store, shard_count }
+    }
+
+    fn shard(&self) -> ShardId {
+        self.store.shard()
+    }
+
+    fn owns_merchant(&self, merchant_id: &str) -> Result<(), PaymentError> {
+        let owner = shard_for_merchant(merchant_id, self.shard_count);
+        if owner == self.shard() {
+            return Ok(());
+        }
+        Err(PaymentError::Precondition(format!(
+            "merchant {merchant_id} belongs to shard {owner}, but this instance serves shard {}; send the request to a shard {owner} instance (the edge routes it for you)",
+            self.shard()
+        )))
+    }
+
+    fn owns_payment(&self, id: &PaymentId) -> Result<(), PaymentError> {
+        if id.shard() == self.shard() {
+            return Ok(());
+        }
+        Err(PaymentError::Precondition(format!(
+            "payment {id} is stored on shard {}, but this instance serves shard {}; send the request to a shard {} instance (the edge routes it for you)",
+            id.shard(),
+            self.shard(),
+            id.shard()
+        )))
+    }
+}
+
+/// The request's identity for idempotency: its encoding with the key cleared.
+fn fingerprint(method: &'static str, request: &impl Message) -> Fingerprint {
+    Fingerprint { method, request: request.encode_to_vec() }
+}
+
+fn trace_headers(metadata: &MetadataMap) -> TraceHeaders {
+    let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 512).map(str::to_owned);
+    TraceHeaders { traceparent: get("traceparent"), tracestate: get("tracestate") }
+}
+
+#[tonic::async_trait]
+impl pb::payments_server::Payments for PaymentsApi {
+    #[tracing::instrument(name = "Payments/Authorize", skip_all, fields(shard = %self.shard(), merchant_id = %request.get_ref().merchant_id))]
+    async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::Payment>, Status> {
+        let trace = trace_headers(request.metadata());
+        let req = request.into_inner();
+        let cmd = validate::authorize(&req)?;
+        self.owns_merchant(&cmd.merchant_id)?;
+        let fp = fingerprint("Authorize", &pb::AuthorizeRequest { idempotency_key: String::new(), ..req });
+        let payment = self.store.authorize(&cmd, &fp, &trace).await?;
+        tracing::Span::current().record("payment_id", payment.payment_id.as_str());
+        Ok(Response::new(payment))
+    }
+
+    #[tracing::instrument(name = "Payments/Capture", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
+    async fn capture(&self, request: Request<pb::CaptureRequest>) -> Result<Response<pb::Payment>, Status> {
+        let trace = trace_headers(request.metadata());
+        let req = request.into_inner();
+        let cmd = validate::capture(&req)?;
+        self.owns_payment(&cmd.payment_id)?;
+        let fp = fingerprint("Capture", &pb::CaptureRequest { idempotency_key: String::new(), ..req });
+        Ok(Response::new(self.store.capture(&cmd, &fp, &trace).await?))
+    }
+
+    #[tracing::instrument(name = "Payments/Refund", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
+    async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
+        let trace = trace_headers(request.metadata());
+        let req = request.into_inner();
+        let cmd = validate::refund(&req)?;
+        self.owns_payment(&cmd.payment_id)?;
+        let fp = fingerprint("Refund", &pb::RefundRequest { idempotency_key: String::new(), ..req });
+        Ok(Response::new(self.store.refund(&cmd, &fp, &trace).await?))
+    }
+
+    #[tracing::instrument(name = "Payments/Void", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
+    async fn void(&self, request: Request<pb::VoidRequest>) -> Result<Response<pb::Payment>, Status> {
+        let trace = trace_headers(request.metadata());
+        let req = request.into_inner();
+        let cmd = validate::void(&req)?;
+        self.owns_payment(&cmd.payment_id)?;
+        let fp = fingerprint("Void", &pb::VoidRequest { idempotency_key: String::new(), ..req });
+        Ok(Response::new(self.store.void(&cmd, &fp, &trace).await?))
+    }
+
+    #[tracing::instrument(name = "Payments/GetPayment", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
+    async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
+        let id = validate::payment_id(&request.get_ref().payment_id)?;
+        self.owns_payment(&id)?;
+        Ok(Response::new(self.store.get(&id).await?))
+    }
+}

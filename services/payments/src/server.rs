@@ -1,0 +1,136 @@
+//! Running one payments instance: pool, migrations, health, reflection, the gRPC server and
+//! graceful shutdown.
+
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+use paymesh_core::config::{MeshConfig, PaymentsInstance};
+use paymesh_proto::payments::v1::payments_server::PaymentsServer;
+use tokio::net::TcpListener;
+use tokio_stream::wrappers::TcpListenerStream;
+use tonic_health::ServingStatus;
+
+use crate::grpc::PaymentsApi;
+use crate::health;
+use crate::store::{PaymentStore, connect_pool, schema};
+
+/// How long start-up keeps trying to reach the database before giving up.
+const STARTUP_DEADLINE: Duration = Duration::from_secs(30);
+/// How often expired idempotency records are deleted.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(600);
+
+/// Why an instance could not start or stopped with an error.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Config(#[from] paymesh_core::config::ConfigError),
+    #[error("shard {shard}: {problem}")]
+    Database { shard: u32, problem: String },
+    #[error("cannot listen on {addr}: {source}; is another process using it?")]
+    Bind {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("gRPC server failed: {0}")]
+    Transport(#[from] tonic::transport::Error),
+}
+
+/// Binds the instance's configured address and serves until `shutdown` resolves.
+pub async fn run(config: &MeshConfig, instance: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let inst = config.payments_instance(instance)?;
+    let listener = TcpListener::bind(inst.listen).await.map_err(|source| ServeError::Bind { addr: inst.listen, source })?;
+    serve(listener, config, instance, shutdown).await
+}
+
+/// Serves instance `instance` of `config` on an already-bound listener (tests bind port 0).
+pub async fn serve(listener: TcpListener, config: &MeshConfig, instance: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+    let inst: PaymentsInstance = config.payments_instance(instance)?.clone();
+    let shard = config.shard(inst.shard).ok_or_else(|| ServeError::Database { shard: inst.shard.0, problem: "not declared".into() })?;
+    let db_err = |problem: String| ServeError::Database { shard: inst.shard.0, problem };
+    let pool = connect_pool(&shard.database).map_err(db_err)?;
+    migrate_with_retry(&pool, &shard.database.url).await.map_err(db_err)?;
+
+    let (reporter, health_service) = tonic_health::server::health_reporter();
+    health::set(&reporter, ServingStatus::NotServing).await;
+    let watcher = tokio::spawn(health::watch_database(reporter.clone(), pool.clone(), config.payments.health_check_interval));
+
+    let store = PaymentStore::new(pool.clone(), inst.shard, config.payments.idempotency_retention);
+    let expiry = tokio::spawn(expire_keys(store.clone()));
+
+    let reflection_v1 = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| db_err(format!("reflection: {e}")))?;
+    // grpcurl 1.8 speaks only v1alpha.
+    let reflection_v1alpha = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1alpha()
+        .map_err(|e| db_err(format!("reflection: {e}")))?;
+
+    let addr = listener.local_addr().ok();
+    tracing::info!(instance = %inst.name, shard = %inst.shard, ?addr, "payments instance serving");
+
+    // On shutdown: report NOT_SERVING so balancers drain us, stop accepting, let in-flight
+    // calls finish, but no longer than the configured grace.
+    let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
+    let drain_reporter = reporter.clone();
+    let signal = async move {
+        shutdown.await;
+        health::set(&drain_reporter, ServingStatus::NotServing).await;
+        let _ = stopping_tx.send(());
+    };
+    let server = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection_v1)
+        .add_service(reflection_v1alpha)
+        .add_service(PaymentsServer::new(PaymentsApi::new(store, config.shard_count())))
+        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+    let grace = config.payments.shutdown_grace;
+    let result = tokio::select! {
+        r = server => r.map_err(ServeError::from),
+        () = async { if stopping_rx.await.is_ok() { tokio::time::sleep(grace).await } else { std::future::pending().await } } => {
+            tracing::warn!(?grace, "in-flight calls did not finish within the shutdown grace; exiting anyway");
+            Ok(())
+        }
+    };
+    watcher.abort();
+    expiry.abort();
+    pool.close();
+    tracing::info!(instance = %inst.name, "payments instance stopped");
+    result
+}
+
+async fn migrate_with_retry(pool: &deadpool_postgres::Pool, url: &str) -> Result<(), String> {
+    let deadline = Instant::now() + STARTUP_DEADLINE;
+    loop {
+        let attempt = async {
+            let mut client = pool.get().await.map_err(|e| e.to_string())?;
+            schema::migrate(&mut client).await.map_err(|e| e.to_string())
+        };
+        match attempt.await {
+            Ok(applied) => {
+                tracing::info!(applied, "schema is current");
+                return Ok(());
+            }
+            Err(e) if Instant::now() < deadline => {
+                tracing::warn!(error = %e, %url, "database not ready; retrying");
+                tokio::time::sleep(Duration::from_millis(500)).await;
+            }
+            Err(e) => return Err(format!("cannot prepare the database at {url} within {STARTUP_DEADLINE:?}: {e}; is PostgreSQL running there?")),
+        }
+    }
+}
+
+async fn expire_keys(store: PaymentStore) {
+    loop {
+        tokio::time::sleep(EXPIRY_INTERVAL).await;
+        match store.expire_idempotency_keys().await {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(deleted = n, "expired idempotency keys"),
+            Err(e) => tracing::warn!(error = %e, "cannot expire idempotency keys; will retry"),
+        }
+    }
+}

@@ -1,0 +1,82 @@
+//! The payments shard in PostgreSQL: every mutation is one transaction that writes the
+//! payment, its operation record, the idempotency record and the outbox event together, or
+//! nothing at all.
+//!
+//! Concurrency: mutations of an existing payment first lock its row (`SELECT .. FOR UPDATE`),
+//! so operations on one payment are serialised and the amount checks see the latest totals.
+//! Identical idempotent requests serialise on the idempotency key's primary key instead.
+
+mod idempotency;
+mod mutations;
+mod outbox;
+mod pool;
+mod row;
+pub mod schema;
+
+use std::time::{Duration, SystemTime};
+
+use paymesh_core::ShardId;
+use paymesh_core::ids::PaymentId;
+use paymesh_proto::payments::v1 as pb;
+
+use crate::error::PaymentError;
+
+pub use pool::{PoolSettings, connect_pool};
+
+/// W3C trace context of the request, copied into outbox headers so the trace continues
+/// through the relay and the workers.
+#[derive(Clone, Debug, Default)]
+pub struct TraceHeaders {
+    pub traceparent: Option<String>,
+    pub tracestate: Option<String>,
+}
+
+/// What identifies a request for idempotency: the method and the request's canonical
+/// protobuf encoding without its idempotency key.
+#[derive(Clone, Debug)]
+pub struct Fingerprint {
+    pub method: &'static str,
+    pub request: Vec<u8>,
+}
+
+/// One shard's payments.
+#[derive(Clone, Debug)]
+pub struct PaymentStore {
+    pool: deadpool_postgres::Pool,
+    shard: ShardId,
+    retention: Duration,
+}
+
+impl PaymentStore {
+    pub fn new(pool: deadpool_postgres::Pool, shard: ShardId, retention: Duration) -> Self {
+        Self { pool, shard, retention }
+    }
+
+    pub fn shard(&self) -> ShardId {
+        self.shard
+    }
+
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.pool
+    }
+
+    /// Reads one payment.
+    pub async fn get(&self, id: &PaymentId) -> Result<pb::Payment, PaymentError> {
+        let client = self.pool.get().await?;
+        let row = client.query_opt(&format!("SELECT {} FROM payments WHERE payment_id = $1", row::COLUMNS), &[&id.to_string()]).await?;
+        row.map(|r| row::PaymentRow::from_row(&r).map(|p| p.to_proto())).transpose()?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
+    }
+
+    /// Deletes idempotency records that are past their retention. Returns how many.
+    pub async fn expire_idempotency_keys(&self) -> Result<u64, PaymentError> {
+        let client = self.pool.get().await?;
+        Ok(idempotency::expire(&client, now()).await?)
+    }
+}
+
+/// The current time at the database's precision (microseconds), so an answer built from
+/// memory equals one read back from a row.
+fn now() -> SystemTime {
+    let since = SystemTime::now().duration_since(SystemTime::UNIX_EPOCH).unwrap_or_default();
+    SystemTime::UNIX_EPOCH + Duration::from_micros(since.as_micros() as u64)
+}

@@ -1,0 +1,78 @@
+//! A `payments` row and its conversion to the wire message.
+
+use std::time::SystemTime;
+
+use paymesh_proto::payments::v1 as pb;
+use tokio_postgres::Row;
+
+use crate::error::PaymentError;
+
+/// Column list matching [`PaymentRow::from_row`].
+pub(super) const COLUMNS: &str = "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at";
+
+#[derive(Clone, Debug)]
+pub(super) struct PaymentRow {
+    pub payment_id: String,
+    pub merchant_id: String,
+    pub amount: i64,
+    pub currency: String,
+    pub status: pb::PaymentStatus,
+    pub captured_amount: i64,
+    pub refunded_amount: i64,
+    pub created_at: SystemTime,
+    pub updated_at: SystemTime,
+}
+
+impl PaymentRow {
+    pub fn from_row(r: &Row) -> Result<Self, PaymentError> {
+        let status: &str = r.try_get(4)?;
+        Ok(Self {
+            payment_id: r.try_get(0)?,
+            merchant_id: r.try_get(1)?,
+            amount: r.try_get(2)?,
+            currency: r.try_get(3)?,
+            status: status_from_db(status)?,
+            captured_amount: r.try_get(5)?,
+            refunded_amount: r.try_get(6)?,
+            created_at: r.try_get(7)?,
+            updated_at: r.try_get(8)?,
+        })
+    }
+
+    pub fn to_proto(&self) -> pb::Payment {
+        pb::Payment {
+            payment_id: self.payment_id.clone(),
+            merchant_id: self.merchant_id.clone(),
+            amount: self.amount,
+            currency: self.currency.clone(),
+            status: self.status as i32,
+            captured_amount: self.captured_amount,
+            refunded_amount: self.refunded_amount,
+            created_at: Some(self.created_at.into()),
+            updated_at: Some(self.updated_at.into()),
+        }
+    }
+}
+
+/// The status as stored: the enum name without its `PAYMENT_STATUS_` prefix.
+pub(super) fn status_to_db(s: pb::PaymentStatus) -> &'static str {
+    match s {
+        pb::PaymentStatus::Authorized => "AUTHORIZED",
+        pb::PaymentStatus::Captured => "CAPTURED",
+        pb::PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
+        pb::PaymentStatus::Refunded => "REFUNDED",
+        pb::PaymentStatus::Voided => "VOIDED",
+        pb::PaymentStatus::Unspecified => "UNSPECIFIED",
+    }
+}
+
+fn status_from_db(s: &str) -> Result<pb::PaymentStatus, PaymentError> {
+    Ok(match s {
+        "AUTHORIZED" => pb::PaymentStatus::Authorized,
+        "CAPTURED" => pb::PaymentStatus::Captured,
+        "PARTIALLY_REFUNDED" => pb::PaymentStatus::PartiallyRefunded,
+        "REFUNDED" => pb::PaymentStatus::Refunded,
+        "VOIDED" => pb::PaymentStatus::Voided,
+        other => return Err(PaymentError::Internal(format!("unknown payment status '{other}' in the database"))),
+    })
+}

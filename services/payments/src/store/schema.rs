@@ -1,0 +1,98 @@
+//! The shard's schema, applied at start.
+//!
+//! Migrations are numbered and append-only: never edit one that has shipped, add the next.
+//! Each runs in its own transaction under an advisory lock, so several instances starting
+//! against one shard at once apply each migration exactly once.
+
+use tokio_postgres::Client;
+
+/// Arbitrary constant naming the "payments migrations" advisory lock.
+const MIGRATION_LOCK: i64 = 0x7061_796d_6573_6801;
+
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+
+/// Payments, their operations, idempotency records and the outbox. The CHECK constraints
+/// restate the money rules so that even a bug in the service cannot store an impossible
+/// payment.
+const V1: &str = r"
+CREATE TABLE payments (
+    payment_id      text        PRIMARY KEY,
+    merchant_id     text        NOT NULL,
+    amount          bigint      NOT NULL CHECK (amount > 0),
+    currency        char(3)     NOT NULL,
+    status          text        NOT NULL CHECK (status IN ('AUTHORIZED', 'CAPTURED', 'PARTIALLY_REFUNDED', 'REFUNDED', 'VOIDED')),
+    captured_amount bigint      NOT NULL DEFAULT 0 CHECK (captured_amount >= 0 AND captured_amount <= amount),
+    refunded_amount bigint      NOT NULL DEFAULT 0 CHECK (refunded_amount >= 0 AND refunded_amount <= captured_amount),
+    created_at      timestamptz NOT NULL,
+    updated_at      timestamptz NOT NULL
+);
+CREATE INDEX payments_by_merchant ON payments (merchant_id, created_at DESC);
+
+-- One row per accepted mutation (authorize, capture, each refund, void).
+CREATE TABLE payment_operations (
+    operation_id    text        PRIMARY KEY,
+    payment_id      text        NOT NULL REFERENCES payments (payment_id),
+    kind            text        NOT NULL CHECK (kind IN ('AUTHORIZE', 'CAPTURE', 'REFUND', 'VOID')),
+    amount          bigint      NOT NULL CHECK (amount >= 0),
+    idempotency_key text        NOT NULL,
+    created_at      timestamptz NOT NULL
+);
+CREATE INDEX payment_operations_by_payment ON payment_operations (payment_id, created_at);
+
+-- Stripe-style idempotency: the first answer to (merchant, key), replayed until it expires.
+CREATE TABLE idempotency_keys (
+    merchant_id     text        NOT NULL,
+    idempotency_key text        NOT NULL,
+    method          text        NOT NULL,
+    request         bytea       NOT NULL,
+    response        bytea,
+    payment_id      text,
+    created_at      timestamptz NOT NULL,
+    expires_at      timestamptz NOT NULL,
+    PRIMARY KEY (merchant_id, idempotency_key)
+);
+CREATE INDEX idempotency_keys_expiry ON idempotency_keys (expires_at);
+
+-- The transactional outbox: written with the change it announces, published by the relay.
+CREATE TABLE outbox_event (
+    id              bigserial   PRIMARY KEY,
+    event_id        uuid        NOT NULL UNIQUE,
+    aggregate_type  text        NOT NULL,
+    aggregate_id    text        NOT NULL,
+    event_type      text        NOT NULL,
+    payload         bytea       NOT NULL,
+    headers         jsonb       NOT NULL DEFAULT '{}'::jsonb,
+    published       boolean     NOT NULL DEFAULT false,
+    published_at    timestamptz,
+    retry_count     integer     NOT NULL DEFAULT 0,
+    last_retry_at   timestamptz,
+    created_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE INDEX outbox_event_unpublished ON outbox_event (id) WHERE NOT published;
+";
+
+/// Applies every migration the database lacks. Returns how many were applied.
+pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
+    client
+        .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        .await
+        .or_else(|e| if is_unique_violation(&e) { Ok(()) } else { Err(e) })?;
+    let mut applied = 0;
+    for (version, sql) in MIGRATIONS {
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
+        if !done {
+            tx.batch_execute(sql).await?;
+            tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
+            applied += 1;
+        }
+        tx.commit().await?;
+    }
+    Ok(applied)
+}
+
+/// Two instances racing `CREATE TABLE IF NOT EXISTS` can collide on the catalog's unique index.
+fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
+}

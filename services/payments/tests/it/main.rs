@@ -1,0 +1,14 @@
+//! Integration tests: real payments instances (in-process, on 127.0.0.1:0) over two real
+//! PostgreSQL shards (one throwaway server per test binary, a fresh database per shard per
+//! test), called through real gRPC clients.
+
+mod harness;
+
+mod binary;
+mod concurrency;
+mod idempotency;
+mod outbox;
+mod plumbing;
+mod rules;
+mod sharding;
+mod validation;

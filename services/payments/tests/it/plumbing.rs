@@ -1,0 +1,136 @@
+//! Service plumbing: health follows the database, reflection v1 and v1alpha, migrations,
+//! graceful shutdown.
+
+use std::time::{Duration, Instant};
+
+use paymesh_proto::payments::v1 as pb;
+use paymesh_testkit::PgServer;
+use tonic_health::pb::health_check_response::ServingStatus;
+
+use crate::harness::*;
+
+#[tokio::test]
+async fn health_is_serving_only_while_the_database_answers() {
+    // A private server, so stopping it does not disturb other tests.
+    let pg = tokio::task::spawn_blocking(PgServer::start).await.expect("join").expect("postgres");
+    let url = pg.url(&pg.fresh_database("health").expect("createdb"));
+    let mesh = TestMesh::start_on(vec![url]).await;
+    assert_eq!(mesh.health(0, pb::SERVICE_NAME).await.expect("check"), ServingStatus::Serving);
+    assert_eq!(mesh.health(0, "").await.expect("check"), ServingStatus::Serving);
+
+    tokio::task::spawn_blocking(move || pg.stop()).await.expect("stop postgres");
+    let start = Instant::now();
+    loop {
+        if mesh.health(0, pb::SERVICE_NAME).await.expect("check") == ServingStatus::NotServing {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "health never left SERVING after the database stopped");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // Calls fail as retryable UNAVAILABLE, not INTERNAL.
+    let m = mesh.merchant_on(0, 0);
+    let err = mesh.client(0).await.authorize(authorize_req(&m, 1, "USD")).await.expect_err("no database");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(err.message().contains("retry"), "{}", err.message());
+    mesh.stop().await;
+}
+
+async fn list_services_v1(mesh: &TestMesh) -> Vec<String> {
+    use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
+    let mut c = ServerReflectionClient::new(mesh.channel(0).await);
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = c.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1").into_inner();
+    match stream.message().await.expect("message").and_then(|m| m.message_response) {
+        Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+async fn list_services_v1alpha(mesh: &TestMesh) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
+    use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
+    use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
+    let mut c = ServerReflectionClient::new(mesh.channel(0).await);
+    let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
+    let mut stream = c.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1alpha").into_inner();
+    match stream.message().await.expect("message").and_then(|m| m.message_response) {
+        Some(MessageResponse::ListServicesResponse(l)) => l.service.into_iter().map(|s| s.name).collect(),
+        other => panic!("unexpected reflection answer {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn reflection_lists_the_services_in_both_versions() {
+    let mesh = TestMesh::start(1).await;
+    for services in [list_services_v1(&mesh).await, list_services_v1alpha(&mesh).await] {
+        assert!(services.iter().any(|s| s == "payments.v1.Payments"), "{services:?}");
+        assert!(services.iter().any(|s| s == "grpc.health.v1.Health"), "{services:?}");
+    }
+    mesh.stop().await;
+}
+
+#[tokio::test]
+async fn restarting_keeps_data_and_reapplies_no_migration() {
+    let mesh = TestMesh::start(2).await;
+    let m = mesh.merchant_on(1, 0);
+    let p = authorized(&mesh, &m, 4_200).await;
+    let urls = mesh.db_urls.clone();
+    mesh.stop().await;
+
+    let again = TestMesh::start_on(urls).await;
+    let got = again.client(1).await.get_payment(pb::GetPaymentRequest { payment_id: p.payment_id.clone() }).await.expect("get").into_inner();
+    assert_eq!(got, p);
+    let versions: i64 = again.db(1).await.query_one("SELECT count(*) FROM schema_migrations", &[]).await.expect("count").get(0);
+    assert_eq!(versions, 1);
+    again.stop().await;
+}
+
+#[tokio::test]
+async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
+    let mut mesh = TestMesh::start(1).await;
+    let m = mesh.merchant_on(0, 0);
+    let p = authorized(&mesh, &m, 1_000).await;
+
+    // Hold the payment's row lock from outside so a capture stays in flight.
+    let mut blocker = mesh.db(0).await;
+    let tx = blocker.transaction().await.expect("begin");
+    tx.query_one("SELECT 1 FROM payments WHERE payment_id = $1 FOR UPDATE", &[&p.payment_id]).await.expect("lock");
+    let mut c = mesh.client(0).await;
+    let req = pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key() };
+    let in_flight = tokio::spawn(async move { c.capture(req).await });
+    // Wait until the capture is really waiting on our lock.
+    let watcher = mesh.db(0).await;
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'paymesh-payments'", &[])
+            .await
+            .expect("activity")
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the capture never reached the lock");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+
+    let addr = mesh.addrs[0];
+    let server = mesh.stop_instance(0);
+    // Stops accepting: new connections are refused once the listener is gone.
+    let start = Instant::now();
+    while tokio::net::TcpStream::connect(addr).await.is_ok() {
+        assert!(start.elapsed() < DEADLINE, "still accepting connections after shutdown began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!server.is_finished(), "server exited with a call in flight");
+
+    tx.commit().await.expect("release the lock");
+    let captured = in_flight.await.expect("join").expect("the in-flight capture completes").into_inner();
+    assert_eq!(captured.captured_amount, 1_000);
+    server.await.expect("join").expect("clean exit");
+    drop(blocker);
+}
