@@ -139,21 +139,26 @@ impl MeshConfig {
             }
             let password = match s.password_env {
                 None => None,
-                Some(var) => Some(Secret::new(env(&var).ok_or_else(|| err(key("password_env"), format!("environment variable {var} is not set")))?)),
+                Some(var) => {
+                    Some(Secret::new(env(&var).ok_or_else(|| err(key("password_env"), format!("environment variable {var} is not set")))?))
+                }
             };
             if !(1..=1_000).contains(&s.pool_size) {
                 return Err(err(key("pool_size"), format!("{} is out of range; use 1 to 1000", s.pool_size)));
             }
             let connect_timeout = duration::parse(&s.connect_timeout).map_err(|m| err(key("connect_timeout"), m))?;
-            shards.push(Shard { id: ShardId(i as u32), database: DatabaseConfig { url, password, pool_size: s.pool_size, connect_timeout } });
+            shards
+                .push(Shard { id: ShardId(i as u32), database: DatabaseConfig { url, password, pool_size: s.pool_size, connect_timeout } });
         }
 
         let p = raw.payments;
-        let idempotency_retention = duration::parse(&p.idempotency_retention).map_err(|m| err("payments.idempotency_retention".into(), m))?;
+        let idempotency_retention =
+            duration::parse(&p.idempotency_retention).map_err(|m| err("payments.idempotency_retention".into(), m))?;
         if idempotency_retention < Duration::from_secs(24 * 3_600) {
             return Err(err("payments.idempotency_retention".into(), "must be at least 24h: clients retry for a day".into()));
         }
-        let health_check_interval = duration::parse(&p.health_check_interval).map_err(|m| err("payments.health_check_interval".into(), m))?;
+        let health_check_interval =
+            duration::parse(&p.health_check_interval).map_err(|m| err("payments.health_check_interval".into(), m))?;
         if health_check_interval.is_zero() {
             return Err(err("payments.health_check_interval".into(), "must be above zero".into()));
         }
@@ -172,20 +177,33 @@ impl MeshConfig {
                 return Err(err(key("name"), format!("'{}' is declared twice", inst.name)));
             }
             let Some(seen) = served.get_mut(inst.shard as usize) else {
-                return Err(err(key("shard"), format!("shard {} does not exist; the mesh has shards 0..={}", inst.shard, shards.len() - 1)));
+                return Err(err(
+                    key("shard"),
+                    format!("shard {} does not exist; the mesh has shards 0..={}", inst.shard, shards.len() - 1),
+                ));
             };
             *seen = true;
-            let listen: SocketAddr = inst.listen.parse().map_err(|_| err(key("listen"), format!("'{}' is not an address; write host:port, e.g. 127.0.0.1:50061", inst.listen)))?;
+            let listen: SocketAddr = inst
+                .listen
+                .parse()
+                .map_err(|_| err(key("listen"), format!("'{}' is not an address; write host:port, e.g. 127.0.0.1:50061", inst.listen)))?;
             if listen.port() != 0 && !addrs.insert(listen) {
                 return Err(err(key("listen"), format!("{listen} is used by another instance")));
             }
             instances.push(PaymentsInstance { name: inst.name, shard: ShardId(inst.shard), listen });
         }
         if let Some(orphan) = served.iter().position(|s| !s) {
-            return Err(err("payments.instances".into(), format!("shard {orphan} has no payments instance; add a [[payments.instances]] with shard = {orphan}")));
+            return Err(err(
+                "payments.instances".into(),
+                format!("shard {orphan} has no payments instance; add a [[payments.instances]] with shard = {orphan}"),
+            ));
         }
 
-        Ok(Self { source: path.to_owned(), shards, payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances } })
+        Ok(Self {
+            source: path.to_owned(),
+            shards,
+            payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances },
+        })
     }
 }
 

@@ -23,7 +23,10 @@ struct ShardedId {
 impl ShardedId {
     fn parse(prefix: &'static str, s: &str) -> Result<Self, IdError> {
         let malformed = |why: &'static str| IdError { prefix, input: s.to_owned(), why };
-        let rest = s.strip_prefix(prefix).and_then(|r| r.strip_prefix('_')).ok_or_else(|| malformed("it does not start with the expected prefix"))?;
+        let rest = s
+            .strip_prefix(prefix)
+            .and_then(|r| r.strip_prefix('_'))
+            .ok_or_else(|| malformed("it does not start with the expected prefix"))?;
         let (shard, hex) = rest.split_once('_').ok_or_else(|| malformed("the shard is not followed by '_'"))?;
         if shard.is_empty() || shard.len() > 4 || !shard.bytes().all(|b| b.is_ascii_digit()) {
             return Err(malformed("the shard is not a number of 1 to 4 digits"));
@@ -46,7 +49,9 @@ impl ShardedId {
 
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("'{input}' is not a valid {prefix} id: {why}; expected {prefix}_<shard>_<32 hex digits>, e.g. {prefix}_0_0193a0c2f4d87e4b9a1c6f0e2d3b4a59")]
+#[error(
+    "'{input}' is not a valid {prefix} id: {why}; expected {prefix}_<shard>_<32 hex digits>, e.g. {prefix}_0_0193a0c2f4d87e4b9a1c6f0e2d3b4a59"
+)]
 pub struct IdError {
     prefix: &'static str,
     input: String,

@@ -11,6 +11,7 @@
 //! `postgres` system user (created by Debian's package), via `runuser`.
 
 use std::io::Read;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -20,9 +21,13 @@ use std::time::{Duration, Instant};
 /// What can go wrong starting PostgreSQL, with what to do about it.
 #[derive(Debug, thiserror::Error)]
 pub enum PgError {
-    #[error("PostgreSQL server binaries (initdb, postgres) were not found under /usr/lib/postgresql/*/bin or $PAYMESH_PG_BIN; install them with `apt-get install -y postgresql` (cargo xtask test does this when run as root)")]
+    #[error(
+        "PostgreSQL server binaries (initdb, postgres) were not found under /usr/lib/postgresql/*/bin or $PAYMESH_PG_BIN; install them with `apt-get install -y postgresql` (cargo xtask test does this when run as root)"
+    )]
     NotInstalled,
-    #[error("running as root, but there is no `postgres` system user to run the server as; install Debian's postgresql package, which creates it")]
+    #[error(
+        "running as root, but there is no `postgres` system user to run the server as; install Debian's postgresql package, which creates it"
+    )]
     NoPostgresUser,
     #[error("{what} failed: {detail}")]
     Command { what: String, detail: String },
@@ -116,10 +121,16 @@ impl PgServer {
             run(Command::new("chown").arg("postgres:postgres").arg(&base), "chown of the data directory to postgres")?;
         }
         let mut initdb = as_user(as_root, &bin.join("initdb"));
-        initdb
-            .arg("-D")
-            .arg(base.join("data"))
-            .args(["-U", "postgres", "--auth=trust", "-E", "UTF8", "--locale=C", "--no-sync", "--no-instructions"]);
+        initdb.arg("-D").arg(base.join("data")).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "-E",
+            "UTF8",
+            "--locale=C",
+            "--no-sync",
+            "--no-instructions",
+        ]);
         run(&mut initdb, "initdb")?;
 
         // A port can be taken between choosing and binding; try a few.
@@ -150,6 +161,9 @@ impl PgServer {
             cmd.args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
         }
         cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+        // Own process group, so a terminal's Ctrl-C does not kill the supervisor and orphan
+        // the server; the owner stops it by closing the pipe.
+        cmd.process_group(0);
         let mut supervisor = cmd.spawn().map_err(io("starting the PostgreSQL supervisor (sh)"))?;
         let stdin = supervisor.stdin.take();
         let mut server = Self { port, base: base.to_owned(), bin: bin.to_owned(), supervisor, stdin };
@@ -219,11 +233,31 @@ impl PgServer {
     /// Runs SQL with `psql` and returns its unaligned, tuples-only output.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, PgError> {
         let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), "-d", database, "-c", sql])
+            .args([
+                "-X",
+                "-q",
+                "-A",
+                "-t",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-h",
+                "127.0.0.1",
+                "-U",
+                "postgres",
+                "-p",
+                &self.port.to_string(),
+                "-d",
+                database,
+                "-c",
+                sql,
+            ])
             .output()
             .map_err(io("running psql"))?;
         if !out.status.success() {
-            return Err(PgError::Command { what: format!("psql -c {sql:?}"), detail: String::from_utf8_lossy(&out.stderr).trim().to_owned() });
+            return Err(PgError::Command {
+                what: format!("psql -c {sql:?}"),
+                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
+            });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
     }

@@ -1,1 +1,89 @@
-fn main() {}
+//! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
+//!
+//! - `up [--config FILE] [--release]`: installs what is missing, starts the local stack
+//!   (a PostgreSQL server per shard, the payments instances), prints the endpoints, and stops
+//!   everything on Ctrl-C.
+//! - `test`: installs what is missing and runs every test: the workspace's tests, then a smoke
+//!   run of the stack `up` starts (on free ports) driven by grpcurl.
+
+mod install;
+mod probe;
+mod smoke;
+mod stack;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+const USAGE: &str = "usage: cargo xtask <command>
+  up [--config FILE] [--release]   start the local stack (Ctrl-C stops it)
+  test                             install prerequisites and run every test";
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let result = match args.first().map(String::as_str) {
+        Some("up") => up(&args[1..]),
+        Some("test") => test(&args[1..]),
+        Some("-h" | "--help") | None => {
+            println!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
+        Some(other) => Err(format!("unknown command '{other}'\n{USAGE}")),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// The workspace root (xtask's manifest is one level down).
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
+}
+
+fn up(args: &[String]) -> Result<(), String> {
+    let mut config = root().join("mesh-config/paymesh.toml");
+    let mut release = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--config" => config = PathBuf::from(it.next().ok_or("--config needs a file")?),
+            "--release" => release = true,
+            other => return Err(format!("unknown option '{other}' for up\n{USAGE}")),
+        }
+    }
+    install::postgres()?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let stack = stack::Stack::start(&config, &root().join(".paymesh/up"), release).await?;
+        stack.print_endpoints();
+        println!("\nThe stack is up. Press Ctrl-C to stop it.");
+        let outcome = stack.wait_for_ctrl_c_or_failure().await;
+        let stopped = stack.stop().await;
+        outcome.and(stopped)
+    })
+}
+
+fn test(args: &[String]) -> Result<(), String> {
+    if let Some(a) = args.first() {
+        return Err(format!("unknown option '{a}' for test\n{USAGE}"));
+    }
+    install::postgres()?;
+    let grpcurl = install::grpcurl()?;
+    println!("==> cargo test --workspace");
+    run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).current_dir(root()))?;
+    println!("==> cargo build -p paymesh-payments (for the smoke run)");
+    run(Command::new(env!("CARGO")).args(["build", "--locked", "-p", "paymesh-payments"]).current_dir(root()))?;
+    println!("==> smoke: the local stack, driven by grpcurl");
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(smoke::run(&grpcurl))?;
+    println!("==> all tests passed");
+    Ok(())
+}
+
+fn run(cmd: &mut Command) -> Result<(), String> {
+    let status = cmd.status().map_err(|e| format!("cannot run {cmd:?}: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("{cmd:?} failed with {status}")) }
+}

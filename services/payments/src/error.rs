@@ -22,7 +22,9 @@ pub enum PaymentError {
     NotFound(String),
 
     /// The idempotency key was used before for a different request. ALREADY_EXISTS.
-    #[error("idempotency_key '{key}' was already used by merchant {merchant_id} for a different request ({previous}); send a new key for a new request, or repeat the original request exactly to get its answer")]
+    #[error(
+        "idempotency_key '{key}' was already used by merchant {merchant_id} for a different request ({previous}); send a new key for a new request, or repeat the original request exactly to get its answer"
+    )]
     IdempotencyConflict { merchant_id: String, key: String, previous: String },
 
     /// The database cannot be reached right now; safe to retry. UNAVAILABLE.
@@ -54,11 +56,7 @@ impl PaymentError {
 impl From<tokio_postgres::Error> for PaymentError {
     fn from(e: tokio_postgres::Error) -> Self {
         // A closed connection or I/O failure is transient; anything the server rejected is not.
-        if e.is_closed() || e.as_db_error().is_none() {
-            Self::Unavailable(e.to_string())
-        } else {
-            Self::Internal(e.to_string())
-        }
+        if e.is_closed() || e.as_db_error().is_none() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
     }
 }
 

@@ -44,7 +44,12 @@ pub async fn run(config: &MeshConfig, instance: &str, shutdown: impl Future<Outp
 }
 
 /// Serves instance `instance` of `config` on an already-bound listener (tests bind port 0).
-pub async fn serve(listener: TcpListener, config: &MeshConfig, instance: &str, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ServeError> {
+pub async fn serve(
+    listener: TcpListener,
+    config: &MeshConfig,
+    instance: &str,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ServeError> {
     let inst: PaymentsInstance = config.payments_instance(instance)?.clone();
     let shard = config.shard(inst.shard).ok_or_else(|| ServeError::Database { shard: inst.shard.0, problem: "not declared".into() })?;
     let db_err = |problem: String| ServeError::Database { shard: inst.shard.0, problem };
@@ -119,7 +124,9 @@ async fn migrate_with_retry(pool: &deadpool_postgres::Pool, url: &str) -> Result
                 tracing::warn!(error = %e, %url, "database not ready; retrying");
                 tokio::time::sleep(Duration::from_millis(500)).await;
             }
-            Err(e) => return Err(format!("cannot prepare the database at {url} within {STARTUP_DEADLINE:?}: {e}; is PostgreSQL running there?")),
+            Err(e) => {
+                return Err(format!("cannot prepare the database at {url} within {STARTUP_DEADLINE:?}: {e}; is PostgreSQL running there?"));
+            }
         }
     }
 }

@@ -52,11 +52,19 @@ pub fn authorize(req: &pb::AuthorizeRequest) -> Result<Authorize, PaymentError> 
 }
 
 pub fn capture(req: &pb::CaptureRequest) -> Result<Capture, PaymentError> {
-    Ok(Capture { payment_id: payment_id(&req.payment_id)?, amount: req.amount.map(amount).transpose()?, idempotency_key: idempotency_key(&req.idempotency_key)? })
+    Ok(Capture {
+        payment_id: payment_id(&req.payment_id)?,
+        amount: req.amount.map(amount).transpose()?,
+        idempotency_key: idempotency_key(&req.idempotency_key)?,
+    })
 }
 
 pub fn refund(req: &pb::RefundRequest) -> Result<Refund, PaymentError> {
-    Ok(Refund { payment_id: payment_id(&req.payment_id)?, amount: req.amount.map(amount).transpose()?, idempotency_key: idempotency_key(&req.idempotency_key)? })
+    Ok(Refund {
+        payment_id: payment_id(&req.payment_id)?,
+        amount: req.amount.map(amount).transpose()?,
+        idempotency_key: idempotency_key(&req.idempotency_key)?,
+    })
 }
 
 pub fn void(req: &pb::VoidRequest) -> Result<Void, PaymentError> {
@@ -85,7 +93,10 @@ fn merchant_id(raw: &str) -> Result<String, PaymentError> {
 
 fn amount(raw: i64) -> Result<i64, PaymentError> {
     if raw <= 0 {
-        return Err(PaymentError::invalid("amount", format!("must be greater than 0 (an integer count of the currency's minor unit); got {raw}")));
+        return Err(PaymentError::invalid(
+            "amount",
+            format!("must be greater than 0 (an integer count of the currency's minor unit); got {raw}"),
+        ));
     }
     Ok(raw)
 }
@@ -95,18 +106,28 @@ fn currency(raw: &str) -> Result<&'static str, PaymentError> {
         return Err(PaymentError::invalid("currency", "is required: an ISO 4217 code such as USD or KRW"));
     }
     money::currency(raw).map(|c| c.code).ok_or_else(|| {
-        let hint = if money::currency(&raw.to_ascii_uppercase()).is_some() { format!("; write it in upper case: {}", raw.to_ascii_uppercase()) } else { String::new() };
+        let hint = if money::currency(&raw.to_ascii_uppercase()).is_some() {
+            format!("; write it in upper case: {}", raw.to_ascii_uppercase())
+        } else {
+            String::new()
+        };
         PaymentError::invalid("currency", format!("'{raw}' is not an ISO 4217 currency code accepted for payments{hint}"))
     })
 }
 
 fn idempotency_key(raw: &str) -> Result<String, PaymentError> {
     if raw.is_empty() {
-        return Err(PaymentError::invalid("idempotency_key", "is required for every mutating call; use a fresh unique value (e.g. a UUID) per distinct request"));
+        return Err(PaymentError::invalid(
+            "idempotency_key",
+            "is required for every mutating call; use a fresh unique value (e.g. a UUID) per distinct request",
+        ));
     }
     let chars = raw.chars().count();
     if chars > MAX_IDEMPOTENCY_KEY_CHARS {
-        return Err(PaymentError::invalid("idempotency_key", format!("is {chars} characters long; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}")));
+        return Err(PaymentError::invalid(
+            "idempotency_key",
+            format!("is {chars} characters long; the limit is {MAX_IDEMPOTENCY_KEY_CHARS}"),
+        ));
     }
     if raw.chars().any(char::is_control) {
         return Err(PaymentError::invalid("idempotency_key", "contains control characters"));

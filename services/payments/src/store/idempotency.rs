@@ -21,7 +21,14 @@ pub(super) enum Claim {
     Replay(Vec<u8>),
 }
 
-pub(super) async fn claim(tx: &Transaction<'_>, merchant_id: &str, key: &str, fp: &Fingerprint, now: SystemTime, retention: Duration) -> Result<Claim, PaymentError> {
+pub(super) async fn claim(
+    tx: &Transaction<'_>,
+    merchant_id: &str,
+    key: &str,
+    fp: &Fingerprint,
+    now: SystemTime,
+    retention: Duration,
+) -> Result<Claim, PaymentError> {
     let expires_at = now + retention;
     let inserted = tx
         .query_opt(
@@ -39,7 +46,10 @@ pub(super) async fn claim(tx: &Transaction<'_>, merchant_id: &str, key: &str, fp
         return Ok(Claim::New);
     }
     let row = tx
-        .query_one("SELECT method, request, response FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2", &[&merchant_id, &key])
+        .query_one(
+            "SELECT method, request, response FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2",
+            &[&merchant_id, &key],
+        )
         .await?;
     let (method, request, response): (String, Vec<u8>, Option<Vec<u8>>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     if method != fp.method || request != fp.request {
@@ -49,9 +59,18 @@ pub(super) async fn claim(tx: &Transaction<'_>, merchant_id: &str, key: &str, fp
     response.map(Claim::Replay).ok_or_else(|| PaymentError::Internal("a committed idempotency record has no stored response".into()))
 }
 
-pub(super) async fn complete(tx: &Transaction<'_>, merchant_id: &str, key: &str, payment_id: &str, response: &[u8]) -> Result<(), PaymentError> {
+pub(super) async fn complete(
+    tx: &Transaction<'_>,
+    merchant_id: &str,
+    key: &str,
+    payment_id: &str,
+    response: &[u8],
+) -> Result<(), PaymentError> {
     let n = tx
-        .execute("UPDATE idempotency_keys SET response = $3, payment_id = $4 WHERE merchant_id = $1 AND idempotency_key = $2", &[&merchant_id, &key, &response, &payment_id])
+        .execute(
+            "UPDATE idempotency_keys SET response = $3, payment_id = $4 WHERE merchant_id = $1 AND idempotency_key = $2",
+            &[&merchant_id, &key, &response, &payment_id],
+        )
         .await?;
     if n == 1 { Ok(()) } else { Err(PaymentError::Internal(format!("idempotency record vanished mid-transaction ({n} rows)"))) }
 }

@@ -40,14 +40,38 @@ impl PaymentStore {
         };
         tx.execute(
             &format!("INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
-            &[&row.payment_id, &row.merchant_id, &row.amount, &row.currency, &status_to_db(row.status), &row.captured_amount, &row.refunded_amount, &row.created_at, &row.updated_at],
+            &[
+                &row.payment_id,
+                &row.merchant_id,
+                &row.amount,
+                &row.currency,
+                &status_to_db(row.status),
+                &row.captured_amount,
+                &row.refunded_amount,
+                &row.created_at,
+                &row.updated_at,
+            ],
         )
         .await?;
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentAuthorized { event_id: event_id.to_string(), occurred_at: Some(now.into()), payment: Some(payment.clone()), idempotency_key: cmd.idempotency_key.clone() };
+        let event = pb::PaymentAuthorized {
+            event_id: event_id.to_string(),
+            occurred_at: Some(now.into()),
+            payment: Some(payment.clone()),
+            idempotency_key: cmd.idempotency_key.clone(),
+        };
         let op = Operation { id: &row.payment_id, kind: "AUTHORIZE", amount: row.amount };
-        finish(&tx, &row, op, &cmd.idempotency_key, (event_id, EventType::Authorized, event.encode_to_vec()), trace, &payment.encode_to_vec()).await?;
+        finish(
+            &tx,
+            &row,
+            op,
+            &cmd.idempotency_key,
+            (event_id, EventType::Authorized, event.encode_to_vec()),
+            trace,
+            &payment.encode_to_vec(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(payment)
     }
@@ -74,9 +98,24 @@ impl PaymentStore {
         update(&tx, &row).await?;
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentCaptured { event_id: event_id.to_string(), occurred_at: Some(now.into()), payment: Some(payment.clone()), idempotency_key: cmd.idempotency_key.clone(), captured_amount: amount };
+        let event = pb::PaymentCaptured {
+            event_id: event_id.to_string(),
+            occurred_at: Some(now.into()),
+            payment: Some(payment.clone()),
+            idempotency_key: cmd.idempotency_key.clone(),
+            captured_amount: amount,
+        };
         let op_id = format!("{}:capture", row.payment_id);
-        finish(&tx, &row, Operation { id: &op_id, kind: "CAPTURE", amount }, &cmd.idempotency_key, (event_id, EventType::Captured, event.encode_to_vec()), trace, &payment.encode_to_vec()).await?;
+        finish(
+            &tx,
+            &row,
+            Operation { id: &op_id, kind: "CAPTURE", amount },
+            &cmd.idempotency_key,
+            (event_id, EventType::Captured, event.encode_to_vec()),
+            trace,
+            &payment.encode_to_vec(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(payment)
     }
@@ -103,12 +142,32 @@ impl PaymentStore {
         row.status = if row.refunded_amount == row.captured_amount { S::Refunded } else { S::PartiallyRefunded };
         row.updated_at = now;
         update(&tx, &row).await?;
-        let refund = pb::Refund { refund_id: RefundId::new(self.shard).to_string(), payment_id: row.payment_id.clone(), amount, created_at: Some(now.into()) };
+        let refund = pb::Refund {
+            refund_id: RefundId::new(self.shard).to_string(),
+            payment_id: row.payment_id.clone(),
+            amount,
+            created_at: Some(now.into()),
+        };
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentRefunded { event_id: event_id.to_string(), occurred_at: Some(now.into()), payment: Some(payment.clone()), idempotency_key: cmd.idempotency_key.clone(), refund: Some(refund.clone()) };
+        let event = pb::PaymentRefunded {
+            event_id: event_id.to_string(),
+            occurred_at: Some(now.into()),
+            payment: Some(payment.clone()),
+            idempotency_key: cmd.idempotency_key.clone(),
+            refund: Some(refund.clone()),
+        };
         let response = pb::RefundResponse { refund: Some(refund.clone()), payment: Some(payment) };
-        finish(&tx, &row, Operation { id: &refund.refund_id, kind: "REFUND", amount }, &cmd.idempotency_key, (event_id, EventType::Refunded, event.encode_to_vec()), trace, &response.encode_to_vec()).await?;
+        finish(
+            &tx,
+            &row,
+            Operation { id: &refund.refund_id, kind: "REFUND", amount },
+            &cmd.idempotency_key,
+            (event_id, EventType::Refunded, event.encode_to_vec()),
+            trace,
+            &response.encode_to_vec(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(response)
     }
@@ -121,15 +180,34 @@ impl PaymentStore {
         if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
             return decode(&bytes);
         }
-        require(&row, "void", &[S::Authorized], "only an authorization that was never captured can be voided; refund a captured payment instead")?;
+        require(
+            &row,
+            "void",
+            &[S::Authorized],
+            "only an authorization that was never captured can be voided; refund a captured payment instead",
+        )?;
         row.status = S::Voided;
         row.updated_at = now;
         update(&tx, &row).await?;
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentVoided { event_id: event_id.to_string(), occurred_at: Some(now.into()), payment: Some(payment.clone()), idempotency_key: cmd.idempotency_key.clone() };
+        let event = pb::PaymentVoided {
+            event_id: event_id.to_string(),
+            occurred_at: Some(now.into()),
+            payment: Some(payment.clone()),
+            idempotency_key: cmd.idempotency_key.clone(),
+        };
         let op_id = format!("{}:void", row.payment_id);
-        finish(&tx, &row, Operation { id: &op_id, kind: "VOID", amount: 0 }, &cmd.idempotency_key, (event_id, EventType::Voided, event.encode_to_vec()), trace, &payment.encode_to_vec()).await?;
+        finish(
+            &tx,
+            &row,
+            Operation { id: &op_id, kind: "VOID", amount: 0 },
+            &cmd.idempotency_key,
+            (event_id, EventType::Voided, event.encode_to_vec()),
+            trace,
+            &payment.encode_to_vec(),
+        )
+        .await?;
         tx.commit().await?;
         Ok(payment)
     }

@@ -36,7 +36,14 @@ impl EventType {
     }
 }
 
-pub(super) async fn append(tx: &Transaction<'_>, event_id: uuid::Uuid, kind: EventType, payment_id: &str, payload: &[u8], trace: &TraceHeaders) -> Result<(), PaymentError> {
+pub(super) async fn append(
+    tx: &Transaction<'_>,
+    event_id: uuid::Uuid,
+    kind: EventType,
+    payment_id: &str,
+    payload: &[u8],
+    trace: &TraceHeaders,
+) -> Result<(), PaymentError> {
     tx.execute(
         "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload, headers)
          VALUES ($1, 'payment', $2, $3, $4,

@@ -8,7 +8,8 @@ use tokio_postgres::Row;
 use crate::error::PaymentError;
 
 /// Column list matching [`PaymentRow::from_row`].
-pub(super) const COLUMNS: &str = "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at";
+pub(super) const COLUMNS: &str =
+    "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at";
 
 #[derive(Clone, Debug)]
 pub(super) struct PaymentRow {

@@ -74,7 +74,9 @@ CREATE INDEX outbox_event_unpublished ON outbox_event (id) WHERE NOT published;
 /// Applies every migration the database lacks. Returns how many were applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
     client
-        .batch_execute("CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())")
+        .batch_execute(
+            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
         .await
         .or_else(|e| if is_unique_violation(&e) { Ok(()) } else { Err(e) })?;
     let mut applied = 0;

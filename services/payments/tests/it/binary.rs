@@ -25,7 +25,13 @@ async fn runs_from_a_config_file_and_exits_cleanly_on_sigterm() {
     let port = free_port().expect("port");
     let text = config_text(&[url]).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let path = temp_config(&text);
-    let mut child = Command::new(BIN).args(["--instance", "payments-0", "--config"]).arg(&path).stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("spawn payments");
+    let mut child = Command::new(BIN)
+        .args(["--instance", "payments-0", "--config"])
+        .arg(&path)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("spawn payments");
 
     let start = Instant::now();
     loop {

@@ -61,7 +61,8 @@ async fn capture_and_void_race_has_one_winner() {
         let p = authorized(&mesh, &m, 100).await;
         let (mut a, mut b) = (mesh.client(0).await, mesh.client(0).await);
         let (id1, id2) = (p.payment_id.clone(), p.payment_id.clone());
-        let cap = tokio::spawn(async move { a.capture(pb::CaptureRequest { payment_id: id1, amount: None, idempotency_key: key() }).await });
+        let cap =
+            tokio::spawn(async move { a.capture(pb::CaptureRequest { payment_id: id1, amount: None, idempotency_key: key() }).await });
         let void = tokio::spawn(async move { b.void(pb::VoidRequest { payment_id: id2, idempotency_key: key() }).await });
         let (cap, void) = (cap.await.expect("join"), void.await.expect("join"));
         assert!(cap.is_ok() != void.is_ok(), "exactly one of capture and void wins: {cap:?} {void:?}");

@@ -62,8 +62,16 @@ async fn keys_are_scoped_per_merchant() {
     let (a, b) = (mesh.merchant_on(0, 0), mesh.merchant_on(0, 1));
     let mut c = mesh.client(0).await;
     let shared = key();
-    let pa = c.authorize(pb::AuthorizeRequest { idempotency_key: shared.clone(), ..authorize_req(&a, 100, "USD") }).await.expect("a").into_inner();
-    let pb_ = c.authorize(pb::AuthorizeRequest { idempotency_key: shared.clone(), ..authorize_req(&b, 100, "USD") }).await.expect("b").into_inner();
+    let pa = c
+        .authorize(pb::AuthorizeRequest { idempotency_key: shared.clone(), ..authorize_req(&a, 100, "USD") })
+        .await
+        .expect("a")
+        .into_inner();
+    let pb_ = c
+        .authorize(pb::AuthorizeRequest { idempotency_key: shared.clone(), ..authorize_req(&b, 100, "USD") })
+        .await
+        .expect("b")
+        .into_inner();
     assert_ne!(pa.payment_id, pb_.payment_id);
     assert_eq!(mesh.counts(0).await.payments, 2);
     mesh.stop().await;
@@ -82,7 +90,10 @@ async fn a_rejected_request_does_not_burn_its_key() {
         &["exceeds"],
     );
     // The key is free: a corrected request with it goes through.
-    let ok = c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(1_000), idempotency_key: k }).await.expect("corrected");
+    let ok = c
+        .capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(1_000), idempotency_key: k })
+        .await
+        .expect("corrected");
     assert_eq!(ok.into_inner().captured_amount, 1_000);
     mesh.stop().await;
 }
@@ -98,7 +109,8 @@ async fn hundred_concurrent_identical_requests_make_one_payment() {
         let req = req.clone();
         tokio::spawn(async move { c.authorize(req).await.map(|r| r.into_inner()) })
     });
-    let answers: Vec<pb::Payment> = futures_util::future::join_all(calls).await.into_iter().map(|r| r.expect("join").expect("authorize")).collect();
+    let answers: Vec<pb::Payment> =
+        futures_util::future::join_all(calls).await.into_iter().map(|r| r.expect("join").expect("authorize")).collect();
     assert_eq!(answers.len(), 100);
     assert!(answers.iter().all(|a| *a == answers[0]), "answers differ");
     assert_eq!(mesh.counts(1).await, Counts { payments: 1, operations: 1, idempotency: 1, outbox: 1 });
@@ -114,13 +126,21 @@ async fn an_expired_key_can_be_used_again() {
     let first = c.authorize(req.clone()).await.expect("first").into_inner();
     let db = mesh.db(0).await;
     let kept: bool = db
-        .query_one("SELECT expires_at >= created_at + interval '24 hours' FROM idempotency_keys WHERE idempotency_key = $1", &[&req.idempotency_key])
+        .query_one(
+            "SELECT expires_at >= created_at + interval '24 hours' FROM idempotency_keys WHERE idempotency_key = $1",
+            &[&req.idempotency_key],
+        )
         .await
         .expect("select")
         .get(0);
     assert!(kept, "keys must be kept at least 24 hours");
     // Age the record past its retention, as if a day had passed.
-    db.execute("UPDATE idempotency_keys SET created_at = created_at - interval '25 hours', expires_at = expires_at - interval '25 hours'", &[]).await.expect("age");
+    db.execute(
+        "UPDATE idempotency_keys SET created_at = created_at - interval '25 hours', expires_at = expires_at - interval '25 hours'",
+        &[],
+    )
+    .await
+    .expect("age");
     let again = c.authorize(pb::AuthorizeRequest { amount: 200, ..req }).await.expect("expired key reused").into_inner();
     assert_ne!(again.payment_id, first.payment_id);
     assert_eq!(mesh.counts(0).await.payments, 2);

@@ -15,12 +15,20 @@ async fn one_event_per_successful_mutation_with_the_payment_state() {
     let traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
     req.metadata_mut().insert("traceparent", traceparent.parse().expect("ascii"));
     let p = c.authorize(req).await.expect("authorize").into_inner();
-    let cap = c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(4_000), idempotency_key: key() }).await.expect("capture").into_inner();
+    let cap = c
+        .capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(4_000), idempotency_key: key() })
+        .await
+        .expect("capture")
+        .into_inner();
     let refund_req = pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(1_000), idempotency_key: key() };
     let r = c.refund(refund_req.clone()).await.expect("refund").into_inner();
     // Rejected and replayed calls add nothing.
     let _ = c.refund(refund_req).await.expect("replay");
-    assert_status(c.void(pb::VoidRequest { payment_id: p.payment_id.clone(), idempotency_key: key() }).await, Code::FailedPrecondition, &[]);
+    assert_status(
+        c.void(pb::VoidRequest { payment_id: p.payment_id.clone(), idempotency_key: key() }).await,
+        Code::FailedPrecondition,
+        &[],
+    );
     let v = authorized(&mesh, &m, 10).await;
     c.void(pb::VoidRequest { payment_id: v.payment_id.clone(), idempotency_key: key() }).await.expect("void");
 

@@ -36,10 +36,10 @@ async fn health_is_serving_only_while_the_database_answers() {
 }
 
 async fn list_services_v1(mesh: &TestMesh) -> Vec<String> {
+    use tonic_reflection::pb::v1::ServerReflectionRequest;
     use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1::ServerReflectionRequest;
     let mut c = ServerReflectionClient::new(mesh.channel(0).await);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut stream = c.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1").into_inner();
@@ -50,10 +50,10 @@ async fn list_services_v1(mesh: &TestMesh) -> Vec<String> {
 }
 
 async fn list_services_v1alpha(mesh: &TestMesh) -> Vec<String> {
+    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_client::ServerReflectionClient;
     use tonic_reflection::pb::v1alpha::server_reflection_request::MessageRequest;
     use tonic_reflection::pb::v1alpha::server_reflection_response::MessageResponse;
-    use tonic_reflection::pb::v1alpha::ServerReflectionRequest;
     let mut c = ServerReflectionClient::new(mesh.channel(0).await);
     let req = ServerReflectionRequest { host: String::new(), message_request: Some(MessageRequest::ListServices(String::new())) };
     let mut stream = c.server_reflection_info(tokio_stream::iter(vec![req])).await.expect("reflection v1alpha").into_inner();
@@ -82,7 +82,8 @@ async fn restarting_keeps_data_and_reapplies_no_migration() {
     mesh.stop().await;
 
     let again = TestMesh::start_on(urls).await;
-    let got = again.client(1).await.get_payment(pb::GetPaymentRequest { payment_id: p.payment_id.clone() }).await.expect("get").into_inner();
+    let got =
+        again.client(1).await.get_payment(pb::GetPaymentRequest { payment_id: p.payment_id.clone() }).await.expect("get").into_inner();
     assert_eq!(got, p);
     let versions: i64 = again.db(1).await.query_one("SELECT count(*) FROM schema_migrations", &[]).await.expect("count").get(0);
     assert_eq!(versions, 1);
@@ -107,7 +108,10 @@ async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
     let start = Instant::now();
     loop {
         let waiting: i64 = watcher
-            .query_one("SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'paymesh-payments'", &[])
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'paymesh-payments'",
+                &[],
+            )
             .await
             .expect("activity")
             .get(0);

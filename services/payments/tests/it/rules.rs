@@ -16,10 +16,18 @@ async fn authorize_capture_refund_get() {
     assert_eq!(p.created_at, p.updated_at);
 
     let mut c = mesh.client_for_payment(&p.payment_id).await;
-    let cap = c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(40_000), idempotency_key: key() }).await.expect("capture").into_inner();
+    let cap = c
+        .capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(40_000), idempotency_key: key() })
+        .await
+        .expect("capture")
+        .into_inner();
     assert_eq!((status_of(&cap), cap.captured_amount, cap.refunded_amount), (pb::PaymentStatus::Captured, 40_000, 0));
 
-    let r1 = c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(15_000), idempotency_key: key() }).await.expect("refund").into_inner();
+    let r1 = c
+        .refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(15_000), idempotency_key: key() })
+        .await
+        .expect("refund")
+        .into_inner();
     let refund = r1.refund.expect("refund");
     assert_eq!((refund.amount, refund.payment_id.as_str()), (15_000, p.payment_id.as_str()));
     assert!(refund.refund_id.starts_with("ref_1_"));
@@ -27,7 +35,11 @@ async fn authorize_capture_refund_get() {
     assert_eq!((status_of(&after1), after1.refunded_amount), (pb::PaymentStatus::PartiallyRefunded, 15_000));
 
     // No amount: refund whatever is left.
-    let r2 = c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key() }).await.expect("refund rest").into_inner();
+    let r2 = c
+        .refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key() })
+        .await
+        .expect("refund rest")
+        .into_inner();
     assert_eq!(r2.refund.expect("refund").amount, 25_000);
     let after2 = r2.payment.expect("payment");
     assert_eq!((status_of(&after2), after2.refunded_amount), (pb::PaymentStatus::Refunded, 40_000));
@@ -47,7 +59,11 @@ async fn capture_without_amount_takes_everything_and_void_cancels() {
     let m = mesh.merchant_on(0, 0);
     let p = authorized(&mesh, &m, 700).await;
     let mut c = mesh.client_for_payment(&p.payment_id).await;
-    let cap = c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key() }).await.expect("capture").into_inner();
+    let cap = c
+        .capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key() })
+        .await
+        .expect("capture")
+        .into_inner();
     assert_eq!(cap.captured_amount, 700);
 
     let q = authorized(&mesh, &m, 900).await;
@@ -75,9 +91,17 @@ async fn illegal_transitions_are_rejected_and_write_nothing() {
     let refund = |id: &str| pb::RefundRequest { payment_id: id.into(), amount: Some(1), idempotency_key: key() };
     let void = |id: &str| pb::VoidRequest { payment_id: id.into(), idempotency_key: key() };
 
-    assert_status(c.refund(refund(&authorized_p.payment_id)).await, Code::FailedPrecondition, &["is AUTHORIZED", "needs CAPTURED or PARTIALLY_REFUNDED", "only captured money"]);
+    assert_status(
+        c.refund(refund(&authorized_p.payment_id)).await,
+        Code::FailedPrecondition,
+        &["is AUTHORIZED", "needs CAPTURED or PARTIALLY_REFUNDED", "only captured money"],
+    );
     assert_status(c.capture(capture(&captured_p.payment_id)).await, Code::FailedPrecondition, &["is CAPTURED", "captured once"]);
-    assert_status(c.void(void(&captured_p.payment_id)).await, Code::FailedPrecondition, &["cannot void", "is CAPTURED", "refund a captured payment instead"]);
+    assert_status(
+        c.void(void(&captured_p.payment_id)).await,
+        Code::FailedPrecondition,
+        &["cannot void", "is CAPTURED", "refund a captured payment instead"],
+    );
     assert_status(c.capture(capture(&voided_p.payment_id)).await, Code::FailedPrecondition, &["is VOIDED", "needs AUTHORIZED"]);
     assert_status(c.void(void(&voided_p.payment_id)).await, Code::FailedPrecondition, &["is VOIDED"]);
     assert_status(c.refund(refund(&voided_p.payment_id)).await, Code::FailedPrecondition, &["is VOIDED"]);
@@ -103,7 +127,9 @@ async fn over_capture_and_over_refund_are_rejected() {
     );
     assert_eq!(mesh.counts(1).await, before);
 
-    c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(600), idempotency_key: key() }).await.expect("partial capture");
+    c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: Some(600), idempotency_key: key() })
+        .await
+        .expect("partial capture");
     c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(500), idempotency_key: key() }).await.expect("refund 500");
     let before = mesh.counts(1).await;
     assert_status(
@@ -129,13 +155,19 @@ async fn largest_amounts_are_exact() {
     let m = mesh.merchant_on(0, 3);
     let p = captured(&mesh, &m, i64::MAX, i64::MAX).await;
     let mut c = mesh.client(0).await;
-    c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(i64::MAX - 1), idempotency_key: key() }).await.expect("refund");
+    c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(i64::MAX - 1), idempotency_key: key() })
+        .await
+        .expect("refund");
     assert_status(
         c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(i64::MAX), idempotency_key: key() }).await,
         Code::FailedPrecondition,
         &["left to refund: 1"],
     );
-    let last = c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(1), idempotency_key: key() }).await.expect("last unit").into_inner();
+    let last = c
+        .refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(1), idempotency_key: key() })
+        .await
+        .expect("last unit")
+        .into_inner();
     let paid = last.payment.expect("payment");
     assert_eq!((paid.refunded_amount, status_of(&paid)), (i64::MAX, pb::PaymentStatus::Refunded));
     mesh.stop().await;

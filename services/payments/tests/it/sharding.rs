@@ -45,10 +45,26 @@ async fn an_instance_refuses_another_shards_requests() {
         &[&format!("merchant {m1} belongs to shard 1"), "this instance serves shard 0"],
     );
     let id = p1.payment_id.clone();
-    assert_status(wrong.get_payment(pb::GetPaymentRequest { payment_id: id.clone() }).await, Code::FailedPrecondition, &["is stored on shard 1", "serves shard 0"]);
-    assert_status(wrong.capture(pb::CaptureRequest { payment_id: id.clone(), amount: None, idempotency_key: key() }).await, Code::FailedPrecondition, &["shard 1"]);
-    assert_status(wrong.refund(pb::RefundRequest { payment_id: id.clone(), amount: None, idempotency_key: key() }).await, Code::FailedPrecondition, &["shard 1"]);
-    assert_status(wrong.void(pb::VoidRequest { payment_id: id.clone(), idempotency_key: key() }).await, Code::FailedPrecondition, &["shard 1"]);
+    assert_status(
+        wrong.get_payment(pb::GetPaymentRequest { payment_id: id.clone() }).await,
+        Code::FailedPrecondition,
+        &["is stored on shard 1", "serves shard 0"],
+    );
+    assert_status(
+        wrong.capture(pb::CaptureRequest { payment_id: id.clone(), amount: None, idempotency_key: key() }).await,
+        Code::FailedPrecondition,
+        &["shard 1"],
+    );
+    assert_status(
+        wrong.refund(pb::RefundRequest { payment_id: id.clone(), amount: None, idempotency_key: key() }).await,
+        Code::FailedPrecondition,
+        &["shard 1"],
+    );
+    assert_status(
+        wrong.void(pb::VoidRequest { payment_id: id.clone(), idempotency_key: key() }).await,
+        Code::FailedPrecondition,
+        &["shard 1"],
+    );
     assert_eq!(mesh.total_counts().await, before);
     mesh.stop().await;
 }

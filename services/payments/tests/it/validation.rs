@@ -24,7 +24,10 @@ async fn bad_authorize_requests_name_the_field_and_store_nothing() {
         (pb::AuthorizeRequest { currency: "krw".into(), ..good() }, &["upper case: KRW"]),
         (pb::AuthorizeRequest { currency: "XAU".into(), ..good() }, &["'XAU' is not"]),
         (pb::AuthorizeRequest { idempotency_key: String::new(), ..good() }, &["idempotency_key: is required"]),
-        (pb::AuthorizeRequest { idempotency_key: "k".repeat(256), ..good() }, &["idempotency_key: is 256 characters long; the limit is 255"]),
+        (
+            pb::AuthorizeRequest { idempotency_key: "k".repeat(256), ..good() },
+            &["idempotency_key: is 256 characters long; the limit is 255"],
+        ),
         (pb::AuthorizeRequest { merchant_id: "bad merchant!".into(), ..good() }, &["merchant_id: 'bad merchant!'"]),
     ];
     for (req, needles) in cases {
@@ -48,24 +51,57 @@ async fn bad_payment_ids_and_amounts_on_later_calls() {
 
     // Malformed ids: INVALID_ARGUMENT with the expected shape.
     for bad in ["", "123", "pay_0_xyz", "PAY_0_0193a0c2f4d87e4b9a1c6f0e2d3b4a59", "pay_0_0193a0c2f4d87e4b9a1c6f0e2d3b4a5"] {
-        let want: &[&str] = if bad.is_empty() { &["payment_id: is required"] } else { &["payment_id:", "expected pay_<shard>_<32 hex digits>"] };
-        assert_status(c.capture(pb::CaptureRequest { payment_id: bad.into(), amount: None, idempotency_key: key() }).await, Code::InvalidArgument, want);
+        let want: &[&str] =
+            if bad.is_empty() { &["payment_id: is required"] } else { &["payment_id:", "expected pay_<shard>_<32 hex digits>"] };
+        assert_status(
+            c.capture(pb::CaptureRequest { payment_id: bad.into(), amount: None, idempotency_key: key() }).await,
+            Code::InvalidArgument,
+            want,
+        );
         assert_status(c.get_payment(pb::GetPaymentRequest { payment_id: bad.into() }).await, Code::InvalidArgument, want);
     }
     // Well-formed but unknown: NOT_FOUND naming the id.
     let ghost = PaymentId::new(ShardId(0)).to_string();
     assert_status(c.get_payment(pb::GetPaymentRequest { payment_id: ghost.clone() }).await, Code::NotFound, &[&ghost, "does not exist"]);
-    assert_status(c.capture(pb::CaptureRequest { payment_id: ghost.clone(), amount: None, idempotency_key: key() }).await, Code::NotFound, &[&ghost]);
-    assert_status(c.refund(pb::RefundRequest { payment_id: ghost.clone(), amount: None, idempotency_key: key() }).await, Code::NotFound, &[&ghost]);
+    assert_status(
+        c.capture(pb::CaptureRequest { payment_id: ghost.clone(), amount: None, idempotency_key: key() }).await,
+        Code::NotFound,
+        &[&ghost],
+    );
+    assert_status(
+        c.refund(pb::RefundRequest { payment_id: ghost.clone(), amount: None, idempotency_key: key() }).await,
+        Code::NotFound,
+        &[&ghost],
+    );
     assert_status(c.void(pb::VoidRequest { payment_id: ghost.clone(), idempotency_key: key() }).await, Code::NotFound, &[&ghost]);
 
     // Bad amounts and keys on capture, refund and void.
     let id = p.payment_id.clone();
-    assert_status(c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: Some(0), idempotency_key: key() }).await, Code::InvalidArgument, &["amount: must be greater than 0"]);
-    assert_status(c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: Some(-1), idempotency_key: key() }).await, Code::InvalidArgument, &["amount:"]);
-    assert_status(c.refund(pb::RefundRequest { payment_id: id.clone(), amount: Some(0), idempotency_key: key() }).await, Code::InvalidArgument, &["amount:"]);
-    assert_status(c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: None, idempotency_key: String::new() }).await, Code::InvalidArgument, &["idempotency_key: is required"]);
-    assert_status(c.void(pb::VoidRequest { payment_id: id.clone(), idempotency_key: "x".repeat(300) }).await, Code::InvalidArgument, &["the limit is 255"]);
+    assert_status(
+        c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: Some(0), idempotency_key: key() }).await,
+        Code::InvalidArgument,
+        &["amount: must be greater than 0"],
+    );
+    assert_status(
+        c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: Some(-1), idempotency_key: key() }).await,
+        Code::InvalidArgument,
+        &["amount:"],
+    );
+    assert_status(
+        c.refund(pb::RefundRequest { payment_id: id.clone(), amount: Some(0), idempotency_key: key() }).await,
+        Code::InvalidArgument,
+        &["amount:"],
+    );
+    assert_status(
+        c.capture(pb::CaptureRequest { payment_id: id.clone(), amount: None, idempotency_key: String::new() }).await,
+        Code::InvalidArgument,
+        &["idempotency_key: is required"],
+    );
+    assert_status(
+        c.void(pb::VoidRequest { payment_id: id.clone(), idempotency_key: "x".repeat(300) }).await,
+        Code::InvalidArgument,
+        &["the limit is 255"],
+    );
 
     assert_eq!(mesh.total_counts().await, before, "a rejected request wrote rows");
     mesh.stop().await;

