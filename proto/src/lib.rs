@@ -26,3 +26,22 @@ pub mod payments {
         pub const SERVICE_NAME: &str = "payments.v1.Payments";
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use prost::Message;
+
+    #[test]
+    fn descriptor_set_has_the_services_and_keeps_http_annotations() {
+        let set = prost_types::FileDescriptorSet::decode(super::FILE_DESCRIPTOR_SET).expect("a valid FileDescriptorSet");
+        let payments = set.file.iter().find(|f| f.name() == "payments/v1/payments.proto").expect("payments.proto included");
+        let methods: Vec<&str> = payments.service[0].method.iter().map(|m| m.name()).collect();
+        assert_eq!(methods, ["Authorize", "Capture", "Refund", "Void", "GetPayment"]);
+        assert!(set.file.iter().any(|f| f.name() == "google/api/annotations.proto"), "imports included");
+        // prost-types drops extension options when decoding, so look for the rule's text in
+        // the encoded bytes, where the edge's reflection-based decoder will find it.
+        for path in ["/api/payments/authorize", "/api/payments/{payment_id}/capture", "/api/payments/{payment_id}/refund", "/api/payments/{payment_id}/void", "/api/payments/{payment_id}"] {
+            assert!(super::FILE_DESCRIPTOR_SET.windows(path.len()).any(|w| w == path.as_bytes()), "{path} missing");
+        }
+    }
+}

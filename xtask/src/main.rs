@@ -57,7 +57,7 @@ fn up(args: &[String]) -> Result<(), String> {
     install::postgres()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        let stack = stack::Stack::start(&config, &root().join(".paymesh/up"), release).await?;
+        let mut stack = stack::Stack::start(&config, &root().join(".paymesh/up"), release).await?;
         stack.print_endpoints();
         println!("\nThe stack is up. Press Ctrl-C to stop it.");
         let outcome = stack.wait_for_ctrl_c_or_failure().await;

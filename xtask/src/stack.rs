@@ -86,7 +86,7 @@ impl Stack {
     }
 
     /// Returns on Ctrl-C (Ok) or when an instance dies (Err).
-    pub async fn wait_for_ctrl_c_or_failure(&self) -> Result<(), String> {
+    pub async fn wait_for_ctrl_c_or_failure(&mut self) -> Result<(), String> {
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let ctrl_c = tokio::signal::ctrl_c();
         tokio::pin!(ctrl_c);
@@ -94,22 +94,14 @@ impl Stack {
             tokio::select! {
                 _ = &mut ctrl_c => return Ok(()),
                 _ = tick.tick() => {
-                    if let Some(e) = self.first_exit() {
-                        return Err(e);
+                    for (name, _, child) in &mut self.instances {
+                        if let Ok(Some(status)) = child.try_wait() {
+                            return Err(format!("{name} exited unexpectedly ({status}); see its log above"));
+                        }
                     }
                 }
             }
         }
-    }
-
-    fn first_exit(&self) -> Option<String> {
-        // `try_wait` needs `&mut`; `kill -0` asks the same question without it.
-        self.instances.iter().find_map(|(name, _, child)| {
-            let pid = child.id()?;
-            let alive =
-                std::process::Command::new("kill").args(["-0", &pid.to_string()]).stderr(Stdio::null()).status().is_ok_and(|s| s.success());
-            (!alive).then(|| format!("{name} exited unexpectedly; see its log above"))
-        })
     }
 
     /// SIGTERM to every instance, wait for them, then stop the databases. Errors if an

@@ -1,9 +1,12 @@
 //! Authorize, capture, refund and void: each one transaction, all-or-nothing.
 //!
 //! Order inside a transaction matters. For an existing payment: lock the payment row, then
-//! claim the idempotency key, then check the state rules. Claiming before checking lets a
-//! replay of a successful capture return its answer even though the payment is no longer
-//! AUTHORIZED; locking first keeps one lock order (payment, then key) for every mutation.
+//! claim the idempotency key, then apply the rules of [`crate::lifecycle`]. Claiming before
+//! the rules lets a replay of a successful capture return its answer even though the
+//! payment is no longer AUTHORIZED; locking first keeps one lock order (payment, then key)
+//! for every mutation.
+
+use std::time::SystemTime;
 
 use paymesh_core::ids::{PaymentId, RefundId};
 use paymesh_proto::payments::v1 as pb;
@@ -12,12 +15,11 @@ use tokio_postgres::Transaction;
 
 use super::idempotency::{self, Claim};
 use super::outbox::{self, EventType};
-use super::row::{COLUMNS, PaymentRow, status_to_db};
+use super::row::{COLUMNS, PaymentRow};
 use super::{Fingerprint, PaymentStore, TraceHeaders, now};
 use crate::error::PaymentError;
+use crate::lifecycle::{self, Balance, Change, status_name};
 use crate::validate;
-
-use pb::PaymentStatus as S;
 
 impl PaymentStore {
     pub async fn authorize(&self, cmd: &validate::Authorize, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
@@ -32,7 +34,7 @@ impl PaymentStore {
             merchant_id: cmd.merchant_id.clone(),
             amount: cmd.amount,
             currency: cmd.currency.to_owned(),
-            status: S::Authorized,
+            status: pb::PaymentStatus::Authorized,
             captured_amount: 0,
             refunded_amount: 0,
             created_at: now,
@@ -45,7 +47,7 @@ impl PaymentStore {
                 &row.merchant_id,
                 &row.amount,
                 &row.currency,
-                &status_to_db(row.status),
+                &status_name(row.status),
                 &row.captured_amount,
                 &row.refunded_amount,
                 &row.created_at,
@@ -61,172 +63,126 @@ impl PaymentStore {
             payment: Some(payment.clone()),
             idempotency_key: cmd.idempotency_key.clone(),
         };
-        let op = Operation { id: &row.payment_id, kind: "AUTHORIZE", amount: row.amount };
-        finish(
-            &tx,
-            &row,
-            op,
-            &cmd.idempotency_key,
-            (event_id, EventType::Authorized, event.encode_to_vec()),
-            trace,
-            &payment.encode_to_vec(),
-        )
-        .await?;
+        let op = Operation { id: row.payment_id.clone(), kind: "AUTHORIZE", amount: row.amount };
+        let event = Event { id: event_id, kind: EventType::Authorized, payload: event.encode_to_vec() };
+        finish(&tx, &row, &op, &cmd.idempotency_key, &event, trace, &payment.encode_to_vec()).await?;
         tx.commit().await?;
         Ok(payment)
     }
 
     pub async fn capture(&self, cmd: &validate::Capture, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let now = now();
-        let mut row = lock(&tx, &cmd.payment_id).await?;
-        if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
-            return decode(&bytes);
-        }
-        require(&row, "capture", &[S::Authorized], "a payment is captured once, and only while AUTHORIZED")?;
-        let amount = cmd.amount.unwrap_or(row.amount);
-        if amount > row.amount {
-            return Err(PaymentError::Precondition(format!(
-                "capture amount {amount} exceeds the authorized amount {} of payment {}; capture at most the authorized amount",
-                row.amount, row.payment_id
-            )));
-        }
-        row.status = S::Captured;
-        row.captured_amount = amount;
-        row.updated_at = now;
-        update(&tx, &row).await?;
-        let payment = row.to_proto();
-        let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentCaptured {
-            event_id: event_id.to_string(),
-            occurred_at: Some(now.into()),
-            payment: Some(payment.clone()),
-            idempotency_key: cmd.idempotency_key.clone(),
-            captured_amount: amount,
-        };
-        let op_id = format!("{}:capture", row.payment_id);
-        finish(
-            &tx,
-            &row,
-            Operation { id: &op_id, kind: "CAPTURE", amount },
-            &cmd.idempotency_key,
-            (event_id, EventType::Captured, event.encode_to_vec()),
-            trace,
-            &payment.encode_to_vec(),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(payment)
+        let amount = cmd.amount;
+        self.mutate(&cmd.payment_id, &cmd.idempotency_key, fp, trace, |b, id| lifecycle::capture(b, id, amount), |p, _| p).await
     }
 
     pub async fn refund(&self, cmd: &validate::Refund, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::RefundResponse, PaymentError> {
+        let amount = cmd.amount;
+        self.mutate(
+            &cmd.payment_id,
+            &cmd.idempotency_key,
+            fp,
+            trace,
+            |b, id| lifecycle::refund(b, id, amount),
+            |payment, refund| pb::RefundResponse { refund, payment: Some(payment) },
+        )
+        .await
+    }
+
+    pub async fn void(&self, cmd: &validate::Void, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
+        self.mutate(&cmd.payment_id, &cmd.idempotency_key, fp, trace, lifecycle::void, |p, _| p).await
+    }
+
+    /// The transaction shared by capture, refund and void: lock, claim the key, let
+    /// `decide` apply the rules to the locked state, write everything, build the answer
+    /// with `respond` (given the refund record when there is one).
+    async fn mutate<R: Message + Default>(
+        &self,
+        payment_id: &PaymentId,
+        key: &str,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+        decide: impl FnOnce(&Balance, &str) -> Result<Change, PaymentError>,
+        respond: impl FnOnce(pb::Payment, Option<pb::Refund>) -> R,
+    ) -> Result<R, PaymentError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let now = now();
-        let mut row = lock(&tx, &cmd.payment_id).await?;
-        if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
+        let mut row = lock(&tx, payment_id).await?;
+        if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
             return decode(&bytes);
         }
-        require(&row, "refund", &[S::Captured, S::PartiallyRefunded], "only captured money can be refunded")?;
-        let refundable = row.captured_amount - row.refunded_amount;
-        let amount = cmd.amount.unwrap_or(refundable);
-        if amount > refundable {
-            return Err(PaymentError::Precondition(format!(
-                "refund amount {amount} exceeds what payment {} has left to refund: {refundable} (captured {}, already refunded {}); refunds together may not exceed the captured amount",
-                row.payment_id, row.captured_amount, row.refunded_amount
-            )));
-        }
-        // amount <= refundable, so this cannot overflow.
-        row.refunded_amount += amount;
-        row.status = if row.refunded_amount == row.captured_amount { S::Refunded } else { S::PartiallyRefunded };
+        let change = decide(&row.balance(), &row.payment_id)?;
+        row.set_balance(lifecycle::apply(&row.balance(), change));
         row.updated_at = now;
         update(&tx, &row).await?;
-        let refund = pb::Refund {
-            refund_id: RefundId::new(self.shard).to_string(),
-            payment_id: row.payment_id.clone(),
-            amount,
-            created_at: Some(now.into()),
-        };
+
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentRefunded {
-            event_id: event_id.to_string(),
-            occurred_at: Some(now.into()),
-            payment: Some(payment.clone()),
-            idempotency_key: cmd.idempotency_key.clone(),
-            refund: Some(refund.clone()),
-        };
-        let response = pb::RefundResponse { refund: Some(refund.clone()), payment: Some(payment) };
-        finish(
-            &tx,
-            &row,
-            Operation { id: &refund.refund_id, kind: "REFUND", amount },
-            &cmd.idempotency_key,
-            (event_id, EventType::Refunded, event.encode_to_vec()),
-            trace,
-            &response.encode_to_vec(),
-        )
-        .await?;
+        let (op, event, refund) = self.record(&row, &payment, change, event_id, now, key);
+        let response = respond(payment, refund);
+        finish(&tx, &row, &op, key, &event, trace, &response.encode_to_vec()).await?;
         tx.commit().await?;
         Ok(response)
     }
 
-    pub async fn void(&self, cmd: &validate::Void, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        let now = now();
-        let mut row = lock(&tx, &cmd.payment_id).await?;
-        if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
-            return decode(&bytes);
-        }
-        require(
-            &row,
-            "void",
-            &[S::Authorized],
-            "only an authorization that was never captured can be voided; refund a captured payment instead",
-        )?;
-        row.status = S::Voided;
-        row.updated_at = now;
-        update(&tx, &row).await?;
-        let payment = row.to_proto();
-        let event_id = uuid::Uuid::now_v7();
-        let event = pb::PaymentVoided {
-            event_id: event_id.to_string(),
-            occurred_at: Some(now.into()),
-            payment: Some(payment.clone()),
-            idempotency_key: cmd.idempotency_key.clone(),
+    /// The operation record and outbox event for an accepted change (and the refund record,
+    /// for a refund).
+    fn record(
+        &self,
+        row: &PaymentRow,
+        payment: &pb::Payment,
+        change: Change,
+        id: uuid::Uuid,
+        now: SystemTime,
+        key: &str,
+    ) -> (Operation, Event, Option<pb::Refund>) {
+        let (event_id, occurred_at, payment, idempotency_key) = (id.to_string(), Some(now.into()), Some(payment.clone()), key.to_owned());
+        let (op_id, kind, payload, refund) = match change {
+            Change::Capture { amount } => {
+                let ev = pb::PaymentCaptured { event_id, occurred_at, payment, idempotency_key, captured_amount: amount };
+                (format!("{}:capture", row.payment_id), EventType::Captured, ev.encode_to_vec(), None)
+            }
+            Change::Refund { amount } => {
+                let refund = pb::Refund {
+                    refund_id: RefundId::new(self.shard).to_string(),
+                    payment_id: row.payment_id.clone(),
+                    amount,
+                    created_at: Some(now.into()),
+                };
+                let ev = pb::PaymentRefunded { event_id, occurred_at, payment, idempotency_key, refund: Some(refund.clone()) };
+                (refund.refund_id.clone(), EventType::Refunded, ev.encode_to_vec(), Some(refund))
+            }
+            Change::Void => {
+                let ev = pb::PaymentVoided { event_id, occurred_at, payment, idempotency_key };
+                (format!("{}:void", row.payment_id), EventType::Voided, ev.encode_to_vec(), None)
+            }
         };
-        let op_id = format!("{}:void", row.payment_id);
-        finish(
-            &tx,
-            &row,
-            Operation { id: &op_id, kind: "VOID", amount: 0 },
-            &cmd.idempotency_key,
-            (event_id, EventType::Voided, event.encode_to_vec()),
-            trace,
-            &payment.encode_to_vec(),
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(payment)
+        let op = Operation { id: op_id, kind: change.kind(), amount: change.amount() };
+        (op, Event { id, kind, payload }, refund)
     }
 }
 
 /// An operation record: what was done to the payment, by which request.
-struct Operation<'a> {
-    id: &'a str,
+struct Operation {
+    id: String,
     kind: &'static str,
     amount: i64,
+}
+
+/// An outbox event ready to append.
+struct Event {
+    id: uuid::Uuid,
+    kind: EventType,
+    payload: Vec<u8>,
 }
 
 /// The writes every mutation ends with: operation record, outbox event, stored answer.
 async fn finish(
     tx: &Transaction<'_>,
     row: &PaymentRow,
-    op: Operation<'_>,
+    op: &Operation,
     key: &str,
-    (event_id, kind, event): (uuid::Uuid, EventType, Vec<u8>),
+    event: &Event,
     trace: &TraceHeaders,
     response: &[u8],
 ) -> Result<(), PaymentError> {
@@ -235,7 +191,7 @@ async fn finish(
         &[&op.id, &row.payment_id, &op.kind, &op.amount, &key, &row.updated_at],
     )
     .await?;
-    outbox::append(tx, event_id, kind, &row.payment_id, &event, trace).await?;
+    outbox::append(tx, event.id, event.kind, &row.payment_id, &event.payload, trace).await?;
     idempotency::complete(tx, &row.merchant_id, key, &row.payment_id, response).await
 }
 
@@ -251,24 +207,10 @@ async fn lock(tx: &Transaction<'_>, id: &PaymentId) -> Result<PaymentRow, Paymen
 async fn update(tx: &Transaction<'_>, row: &PaymentRow) -> Result<(), PaymentError> {
     tx.execute(
         "UPDATE payments SET status = $2, captured_amount = $3, refunded_amount = $4, updated_at = $5 WHERE payment_id = $1",
-        &[&row.payment_id, &status_to_db(row.status), &row.captured_amount, &row.refunded_amount, &row.updated_at],
+        &[&row.payment_id, &status_name(row.status), &row.captured_amount, &row.refunded_amount, &row.updated_at],
     )
     .await?;
     Ok(())
-}
-
-/// Fails unless the payment is in one of `allowed`, naming the state and the rule.
-fn require(row: &PaymentRow, operation: &str, allowed: &[S], rule: &str) -> Result<(), PaymentError> {
-    if allowed.contains(&row.status) {
-        return Ok(());
-    }
-    let names: Vec<&str> = allowed.iter().map(|s| status_to_db(*s)).collect();
-    Err(PaymentError::Precondition(format!(
-        "cannot {operation} payment {}: it is {} and {operation} needs {}; {rule}",
-        row.payment_id,
-        status_to_db(row.status),
-        names.join(" or ")
-    )))
 }
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, PaymentError> {

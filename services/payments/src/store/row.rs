@@ -6,6 +6,7 @@ use paymesh_proto::payments::v1 as pb;
 use tokio_postgres::Row;
 
 use crate::error::PaymentError;
+use crate::lifecycle::Balance;
 
 /// Column list matching [`PaymentRow::from_row`].
 pub(super) const COLUMNS: &str =
@@ -40,6 +41,17 @@ impl PaymentRow {
         })
     }
 
+    pub fn balance(&self) -> Balance {
+        Balance { status: self.status, amount: self.amount, captured: self.captured_amount, refunded: self.refunded_amount }
+    }
+
+    pub fn set_balance(&mut self, b: Balance) {
+        self.status = b.status;
+        self.amount = b.amount;
+        self.captured_amount = b.captured;
+        self.refunded_amount = b.refunded;
+    }
+
     pub fn to_proto(&self) -> pb::Payment {
         pb::Payment {
             payment_id: self.payment_id.clone(),
@@ -52,18 +64,6 @@ impl PaymentRow {
             created_at: Some(self.created_at.into()),
             updated_at: Some(self.updated_at.into()),
         }
-    }
-}
-
-/// The status as stored: the enum name without its `PAYMENT_STATUS_` prefix.
-pub(super) fn status_to_db(s: pb::PaymentStatus) -> &'static str {
-    match s {
-        pb::PaymentStatus::Authorized => "AUTHORIZED",
-        pb::PaymentStatus::Captured => "CAPTURED",
-        pb::PaymentStatus::PartiallyRefunded => "PARTIALLY_REFUNDED",
-        pb::PaymentStatus::Refunded => "REFUNDED",
-        pb::PaymentStatus::Voided => "VOIDED",
-        pb::PaymentStatus::Unspecified => "UNSPECIFIED",
     }
 }
 
