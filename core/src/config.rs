@@ -13,6 +13,9 @@ use std::time::Duration;
 
 use crate::{ShardId, duration};
 
+mod edge;
+pub use edge::{Cluster, EdgeConfig, Endpoint, HealthCheck, Route, ShardKey, ShardKeyKind};
+
 /// A validated mesh config.
 #[derive(Clone, Debug)]
 pub struct MeshConfig {
@@ -21,6 +24,8 @@ pub struct MeshConfig {
     /// Shards in id order: `shards[i].id == ShardId(i)`.
     pub shards: Vec<Shard>,
     pub payments: PaymentsConfig,
+    /// The edge proxy; `None` when the file has no `[edge]` section.
+    pub edge: Option<EdgeConfig>,
 }
 
 /// One PostgreSQL shard.
@@ -199,10 +204,15 @@ impl MeshConfig {
             ));
         }
 
+        let shard_count = shards.len() as u32;
+        let base_dir = path.parent().unwrap_or(Path::new("."));
+        let edge =
+            raw.edge.map(|e| edge::validate(e, base_dir, shard_count, &instances, &|k, p| ConfigError::at(path, &k, p))).transpose()?;
         Ok(Self {
             source: path.to_owned(),
             shards,
             payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances },
+            edge,
         })
     }
 }
@@ -240,6 +250,128 @@ mod raw {
         pub shards: Vec<Shard>,
         #[serde(default)]
         pub payments: Payments,
+        #[serde(default)]
+        pub edge: Option<Edge>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Edge {
+        #[serde(default = "default_edge_listen")]
+        pub listen: String,
+        #[serde(default = "default_admin_listen")]
+        pub admin_listen: String,
+        #[serde(default = "default_max_body")]
+        pub max_body_bytes: usize,
+        #[serde(default = "default_connect_timeout")]
+        pub connect_timeout: String,
+        #[serde(default = "default_request_timeout")]
+        pub request_timeout: String,
+        #[serde(default = "default_threads")]
+        pub threads: usize,
+        #[serde(default)]
+        pub descriptor_sets: Vec<String>,
+        #[serde(default)]
+        pub health: EdgeHealth,
+        #[serde(default)]
+        pub clusters: Vec<EdgeCluster>,
+        #[serde(default)]
+        pub routes: Vec<EdgeRoute>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeHealth {
+        #[serde(default = "default_health_interval")]
+        pub interval: String,
+        #[serde(default = "default_health_timeout")]
+        pub timeout: String,
+        #[serde(default = "one")]
+        pub healthy_threshold: u32,
+        #[serde(default = "two")]
+        pub unhealthy_threshold: u32,
+        #[serde(default = "three")]
+        pub passive_failures: u32,
+    }
+
+    impl Default for EdgeHealth {
+        fn default() -> Self {
+            Self {
+                interval: default_health_interval(),
+                timeout: default_health_timeout(),
+                healthy_threshold: 1,
+                unhealthy_threshold: 2,
+                passive_failures: 3,
+            }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeCluster {
+        pub name: String,
+        #[serde(default)]
+        pub payments_instances: bool,
+        #[serde(default)]
+        pub endpoints: Vec<EdgeEndpoint>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeEndpoint {
+        #[serde(default)]
+        pub name: Option<String>,
+        pub address: String,
+        #[serde(default)]
+        pub shard: Option<u32>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeRoute {
+        pub service: String,
+        pub cluster: String,
+        #[serde(default)]
+        pub shard_keys: Vec<EdgeShardKey>,
+        #[serde(default)]
+        pub timeout: Option<String>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeShardKey {
+        pub field: String,
+        pub kind: String,
+        #[serde(default)]
+        pub header: Option<String>,
+    }
+
+    fn default_edge_listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    fn default_admin_listen() -> String {
+        "127.0.0.1:9901".into()
+    }
+    fn default_max_body() -> usize {
+        64 * 1024
+    }
+    fn default_request_timeout() -> String {
+        "20s".into()
+    }
+    fn default_threads() -> usize {
+        2
+    }
+    fn default_health_timeout() -> String {
+        "1s".into()
+    }
+    fn one() -> u32 {
+        1
+    }
+    fn two() -> u32 {
+        2
+    }
+    fn three() -> u32 {
+        3
     }
 
     #[derive(Debug, Deserialize)]

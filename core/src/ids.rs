@@ -47,6 +47,15 @@ impl ShardedId {
     }
 }
 
+/// The shard of any id of the form `<prefix>_<shard>_<32 hex digits>` (payment ids, refund
+/// ids): what the edge needs to route a request without knowing the id's kind.
+pub fn shard_of(id: &str) -> Result<ShardId, IdError> {
+    let prefix = id.split('_').next().unwrap_or("");
+    let known = [PaymentId::PREFIX, RefundId::PREFIX];
+    let prefix = known.into_iter().find(|p| *p == prefix).unwrap_or(PaymentId::PREFIX);
+    ShardedId::parse(prefix, id).map(|i| i.shard)
+}
+
 /// Why a string is not a valid id.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error(
@@ -128,6 +137,16 @@ mod tests {
         let b = PaymentId::new(ShardId(0)).to_string();
         assert_ne!(a, b);
         assert!(a < b, "uuidv7 ids sort by creation: {a} !< {b}");
+    }
+
+    #[test]
+    fn shard_of_reads_any_known_id() {
+        let p = PaymentId::new(ShardId(3)).to_string();
+        let r = RefundId::new(ShardId(5)).to_string();
+        assert_eq!(shard_of(&p), Ok(ShardId(3)));
+        assert_eq!(shard_of(&r), Ok(ShardId(5)));
+        assert!(shard_of("xyz_1_0193a0c2f4d87e4b9a1c6f0e2d3b4a59").is_err());
+        assert!(shard_of("pay_1").is_err());
     }
 
     #[test]

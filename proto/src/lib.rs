@@ -40,7 +40,13 @@ mod tests {
         assert!(set.file.iter().any(|f| f.name() == "google/api/annotations.proto"), "imports included");
         // prost-types drops extension options when decoding, so look for the rule's text in
         // the encoded bytes, where the edge's reflection-based decoder will find it.
-        for path in ["/api/payments/authorize", "/api/payments/{payment_id}/capture", "/api/payments/{payment_id}/refund", "/api/payments/{payment_id}/void", "/api/payments/{payment_id}"] {
+        for path in [
+            "/api/payments/authorize",
+            "/api/payments/{payment_id}/capture",
+            "/api/payments/{payment_id}/refund",
+            "/api/payments/{payment_id}/void",
+            "/api/payments/{payment_id}",
+        ] {
             assert!(super::FILE_DESCRIPTOR_SET.windows(path.len()).any(|w| w == path.as_bytes()), "{path} missing");
         }
     }

@@ -1,0 +1,281 @@
+//! The catalog: everything the edge knows about the services it routes, built once at start
+//! from FileDescriptorSets and the config's routes.
+//!
+//! - REST bindings from each method's `google.api.http` rule (and its additional bindings);
+//! - for gRPC, each routed service's cluster, timeout and per-method shard keys.
+//!
+//! Adding a service needs only its descriptors and a route in the mesh config.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use http::Method;
+use paymesh_core::config::{EdgeConfig, ShardKeyKind};
+use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MethodDescriptor, Value};
+
+use crate::cluster::Cluster;
+use crate::transcode::template::PathTemplate;
+
+/// Why the catalog cannot be built; every message names the config key or descriptor.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct CatalogError(String);
+
+/// A routed gRPC service.
+#[derive(Debug)]
+pub struct ServiceRoute {
+    pub name: String,
+    pub cluster: Arc<Cluster>,
+    pub timeout: Duration,
+    /// Whether the route has shard keys (the cluster is sharded and requests must name one).
+    pub sharded: bool,
+    /// Known methods by name (empty when the service has no descriptors: passthrough only).
+    pub methods: HashMap<String, Arc<MethodRoute>>,
+}
+
+/// One method of a routed service.
+#[derive(Debug)]
+pub struct MethodRoute {
+    pub desc: MethodDescriptor,
+    /// `/package.Service/Method`.
+    pub grpc_path: String,
+    /// The shard keys present in this method's request, in the route's order.
+    pub keys: Vec<ResolvedKey>,
+}
+
+/// A shard key resolved against a request type.
+#[derive(Debug, Clone)]
+pub struct ResolvedKey {
+    /// Proto name of the key, for messages (`merchant_id`, `book.id`).
+    pub name: String,
+    pub path: Vec<FieldDescriptor>,
+    pub kind: ShardKeyKind,
+    pub header: Option<String>,
+}
+
+/// Where the HTTP body goes in the request message.
+#[derive(Debug, Clone)]
+pub enum BodyRule {
+    /// No body; every non-path field comes from the query string.
+    None,
+    /// `body: "*"`: the body is the whole request message.
+    Whole,
+    /// `body: "field"`: the body is that field; the rest comes from the query string.
+    Field(FieldDescriptor),
+}
+
+/// One REST binding: verb + path template -> gRPC method.
+#[derive(Debug)]
+pub struct RestBinding {
+    pub verb: Method,
+    pub template: PathTemplate,
+    pub body: BodyRule,
+    pub response_body: Option<FieldDescriptor>,
+    pub method: Arc<MethodRoute>,
+    pub service: Arc<ServiceRoute>,
+}
+
+#[derive(Debug)]
+pub struct Catalog {
+    pub pool: DescriptorPool,
+    pub services: HashMap<String, Arc<ServiceRoute>>,
+    /// Most specific first.
+    pub rest: Vec<RestBinding>,
+}
+
+impl Catalog {
+    pub fn build(cfg: &EdgeConfig, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self, CatalogError> {
+        let mut pool = DescriptorPool::new();
+        pool.decode_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET)
+            .map_err(|e| CatalogError(format!("built-in descriptors do not load: {e}")))?;
+        for path in &cfg.descriptor_sets {
+            let bytes =
+                std::fs::read(path).map_err(|e| CatalogError(format!("edge.descriptor_sets: cannot read {}: {e}", path.display())))?;
+            pool.decode_file_descriptor_set(bytes.as_slice()).map_err(|e| {
+                CatalogError(format!("edge.descriptor_sets: {} is not a FileDescriptorSet that fits the others: {e}", path.display()))
+            })?;
+        }
+        let http_rule = pool.get_extension_by_name("google.api.http");
+
+        let mut services = HashMap::new();
+        let mut rest = Vec::new();
+        for (i, r) in cfg.routes.iter().enumerate() {
+            let cluster = clusters
+                .get(&r.cluster)
+                .cloned()
+                .ok_or_else(|| CatalogError(format!("edge.routes[{i}].cluster: '{}' is unknown", r.cluster)))?;
+            let desc = pool.get_service_by_name(&r.service);
+            if desc.is_none() && !r.shard_keys.is_empty() {
+                return Err(CatalogError(format!(
+                    "edge.routes[{i}].service: no descriptors for '{}', so its shard keys cannot be found; add its FileDescriptorSet to edge.descriptor_sets",
+                    r.service
+                )));
+            }
+            let mut methods = HashMap::new();
+            for m in desc.iter().flat_map(|d| d.methods()) {
+                let keys = resolve_keys(&m, r, i)?;
+                let route = MethodRoute { grpc_path: format!("/{}/{}", r.service, m.name()), desc: m.clone(), keys };
+                methods.insert(m.name().to_owned(), Arc::new(route));
+            }
+            let service = Arc::new(ServiceRoute {
+                name: r.service.clone(),
+                cluster,
+                timeout: r.timeout.unwrap_or(cfg.request_timeout),
+                sharded: !r.shard_keys.is_empty(),
+                methods,
+            });
+            if let Some(ext) = &http_rule {
+                for method in service.methods.values() {
+                    for (verb, path, body, response_body) in http_bindings(&method.desc, ext) {
+                        let at = || format!("google.api.http of {}", method.desc.full_name());
+                        let template = PathTemplate::parse(&path).map_err(|e| CatalogError(format!("{}: {e}", at())))?;
+                        let input = method.desc.input();
+                        for f in template.bound_fields() {
+                            field_path(&input, f).ok_or_else(|| {
+                                CatalogError(format!("{}: path variable '{f}' is not a field of {}", at(), input.full_name()))
+                            })?;
+                        }
+                        let body = match body.as_str() {
+                            "" => BodyRule::None,
+                            "*" => BodyRule::Whole,
+                            f => BodyRule::Field(
+                                input.get_field_by_name(f).ok_or_else(|| CatalogError(format!("{}: body '{f}' is not a field", at())))?,
+                            ),
+                        };
+                        let response_body = match response_body.as_str() {
+                            "" => None,
+                            f => Some(
+                                method
+                                    .desc
+                                    .output()
+                                    .get_field_by_name(f)
+                                    .ok_or_else(|| CatalogError(format!("{}: response_body '{f}' is not a field", at())))?,
+                            ),
+                        };
+                        rest.push(RestBinding { verb, template, body, response_body, method: method.clone(), service: service.clone() });
+                    }
+                }
+            }
+            services.insert(r.service.clone(), service);
+        }
+        rest.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        Ok(Self { pool, services, rest })
+    }
+
+    /// The service and method of a gRPC path `/package.Service/Method`.
+    pub fn grpc_route(&self, path: &str) -> Option<(Arc<ServiceRoute>, Option<Arc<MethodRoute>>)> {
+        let (service, method) = path.strip_prefix('/')?.split_once('/')?;
+        let route = self.services.get(service)?;
+        Some((route.clone(), route.methods.get(method).cloned()))
+    }
+
+    /// Finds the REST binding for a request. `Err` lists the verbs allowed on the path when
+    /// it matches some template but not for this verb (an empty list means no route at all).
+    pub fn rest_route(&self, verb: &Method, path: &str) -> Result<(&RestBinding, Vec<(String, String)>), Vec<Method>> {
+        let mut allowed = Vec::new();
+        for b in &self.rest {
+            if let Some(vars) = b.template.matches(path) {
+                if &b.verb == verb {
+                    return Ok((b, vars));
+                }
+                if !allowed.contains(&b.verb) {
+                    allowed.push(b.verb.clone());
+                }
+            }
+        }
+        Err(allowed)
+    }
+}
+
+/// Resolves the route's shard keys against a method's request type.
+fn resolve_keys(m: &MethodDescriptor, r: &paymesh_core::config::Route, i: usize) -> Result<Vec<ResolvedKey>, CatalogError> {
+    let input = m.input();
+    let keys: Vec<ResolvedKey> = r
+        .shard_keys
+        .iter()
+        .filter_map(|k| {
+            field_path(&input, &k.field).map(|path| ResolvedKey { name: k.field.clone(), path, kind: k.kind, header: k.header.clone() })
+        })
+        .collect();
+    if let Some(bad) = keys.iter().find(|k| k.path.last().is_some_and(|f| f.kind() != Kind::String || f.is_list())) {
+        return Err(CatalogError(format!("edge.routes[{i}].shard_keys: {}.{} is not a string field", input.full_name(), bad.name)));
+    }
+    if !r.shard_keys.is_empty() && keys.is_empty() {
+        let names: Vec<&str> = r.shard_keys.iter().map(|k| k.field.as_str()).collect();
+        return Err(CatalogError(format!(
+            "edge.routes[{i}].shard_keys: method {} has none of the key fields {names:?} in {}, so the edge could not route it",
+            m.full_name(),
+            input.full_name()
+        )));
+    }
+    Ok(keys)
+}
+
+/// Resolves a dotted proto field path (`a.b.c`) through nested messages.
+pub fn field_path(msg: &prost_reflect::MessageDescriptor, path: &str) -> Option<Vec<FieldDescriptor>> {
+    let mut out = Vec::new();
+    let mut current = msg.clone();
+    let mut parts = path.split('.').peekable();
+    while let Some(name) = parts.next() {
+        let f = current.get_field_by_name(name).or_else(|| current.get_field_by_json_name(name))?;
+        if parts.peek().is_some() {
+            match f.kind() {
+                Kind::Message(m) if !f.is_list() && !f.is_map() => current = m,
+                _ => return None,
+            }
+        }
+        out.push(f);
+    }
+    Some(out)
+}
+
+/// `(verb, path, body, response_body)` for the method's rule and its additional bindings.
+fn http_bindings(method: &MethodDescriptor, ext: &ExtensionDescriptor) -> Vec<(Method, String, String, String)> {
+    let options = method.options();
+    if !options.has_extension(ext) {
+        return Vec::new();
+    }
+    let mut out = Vec::new();
+    if let Value::Message(rule) = options.get_extension(ext).as_ref() {
+        push_rule(rule, &mut out);
+        if let Some(Value::List(more)) = rule.get_field_by_name("additional_bindings").as_deref() {
+            for b in more {
+                if let Value::Message(m) = b {
+                    push_rule(m, &mut out);
+                }
+            }
+        }
+    }
+    out
+}
+
+fn push_rule(rule: &DynamicMessage, out: &mut Vec<(Method, String, String, String)>) {
+    let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
+        Some(Value::String(s)) => s.clone(),
+        _ => String::new(),
+    };
+    let (body, response_body) = (text("body"), text("response_body"));
+    for (field, verb) in
+        [("get", Method::GET), ("put", Method::PUT), ("post", Method::POST), ("delete", Method::DELETE), ("patch", Method::PATCH)]
+    {
+        if rule.has_field_by_name(field) {
+            out.push((verb, text(field), body.clone(), response_body.clone()));
+        }
+    }
+    if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref()
+        && rule.has_field_by_name("custom")
+    {
+        let kind = match custom.get_field_by_name("kind").as_deref() {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        let path = match custom.get_field_by_name("path").as_deref() {
+            Some(Value::String(s)) => s.clone(),
+            _ => String::new(),
+        };
+        if let Ok(verb) = Method::from_bytes(kind.as_bytes()) {
+            out.push((verb, path, body, response_body));
+        }
+    }
+}

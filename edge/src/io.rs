@@ -1,0 +1,78 @@
+//! Small helpers for reading requests and writing responses on a pingora session.
+
+use bytes::{Bytes, BytesMut};
+use http::StatusCode;
+use pingora::http::ResponseHeader;
+use pingora::proxy::Session;
+use tonic::Code;
+
+use crate::status::{encode_grpc_message, http_status, json_error};
+
+/// Why a body could not be read.
+#[derive(Debug)]
+pub enum BodyError {
+    TooLarge { limit: usize },
+    Read(Box<pingora::Error>),
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes (by Content-Length
+/// before reading anything, or while reading).
+pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+    let declared =
+        session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(BodyError::TooLarge { limit });
+    }
+    let mut buf = BytesMut::new();
+    while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
+        if buf.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge { limit });
+        }
+        buf.extend_from_slice(&chunk);
+    }
+    Ok(buf.freeze())
+}
+
+/// Writes a complete JSON response.
+pub async fn respond_json(
+    session: &mut Session,
+    status: StatusCode,
+    body: Vec<u8>,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(status, Some(3 + extra.len()))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    for (k, v) in extra {
+        h.insert_header(*k, v.as_str())?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
+}
+
+/// Writes a `google.rpc.Status`-shaped JSON error with the HTTP status for `code`, or
+/// `http` when given (for edge-side rejections such as 404, 405, 413, 415).
+pub async fn respond_error(
+    session: &mut Session,
+    code: Code,
+    message: &str,
+    http: Option<StatusCode>,
+    extra: &[(&'static str, String)],
+) -> pingora::Result<()> {
+    let status = http.unwrap_or_else(|| http_status(code));
+    respond_json(session, status, json_error(code, message, Vec::new()), extra).await
+}
+
+/// Writes a trailers-only gRPC response carrying `code` and `message`.
+pub async fn grpc_trailers_only(session: &mut Session, code: Code, message: &str) -> pingora::Result<()> {
+    let mut h = ResponseHeader::build(StatusCode::OK, Some(3))?;
+    h.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+    h.insert_header("grpc-status", (code as i32).to_string())?;
+    h.insert_header("grpc-message", encode_grpc_message(message))?;
+    session.write_response_header(Box::new(h), true).await
+}
+
+/// A request header as text, if present and valid.
+pub fn header(session: &Session, name: &str) -> Option<String> {
+    session.req_header().headers.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned)
+}

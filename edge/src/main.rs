@@ -1,0 +1,43 @@
+//! `edge [--config FILE]`: runs the Paymesh edge from the mesh config's `[edge]` section.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+const USAGE: &str = "usage: edge [--config FILE]
+  --config FILE   mesh config (default: $PAYMESH_CONFIG, else mesh-config/paymesh.toml)";
+
+fn main() -> ExitCode {
+    let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
+    let mut args = std::env::args().skip(1);
+    while let Some(arg) = args.next() {
+        match (arg.as_str(), args.next()) {
+            ("--config", Some(v)) => config = PathBuf::from(v),
+            ("-h" | "--help", _) => {
+                println!("{USAGE}");
+                return ExitCode::SUCCESS;
+            }
+            _ => {
+                eprintln!("edge: unexpected argument '{arg}'\n{USAGE}");
+                return ExitCode::from(2);
+            }
+        }
+    }
+    paymesh_core::telemetry::init("edge");
+    let state = match paymesh_core::config::MeshConfig::load(&config)
+        .map_err(|e| e.to_string())
+        .and_then(|c| paymesh_edge::prepare(&c).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match paymesh_edge::run(state, Box::new(paymesh_edge::UnixSignals)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("edge: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,114 @@
+//! Assembling the pingora server: the proxy listener (REST over HTTP/1.1 and h2c, gRPC over
+//! h2c), the admin listener, and the health checker; then running it until shutdown.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use paymesh_core::config::MeshConfig;
+use pingora::apps::HttpServerOptions;
+use pingora::server::configuration::ServerConf;
+use pingora::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora::services::background::background_service;
+use pingora::services::listening::Service;
+
+use crate::admin::Admin;
+use crate::health::HealthChecker;
+use crate::proxy::EdgeProxy;
+use crate::state::EdgeState;
+
+/// Why the edge could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum EdgeError {
+    #[error("{0}: the mesh config has no [edge] section; see mesh-config/README.md")]
+    NoEdgeSection(String),
+    #[error("{file}: {source}")]
+    Catalog {
+        file: String,
+        #[source]
+        source: crate::catalog::CatalogError,
+    },
+    #[error("cannot start the proxy: {0}")]
+    Pingora(String),
+}
+
+/// Validates the config and builds the shared state (descriptors, routes, clusters).
+pub fn prepare(config: &MeshConfig) -> Result<Arc<EdgeState>, EdgeError> {
+    let file = config.source.display().to_string();
+    let edge = config.edge.clone().ok_or_else(|| EdgeError::NoEdgeSection(file.clone()))?;
+    EdgeState::build(edge).map_err(|source| EdgeError::Catalog { file, source })
+}
+
+/// Runs the edge until `shutdown` says to stop. Blocks the calling thread.
+pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send + Sync>) -> Result<(), EdgeError> {
+    let cfg = &state.config;
+    let conf = ServerConf {
+        threads: cfg.threads,
+        // SIGTERM: stop accepting, let in-flight requests finish for up to this long.
+        grace_period_seconds: Some(0),
+        graceful_shutdown_timeout_seconds: Some(10),
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(None, conf);
+    server.bootstrap();
+
+    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, EdgeProxy { state: state.clone() }, "paymesh edge");
+    let mut options = HttpServerOptions::default();
+    options.h2c = true;
+    proxy.app_logic_mut().ok_or_else(|| EdgeError::Pingora("the proxy service has no app logic".into()))?.server_options = Some(options);
+    proxy.add_tcp(&cfg.listen.to_string());
+
+    let mut admin = Service::new("paymesh admin".to_owned(), Admin { state: state.clone() });
+    admin.add_tcp(&cfg.admin_listen.to_string());
+
+    let health = background_service("health checks", HealthChecker { state: state.clone() });
+
+    server.add_service(proxy);
+    server.add_service(admin);
+    server.add_service(health);
+    tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "edge starting");
+    server.run(RunArgs { shutdown_signal: shutdown });
+    Ok(())
+}
+
+/// SIGTERM: graceful; SIGINT (Ctrl-C): graceful too (a local stack's Ctrl-C should drain);
+/// SIGQUIT: fast.
+#[derive(Debug, Default)]
+pub struct UnixSignals;
+
+#[async_trait]
+impl ShutdownSignalWatch for UnixSignals {
+    async fn recv(&self) -> ShutdownSignal {
+        use tokio::signal::unix::{SignalKind, signal};
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+        else {
+            tracing::error!("cannot install signal handlers; the edge can only be killed");
+            return std::future::pending().await;
+        };
+        tokio::select! {
+            _ = term.recv() => ShutdownSignal::GracefulTerminate,
+            _ = int.recv() => ShutdownSignal::GracefulTerminate,
+            _ = quit.recv() => ShutdownSignal::FastShutdown,
+        }
+    }
+}
+
+/// A shutdown trigger for tests and embedders: resolves when the sender fires or drops.
+#[derive(Debug)]
+pub struct ShutdownOnSignal(tokio::sync::Mutex<tokio::sync::oneshot::Receiver<()>>);
+
+impl ShutdownOnSignal {
+    pub fn new() -> (tokio::sync::oneshot::Sender<()>, Self) {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        (tx, Self(tokio::sync::Mutex::new(rx)))
+    }
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for ShutdownOnSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let mut rx = self.0.lock().await;
+        let _ = (&mut *rx).await;
+        ShutdownSignal::GracefulTerminate
+    }
+}

@@ -1,0 +1,29 @@
+//! The edge's shared, immutable-after-start state: config, clusters and catalog.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use paymesh_core::config::EdgeConfig;
+
+use crate::catalog::{Catalog, CatalogError};
+use crate::cluster::Cluster;
+
+#[derive(Debug)]
+pub struct EdgeState {
+    pub config: EdgeConfig,
+    pub clusters: HashMap<String, Arc<Cluster>>,
+    pub catalog: Catalog,
+}
+
+impl EdgeState {
+    pub fn build(config: EdgeConfig) -> Result<Arc<Self>, CatalogError> {
+        let clusters: HashMap<String, Arc<Cluster>> = config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c)))).collect();
+        let catalog = Catalog::build(&config, &clusters)?;
+        Ok(Arc::new(Self { config, clusters, catalog }))
+    }
+
+    /// Clusters in config order.
+    pub fn clusters_in_order(&self) -> impl Iterator<Item = &Arc<Cluster>> {
+        self.config.clusters.iter().filter_map(|c| self.clusters.get(&c.name))
+    }
+}

@@ -1,0 +1,259 @@
+//! `google.api.http` path templates: parsing and matching.
+//!
+//! Grammar (from google/api/http.proto):
+//!
+//! ```text
+//! Template = "/" Segments [ Verb ] ;
+//! Segments = Segment { "/" Segment } ;
+//! Segment  = "*" | "**" | LITERAL | Variable ;
+//! Variable = "{" FieldPath [ "=" Segments ] "}" ;
+//! FieldPath = IDENT { "." IDENT } ;
+//! Verb     = ":" LITERAL ;
+//! ```
+//!
+//! `{name}` is `{name=*}`: one segment. `**` matches the rest of the path and must be last.
+
+use std::fmt;
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Segment {
+    Literal(String),
+    /// `*`: exactly one segment.
+    One,
+    /// `**`: zero or more segments, only at the end.
+    Rest,
+}
+
+/// A variable binding segments `start..end` (end `None` = through the `**`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct Variable {
+    field_path: String,
+    start: usize,
+    end: usize,
+}
+
+/// A compiled path template.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PathTemplate {
+    source: String,
+    segments: Vec<Segment>,
+    variables: Vec<Variable>,
+    verb: Option<String>,
+}
+
+/// Why a template is invalid.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid path template '{template}': {why}")]
+pub struct TemplateError {
+    template: String,
+    why: String,
+}
+
+impl fmt::Display for PathTemplate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.source)
+    }
+}
+
+impl PathTemplate {
+    pub fn parse(template: &str) -> Result<Self, TemplateError> {
+        let bad = |why: &str| TemplateError { template: template.to_owned(), why: why.to_owned() };
+        let body = template.strip_prefix('/').ok_or_else(|| bad("must start with '/'"))?;
+        // The verb is a ':' after the last '/' that is not inside braces.
+        let (body, verb) = split_verb(body);
+        let mut segments = Vec::new();
+        let mut variables = Vec::new();
+        let mut rest = body;
+        while !rest.is_empty() {
+            if let Some(inner) = rest.strip_prefix('{') {
+                let close = inner.find('}').ok_or_else(|| bad("unclosed '{'"))?;
+                let (var, after) = (&inner[..close], &inner[close + 1..]);
+                let (field_path, pattern) = var.split_once('=').unwrap_or((var, "*"));
+                if field_path.is_empty() || !field_path.split('.').all(is_ident) {
+                    return Err(bad(&format!("'{field_path}' is not a field path")));
+                }
+                if variables.iter().any(|v: &Variable| v.field_path == field_path) {
+                    return Err(bad(&format!("'{field_path}' is bound twice")));
+                }
+                let start = segments.len();
+                for part in pattern.split('/') {
+                    segments.push(segment(part).ok_or_else(|| bad(&format!("'{part}' is not a segment")))?);
+                }
+                variables.push(Variable { field_path: field_path.to_owned(), start, end: segments.len() });
+                rest = after.strip_prefix('/').unwrap_or(after);
+                if !after.is_empty() && !after.starts_with('/') {
+                    return Err(bad("a variable must be followed by '/' or the end"));
+                }
+            } else {
+                let end = rest.find('/').unwrap_or(rest.len());
+                let part = &rest[..end];
+                segments.push(segment(part).ok_or_else(|| bad(&format!("'{part}' is not a segment")))?);
+                rest = rest.get(end + 1..).unwrap_or("");
+            }
+        }
+        if let Some(i) = segments.iter().position(|s| *s == Segment::Rest)
+            && i + 1 != segments.len()
+        {
+            return Err(bad("'**' must be the last segment"));
+        }
+        Ok(Self { source: template.to_owned(), segments, variables, verb: verb.map(str::to_owned) })
+    }
+
+    /// Matches a request path (without the query string). On success returns the bound
+    /// variables, percent-decoded, as `(field path, value)`.
+    pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
+        let body = path.strip_prefix('/')?;
+        let body = match &self.verb {
+            Some(verb) => body.strip_suffix(verb.as_str())?.strip_suffix(':')?,
+            None => body,
+        };
+        let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
+        let has_rest = self.segments.last() == Some(&Segment::Rest);
+        let fixed = self.segments.len() - usize::from(has_rest);
+        if parts.len() < fixed || (!has_rest && parts.len() != fixed) {
+            return None;
+        }
+        for (seg, part) in self.segments[..fixed].iter().zip(&parts) {
+            match seg {
+                Segment::Literal(l) if l != part => return None,
+                Segment::One if part.is_empty() => return None,
+                _ => {}
+            }
+        }
+        let mut bound = Vec::with_capacity(self.variables.len());
+        for v in &self.variables {
+            let end = if v.end == self.segments.len() && has_rest { parts.len() } else { v.end };
+            let value = parts[v.start..end].iter().map(|p| percent_decode(p)).collect::<Option<Vec<_>>>()?.join("/");
+            bound.push((v.field_path.clone(), value));
+        }
+        Some(bound)
+    }
+
+    /// Higher is more specific: literal segments count most, then fixed length.
+    pub fn specificity(&self) -> (usize, usize) {
+        let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count() + usize::from(self.verb.is_some());
+        (literals, self.segments.len())
+    }
+
+    /// The field paths this template binds.
+    pub fn bound_fields(&self) -> impl Iterator<Item = &str> {
+        self.variables.iter().map(|v| v.field_path.as_str())
+    }
+}
+
+fn split_verb(body: &str) -> (&str, Option<&str>) {
+    // The verb is the text after the last ':' outside braces, if no '/' follows it.
+    let mut depth = 0i32;
+    let mut colon = None;
+    for (i, c) in body.char_indices() {
+        match c {
+            '{' => depth += 1,
+            '}' => depth -= 1,
+            ':' if depth == 0 => colon = Some(i),
+            _ => {}
+        }
+    }
+    match colon {
+        Some(i) if !body[i + 1..].contains('/') => (&body[..i], Some(&body[i + 1..])),
+        _ => (body, None),
+    }
+}
+
+fn segment(part: &str) -> Option<Segment> {
+    match part {
+        "*" => Some(Segment::One),
+        "**" => Some(Segment::Rest),
+        "" => None,
+        lit if !lit.contains(['{', '}', '*', '=']) => Some(Segment::Literal(lit.to_owned())),
+        _ => None,
+    }
+}
+
+fn is_ident(s: &str) -> bool {
+    let mut chars = s.chars();
+    chars.next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_') && chars.all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
+/// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+pub fn percent_decode(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = s.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> PathTemplate {
+        PathTemplate::parse(s).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn vars(pairs: &[(&str, &str)]) -> Option<Vec<(String, String)>> {
+        Some(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect())
+    }
+
+    #[test]
+    fn literal_paths() {
+        let a = t("/api/payments/authorize");
+        assert_eq!(a.matches("/api/payments/authorize"), vars(&[]));
+        assert_eq!(a.matches("/api/payments/authorize/"), None);
+        assert_eq!(a.matches("/api/payments"), None);
+        assert_eq!(a.matches("/api/payments/authorizeX"), None);
+    }
+
+    #[test]
+    fn single_segment_variables() {
+        let c = t("/api/payments/{payment_id}/capture");
+        assert_eq!(c.matches("/api/payments/pay_0_ab/capture"), vars(&[("payment_id", "pay_0_ab")]));
+        assert_eq!(c.matches("/api/payments//capture"), None);
+        assert_eq!(c.matches("/api/payments/a/b/capture"), None);
+        assert_eq!(c.matches("/api/payments/a%20b/capture"), vars(&[("payment_id", "a b")]));
+        assert_eq!(c.matches("/api/payments/%zz/capture"), None);
+    }
+
+    #[test]
+    fn patterned_and_nested_variables() {
+        let b = t("/v1/{book.name=shelves/*/books/*}");
+        assert_eq!(b.matches("/v1/shelves/s1/books/b2"), vars(&[("book.name", "shelves/s1/books/b2")]));
+        assert_eq!(b.matches("/v1/shelves/s1/books"), None);
+        let r = t("/v1/files/{path=**}");
+        assert_eq!(r.matches("/v1/files/a/b/c"), vars(&[("path", "a/b/c")]));
+        assert_eq!(r.matches("/v1/files"), vars(&[("path", "")]));
+    }
+
+    #[test]
+    fn verbs() {
+        let s = t("/v1/items:search");
+        assert_eq!(s.matches("/v1/items:search"), vars(&[]));
+        assert_eq!(s.matches("/v1/items"), None);
+        let u = t("/v1/{name=items/*}:undelete");
+        assert_eq!(u.matches("/v1/items/7:undelete"), vars(&[("name", "items/7")]));
+    }
+
+    #[test]
+    fn rejects_bad_templates() {
+        for bad in ["api", "/a/{", "/a/{}", "/a/{x}/{x}", "/a/**/b", "/a/{1x}", "/a//b", "/a/{x}y"] {
+            assert!(PathTemplate::parse(bad).is_err(), "{bad} parsed");
+        }
+    }
+
+    #[test]
+    fn literal_templates_are_more_specific() {
+        assert!(t("/api/payments/authorize").specificity() > t("/api/payments/{payment_id}").specificity());
+    }
+}
