@@ -22,6 +22,9 @@ use crate::transcode::template::PathTemplate;
 #[error("{0}")]
 pub struct CatalogError(String);
 
+/// Path variables bound by a template: `(field path, value)`.
+pub type PathVars = Vec<(String, String)>;
+
 /// A routed gRPC service.
 #[derive(Debug)]
 pub struct ServiceRoute {
@@ -159,7 +162,7 @@ impl Catalog {
             }
             services.insert(r.service.clone(), service);
         }
-        rest.sort_by(|a, b| b.template.specificity().cmp(&a.template.specificity()));
+        rest.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
         Ok(Self { pool, services, rest })
     }
 
@@ -172,11 +175,11 @@ impl Catalog {
 
     /// Finds the REST binding for a request. `Err` lists the verbs allowed on the path when
     /// it matches some template but not for this verb (an empty list means no route at all).
-    pub fn rest_route(&self, verb: &Method, path: &str) -> Result<(&RestBinding, Vec<(String, String)>), Vec<Method>> {
+    pub fn rest_route(&self, verb: &Method, path: &str) -> Result<(&RestBinding, PathVars), Vec<Method>> {
         let mut allowed = Vec::new();
         for b in &self.rest {
             if let Some(vars) = b.template.matches(path) {
-                if &b.verb == verb {
+                if b.verb == *verb {
                     return Ok((b, vars));
                 }
                 if !allowed.contains(&b.verb) {

@@ -1,0 +1,14 @@
+//! Edge integration tests: the real edge (pingora, in-process on free ports) in front of real
+//! payments instances (two per shard) over real PostgreSQL shards, plus a second, unrelated
+//! gRPC service routed by configuration alone.
+
+mod harness;
+mod http_client;
+mod inventory;
+
+mod admin;
+mod grpc;
+mod rejections;
+mod rest;
+mod second_service;
+mod sharding;
