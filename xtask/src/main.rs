@@ -1,8 +1,8 @@
 //! `cargo xtask <command>`: the project's automation, in Rust so it runs wherever cargo does.
 //!
 //! - `up [--config FILE] [--release]`: installs what is missing, starts the local stack
-//!   (a PostgreSQL server per shard, the payments instances), prints the endpoints, and stops
-//!   everything on Ctrl-C.
+//!   (a PostgreSQL server per shard, the payments instances, the edge), prints the
+//!   endpoints, and stops everything on Ctrl-C.
 //! - `test`: installs what is missing and runs every test: the workspace's tests, then a smoke
 //!   run of the stack `up` starts (on free ports) driven by grpcurl.
 
@@ -55,6 +55,7 @@ fn up(args: &[String]) -> Result<(), String> {
         }
     }
     install::postgres()?;
+    install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
         let mut stack = stack::Stack::start(&config, &root().join(".paymesh/up"), release).await?;
@@ -71,11 +72,10 @@ fn test(args: &[String]) -> Result<(), String> {
         return Err(format!("unknown option '{a}' for test\n{USAGE}"));
     }
     install::postgres()?;
+    install::build_tools()?;
     let grpcurl = install::grpcurl()?;
     println!("==> cargo test --workspace");
-    run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).current_dir(root()))?;
-    println!("==> cargo build -p paymesh-payments (for the smoke run)");
-    run(Command::new(env!("CARGO")).args(["build", "--locked", "-p", "paymesh-payments"]).current_dir(root()))?;
+    run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).env("PAYMESH_GRPCURL", &grpcurl).current_dir(root()))?;
     println!("==> smoke: the local stack, driven by grpcurl");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(smoke::run(&grpcurl))?;

@@ -1,6 +1,6 @@
-//! The smoke run of `cargo xtask test`: the stack that `up` starts, on free ports, driven by
-//! grpcurl exactly as a user would (reflection, health, Authorize, GetPayment, a replay and a
-//! wrong-shard call).
+//! The smoke run of `cargo xtask test`: the stack that `up` starts (PostgreSQL shards, two
+//! payments instances per shard, the edge), on free ports, driven as a user would: grpcurl
+//! and plain HTTP through the edge, grpcurl straight at an instance.
 
 use std::path::Path;
 use std::process::Command;
@@ -8,6 +8,7 @@ use std::process::Command;
 use paymesh_core::shard::shard_for_merchant;
 use paymesh_testkit::port::free_port;
 
+use crate::probe::http;
 use crate::stack::Stack;
 
 pub async fn run(grpcurl: &Path) -> Result<(), String> {
@@ -16,7 +17,7 @@ pub async fn run(grpcurl: &Path) -> Result<(), String> {
     let config = dir.join("paymesh.toml");
     std::fs::write(&config, smoke_config()?).map_err(|e| e.to_string())?;
     let stack = Stack::start(&config, &dir, false).await?;
-    let outcome = drive(grpcurl, &stack);
+    let outcome = drive(grpcurl, &stack).await;
     let stopped = stack.stop().await;
     outcome?;
     stopped
@@ -29,49 +30,83 @@ fn smoke_config() -> Result<String, String> {
         text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 4\n\n", port()?);
     }
     text += "[payments]\nshutdown_grace = \"5s\"\n\n";
-    for i in 0..2 {
-        text += &format!("[[payments.instances]]\nname = \"payments-{i}\"\nshard = {i}\nlisten = \"127.0.0.1:{}\"\n\n", port()?);
+    for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
+        text += &format!("[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\n\n", i / 2, port()?);
     }
+    text += &format!(
+        r#"[edge]
+listen = "127.0.0.1:{}"
+admin_listen = "127.0.0.1:{}"
+
+[[edge.clusters]]
+name = "payments"
+payments_instances = true
+
+[[edge.routes]]
+service = "payments.v1.Payments"
+cluster = "payments"
+shard_keys = [{{ field = "merchant_id", kind = "merchant", header = "x-merchant-id" }}, {{ field = "payment_id", kind = "sharded_id" }}]
+
+[[edge.routes]]
+service = "grpc.reflection.v1alpha.ServerReflection"
+cluster = "payments"
+"#,
+        port()?,
+        port()?
+    );
     Ok(text)
 }
 
-fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
-    let addr =
-        |shard: u32| stack.config.payments.instances.iter().find(|i| i.shard.0 == shard).map(|i| i.listen.to_string()).ok_or("no instance");
-    let (a0, a1) = (addr(0)?, addr(1)?);
+async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
+    let edge = stack.config.edge.as_ref().ok_or("the smoke config has an edge")?;
+    let e = edge.listen.to_string();
+    let instance = stack.config.payments.instances[2].listen.to_string();
 
-    let list = grpcurl_ok(grpcurl, &["-plaintext", &a0, "list"])?;
-    expect(&list, "payments.v1.Payments", "grpcurl list")?;
-    expect(&list, "grpc.health.v1.Health", "grpcurl list")?;
-    let describe = grpcurl_ok(grpcurl, &["-plaintext", &a0, "describe", "payments.v1.Payments"])?;
-    expect(&describe, "rpc Authorize", "grpcurl describe")?;
-    let health = grpcurl_ok(grpcurl, &["-plaintext", &a1, "grpc.health.v1.Health/Check"])?;
-    expect(&health, "SERVING", "health check")?;
+    // grpcurl through the edge: reflection and a call.
+    let list = grpcurl_ok(grpcurl, &["-plaintext", &e, "list"])?;
+    expect(&list, "payments.v1.Payments", "grpcurl list via the edge")?;
+    let describe = grpcurl_ok(grpcurl, &["-plaintext", &instance, "describe", "payments.v1.Payments"])?;
+    expect(&describe, "rpc Authorize", "grpcurl describe on an instance")?;
 
     let merchant = (0..).map(|i| format!("smoke-{i}")).find(|m| shard_for_merchant(m, 2).0 == 1).ok_or("no merchant")?;
     let body = format!(r#"{{"merchantId":"{merchant}","amount":50000,"currency":"KRW","idempotencyKey":"smoke-1"}}"#);
-    let first = grpcurl_ok(grpcurl, &["-plaintext", "-d", &body, &a1, "payments.v1.Payments/Authorize"])?;
-    expect(&first, "PAYMENT_STATUS_AUTHORIZED", "Authorize")?;
-    let id = json_string(&first, "paymentId").ok_or_else(|| format!("Authorize answer has no paymentId: {first}"))?;
+
+    // REST through the edge, as curl would.
+    let (status, first) = http(edge.listen, "POST", "/api/payments/authorize", Some(&body)).await?;
+    if status != 200 {
+        return Err(format!("POST /api/payments/authorize via the edge: {status} {first}"));
+    }
+    let id = json_string(&first, "paymentId").ok_or_else(|| format!("no paymentId in {first}"))?;
     if !id.starts_with("pay_1_") {
         return Err(format!("merchant {merchant} is on shard 1 but got payment {id}"));
     }
-    let replay = grpcurl_ok(grpcurl, &["-plaintext", "-d", &body, &a1, "payments.v1.Payments/Authorize"])?;
-    if replay != first {
-        return Err(format!("replay differs:\n{first}\nvs\n{replay}"));
+    let (status, replay) = http(edge.listen, "POST", "/api/payments/authorize", Some(&body)).await?;
+    if status != 200 || replay != first {
+        return Err(format!("replay through the edge differs: {status} {replay} vs {first}"));
     }
-    let got = grpcurl_ok(grpcurl, &["-plaintext", "-d", &format!(r#"{{"paymentId":"{id}"}}"#), &a1, "payments.v1.Payments/GetPayment"])?;
-    expect(&got, &id, "GetPayment")?;
+    let capture = grpcurl_ok(grpcurl, &["-plaintext", "-d", &format!(r#"{{"paymentId":"{id}","idempotencyKey":"smoke-2"}}"#), &e, "payments.v1.Payments/Capture"])?;
+    expect(&capture, "PAYMENT_STATUS_CAPTURED", "grpcurl Capture via the edge")?;
+    let (status, got) = http(edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
+    if status != 200 || !got.contains("PAYMENT_STATUS_CAPTURED") {
+        return Err(format!("GET /api/payments/{id} via the edge: {status} {got}"));
+    }
+    let (status, bad) = http(edge.listen, "POST", "/api/payments/authorize", Some(r#"{"merchantId":"m","amount":"x"}"#)).await?;
+    if status != 400 || !bad.contains("amount") {
+        return Err(format!("a bad body should be 400 naming the field, got {status} {bad}"));
+    }
+    let (status, _) = http(edge.admin_listen, "GET", "/clusters", None).await?;
+    if status != 200 {
+        return Err(format!("admin /clusters answered {status}"));
+    }
 
-    let wrong = Command::new(grpcurl)
-        .args(["-plaintext", "-d", &body, &a0, "payments.v1.Payments/Authorize"])
-        .output()
-        .map_err(|e| e.to_string())?;
-    let text = String::from_utf8_lossy(&wrong.stderr).into_owned() + &String::from_utf8_lossy(&wrong.stdout);
-    if wrong.status.success() || !text.contains("FailedPrecondition") {
+    // Straight at an instance of the wrong shard: refused, naming the shard.
+    let wrong = stack.config.payments.instances[0].listen.to_string();
+    let out = Command::new(grpcurl).args(["-plaintext", "-d", &body, &wrong, "payments.v1.Payments/Authorize"]).output().map_err(|e| e.to_string())?;
+    let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+    if out.status.success() || !text.contains("FailedPrecondition") {
         return Err(format!("a wrong-shard Authorize should fail with FailedPrecondition, got: {text}"));
     }
-    println!("    grpcurl: list, describe, health, Authorize, replay, GetPayment, wrong shard: all as expected");
+    println!("    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin; direct: describe, wrong shard: all as expected");
     Ok(())
 }
 
@@ -87,7 +122,7 @@ fn expect(text: &str, needle: &str, what: &str) -> Result<(), String> {
     if text.contains(needle) { Ok(()) } else { Err(format!("{what}: expected {needle:?} in:\n{text}")) }
 }
 
-/// The value of a top-level `"key": "value"` in grpcurl's JSON output.
+/// The value of a top-level `"key": "value"` in JSON text.
 fn json_string(text: &str, key: &str) -> Option<String> {
     let after = &text[text.find(&format!("\"{key}\""))? + key.len() + 2..];
     let start = after.find('"')? + 1;

@@ -17,12 +17,13 @@ pub struct Stack {
     config_path: PathBuf,
     databases: Vec<(PgServer, String)>,
     instances: Vec<(String, std::net::SocketAddr, Child)>,
+    edge: Option<Child>,
 }
 
 impl Stack {
     pub async fn start(config_path: &Path, data_dir: &Path, release: bool) -> Result<Self, String> {
         let config = MeshConfig::load(config_path).map_err(|e| e.to_string())?;
-        let mut stack = Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), instances: Vec::new() };
+        let mut stack = Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), instances: Vec::new(), edge: None };
 
         for shard in &config.shards {
             let local = LocalUrl::parse(&shard.database.url)
@@ -40,29 +41,28 @@ impl Stack {
             stack.databases.push((server, local.database));
         }
 
-        let binary = build_payments(release).await?;
+        let bin_dir = build(release).await?;
         for inst in &config.payments.instances {
             println!("==> payments instance {} (shard {}) on {}", inst.name, inst.shard, inst.listen);
-            let child = Command::new(&binary)
-                .args(["--instance", &inst.name, "--config"])
-                .arg(config_path)
-                .stdin(Stdio::null())
-                // Own process group: a terminal's Ctrl-C reaches only xtask, which then stops
-                // the instances before the databases.
-                .process_group(0)
-                .kill_on_drop(true)
-                .spawn()
-                .map_err(|e| format!("cannot start {}: {e}", binary.display()))?;
+            let child = spawn(&bin_dir.join("payments"), &["--instance", &inst.name], config_path)?;
             stack.instances.push((inst.name.clone(), inst.listen, child));
         }
         for (name, addr, _) in &stack.instances {
             crate::probe::wait_serving(*addr, "", Duration::from_secs(60)).await.map_err(|e| format!("{name}: {e}"))?;
+        }
+        if let Some(edge) = &config.edge {
+            println!("==> edge on {} (admin {})", edge.listen, edge.admin_listen);
+            stack.edge = Some(spawn(&bin_dir.join("edge"), &[], config_path)?);
+            crate::probe::wait_http_ok(edge.admin_listen, "/ready", Duration::from_secs(60)).await.map_err(|e| format!("edge: {e}"))?;
         }
         Ok(stack)
     }
 
     pub fn print_endpoints(&self) {
         println!("\nPaymesh local stack (config: {})", self.config_path.display());
+        if let Some(edge) = &self.config.edge {
+            println!("  edge:  http://{0} (REST/JSON and gRPC)   admin: http://{1}/clusters /routes /ready", edge.listen, edge.admin_listen);
+        }
         for (i, (pg, db)) in self.databases.iter().enumerate() {
             println!("  shard {i}: {}   (psql -h 127.0.0.1 -p {} -U postgres {db})", pg.url(db), pg.port());
         }
@@ -70,18 +70,26 @@ impl Stack {
             let shard = self.config.payments.instances.iter().find(|i| &i.name == name).map(|i| i.shard.0).unwrap_or_default();
             println!("  {name}: grpc://{addr} (shard {shard}, health, reflection)");
         }
-        if let Some((_, addr, _)) = self.instances.first() {
-            let shard = self.config.payments.instances[0].shard;
-            let merchant = (0..)
-                .map(|i| format!("merchant-{i}"))
-                .find(|m| shard_for_merchant(m, self.config.shard_count()) == shard)
-                .unwrap_or_default();
-            println!("\nTry it (merchant {merchant} lives on shard {shard}):");
-            println!("  grpcurl -plaintext {addr} list");
-            println!(
-                "  grpcurl -plaintext -d '{{\"merchantId\":\"{merchant}\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"demo-1\"}}' {addr} payments.v1.Payments/Authorize"
-            );
-            println!("  grpcurl -plaintext -d '{{\"paymentId\":\"<paymentId from above>\"}}' {addr} payments.v1.Payments/GetPayment");
+        let merchant = (0..).map(|i| format!("merchant-{i}")).find(|m| shard_for_merchant(m, self.config.shard_count()).0 == 0).unwrap_or_default();
+        match &self.config.edge {
+            Some(edge) => {
+                let e = edge.listen;
+                println!("\nTry it through the edge:");
+                println!(
+                    "  curl -s -X POST http://{e}/api/payments/authorize -H 'content-type: application/json' \\\n       -d '{{\"merchantId\":\"{merchant}\",\"amount\":50000,\"currency\":\"KRW\",\"idempotencyKey\":\"demo-1\"}}'"
+                );
+                println!("  curl -s http://{e}/api/payments/<paymentId>");
+                println!("  grpcurl -plaintext {e} list");
+                println!(
+                    "  grpcurl -plaintext -d '{{\"paymentId\":\"<paymentId>\",\"idempotencyKey\":\"demo-2\"}}' {e} payments.v1.Payments/Capture"
+                );
+            }
+            None => {
+                if let Some((_, addr, _)) = self.instances.first() {
+                    println!("\nTry it (merchant {merchant} lives on shard 0):");
+                    println!("  grpcurl -plaintext {addr} list");
+                }
+            }
         }
     }
 
@@ -99,6 +107,9 @@ impl Stack {
                             return Err(format!("{name} exited unexpectedly ({status}); see its log above"));
                         }
                     }
+                    if let Some(Ok(Some(status))) = self.edge.as_mut().map(Child::try_wait) {
+                        return Err(format!("the edge exited unexpectedly ({status}); see its log above"));
+                    }
                 }
             }
         }
@@ -110,10 +121,19 @@ impl Stack {
         println!("\n==> stopping");
         let grace = self.config.payments.shutdown_grace + Duration::from_secs(5);
         let mut problems = Vec::new();
-        for (name, _, child) in &mut self.instances {
-            if let Some(pid) = child.id() {
-                let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        if let Some(edge) = &mut self.edge {
+            terminate(edge);
+            match wait_with_deadline(edge, grace).await {
+                Some(s) if s.success() => println!("    edge stopped"),
+                Some(s) => problems.push(format!("edge exited with {s}")),
+                None => {
+                    let _ = edge.kill().await;
+                    problems.push(format!("edge did not stop within {grace:?}; killed"));
+                }
             }
+        }
+        for (name, _, child) in &mut self.instances {
+            terminate(child);
             match wait_with_deadline(child, grace).await {
                 Some(s) if s.success() => println!("    {name} stopped"),
                 Some(s) => problems.push(format!("{name} exited with {s}")),
@@ -145,23 +165,42 @@ async fn wait_with_deadline(child: &mut Child, timeout: Duration) -> Option<Exit
     }
 }
 
-/// Builds the payments binary and returns its path.
-async fn build_payments(release: bool) -> Result<PathBuf, String> {
+fn terminate(child: &Child) {
+    if let Some(pid) = child.id() {
+        let _ = std::process::Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+    }
+}
+
+/// Starts a Paymesh binary with the mesh config, in its own process group: a terminal's
+/// Ctrl-C reaches only xtask, which then stops everything in order.
+fn spawn(binary: &Path, args: &[&str], config: &Path) -> Result<Child, String> {
+    Command::new(binary)
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .stdin(Stdio::null())
+        .process_group(0)
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start {}: {e}", binary.display()))
+}
+
+/// Builds the service binaries and returns the directory holding them.
+async fn build(release: bool) -> Result<PathBuf, String> {
     let mut cmd = Command::new(env!("CARGO"));
-    cmd.args(["build", "--quiet", "-p", "paymesh-payments"]).current_dir(crate::root());
+    cmd.args(["build", "--quiet", "-p", "paymesh-payments", "-p", "paymesh-edge"]).current_dir(crate::root());
     if release {
         cmd.arg("--release");
     }
-    println!("==> building payments ({} profile)", if release { "release" } else { "dev" });
+    println!("==> building payments and edge ({} profile)", if release { "release" } else { "dev" });
     let status = cmd.status().await.map_err(|e| format!("cannot run cargo: {e}"))?;
     if !status.success() {
-        return Err("building paymesh-payments failed; see the errors above".into());
+        return Err("building the services failed; see the errors above".into());
     }
     // xtask itself runs from <target>/<profile>/xtask.
     let exe = std::env::current_exe().map_err(|e| e.to_string())?;
     let target = exe.parent().and_then(Path::parent).ok_or("cannot locate the target directory")?;
-    let bin = target.join(if release { "release" } else { "debug" }).join("payments");
-    if bin.exists() { Ok(bin) } else { Err(format!("built payments but {} is missing", bin.display())) }
+    Ok(target.join(if release { "release" } else { "debug" }))
 }
 
 /// The parts of a local `postgres://user@127.0.0.1:PORT/DB` URL that xtask needs.
