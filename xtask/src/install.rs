@@ -29,7 +29,9 @@ pub fn build_tools() -> Result<(), String> {
     }
     let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y cmake";
     if !is_root() {
-        return Err(format!("cmake is needed to build the edge (pingora builds zlib-ng with it). Install it with:\n    sudo sh -c '{cmd}'"));
+        return Err(format!(
+            "cmake is needed to build the edge (pingora builds zlib-ng with it). Install it with:\n    sudo sh -c '{cmd}'"
+        ));
     }
     println!("==> installing cmake: {cmd}");
     let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;

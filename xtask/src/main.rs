@@ -6,6 +6,7 @@
 //! - `test`: installs what is missing and runs every test: the workspace's tests, then a smoke
 //!   run of the stack `up` starts (on free ports) driven by grpcurl.
 
+mod bench;
 mod install;
 mod probe;
 mod smoke;
@@ -16,13 +17,15 @@ use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <command>
   up [--config FILE] [--release]   start the local stack (Ctrl-C stops it)
-  test                             install prerequisites and run every test";
+  test                             install prerequisites and run every test
+  bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("up") => up(&args[1..]),
         Some("test") => test(&args[1..]),
+        Some("bench") => bench(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -81,6 +84,18 @@ fn test(args: &[String]) -> Result<(), String> {
     runtime.block_on(smoke::run(&grpcurl))?;
     println!("==> all tests passed");
     Ok(())
+}
+
+fn bench(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [q] if q == "--quick" => true,
+        _ => return Err(format!("unknown options {args:?} for bench\n{USAGE}")),
+    };
+    install::postgres()?;
+    install::build_tools()?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(bench::run(quick))
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -36,7 +36,10 @@ pub async fn wait_serving(addr: std::net::SocketAddr, service: &str, timeout: Du
 /// checks without an HTTP client dependency. Returns the status and body.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, json_body: Option<&str>) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr)).await.map_err(|_| "connect timed out".to_owned())?.map_err(|e| e.to_string())?;
+    let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
+        .await
+        .map_err(|_| "connect timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
     let body = json_body.unwrap_or("");
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if json_body.is_some() {
@@ -46,7 +49,10 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, json_bod
     req += body;
     stream.write_all(req.as_bytes()).await.map_err(|e| e.to_string())?;
     let mut raw = Vec::new();
-    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw)).await.map_err(|_| "read timed out".to_owned())?.map_err(|e| e.to_string())?;
+    tokio::time::timeout(Duration::from_secs(30), stream.read_to_end(&mut raw))
+        .await
+        .map_err(|_| "read timed out".to_owned())?
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&raw).into_owned();
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("not an HTTP response: {text}"))?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status line: {head}"))?;

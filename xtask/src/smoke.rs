@@ -84,7 +84,10 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
     if status != 200 || replay != first {
         return Err(format!("replay through the edge differs: {status} {replay} vs {first}"));
     }
-    let capture = grpcurl_ok(grpcurl, &["-plaintext", "-d", &format!(r#"{{"paymentId":"{id}","idempotencyKey":"smoke-2"}}"#), &e, "payments.v1.Payments/Capture"])?;
+    let capture = grpcurl_ok(
+        grpcurl,
+        &["-plaintext", "-d", &format!(r#"{{"paymentId":"{id}","idempotencyKey":"smoke-2"}}"#), &e, "payments.v1.Payments/Capture"],
+    )?;
     expect(&capture, "PAYMENT_STATUS_CAPTURED", "grpcurl Capture via the edge")?;
     let (status, got) = http(edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
     if status != 200 || !got.contains("PAYMENT_STATUS_CAPTURED") {
@@ -101,12 +104,17 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
 
     // Straight at an instance of the wrong shard: refused, naming the shard.
     let wrong = stack.config.payments.instances[0].listen.to_string();
-    let out = Command::new(grpcurl).args(["-plaintext", "-d", &body, &wrong, "payments.v1.Payments/Authorize"]).output().map_err(|e| e.to_string())?;
+    let out = Command::new(grpcurl)
+        .args(["-plaintext", "-d", &body, &wrong, "payments.v1.Payments/Authorize"])
+        .output()
+        .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
     if out.status.success() || !text.contains("FailedPrecondition") {
         return Err(format!("a wrong-shard Authorize should fail with FailedPrecondition, got: {text}"));
     }
-    println!("    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin; direct: describe, wrong shard: all as expected");
+    println!(
+        "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin; direct: describe, wrong shard: all as expected"
+    );
     Ok(())
 }
 

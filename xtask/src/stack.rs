@@ -23,7 +23,8 @@ pub struct Stack {
 impl Stack {
     pub async fn start(config_path: &Path, data_dir: &Path, release: bool) -> Result<Self, String> {
         let config = MeshConfig::load(config_path).map_err(|e| e.to_string())?;
-        let mut stack = Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), instances: Vec::new(), edge: None };
+        let mut stack =
+            Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), instances: Vec::new(), edge: None };
 
         for shard in &config.shards {
             let local = LocalUrl::parse(&shard.database.url)
@@ -58,10 +59,18 @@ impl Stack {
         Ok(stack)
     }
 
+    /// Process ids of the edge and the payments instances (for CPU accounting).
+    pub fn pids(&self) -> (Option<u32>, Vec<u32>) {
+        (self.edge.as_ref().and_then(Child::id), self.instances.iter().filter_map(|(_, _, c)| c.id()).collect())
+    }
+
     pub fn print_endpoints(&self) {
         println!("\nPaymesh local stack (config: {})", self.config_path.display());
         if let Some(edge) = &self.config.edge {
-            println!("  edge:  http://{0} (REST/JSON and gRPC)   admin: http://{1}/clusters /routes /ready", edge.listen, edge.admin_listen);
+            println!(
+                "  edge:  http://{0} (REST/JSON and gRPC)   admin: http://{1}/clusters /routes /ready",
+                edge.listen, edge.admin_listen
+            );
         }
         for (i, (pg, db)) in self.databases.iter().enumerate() {
             println!("  shard {i}: {}   (psql -h 127.0.0.1 -p {} -U postgres {db})", pg.url(db), pg.port());
@@ -70,7 +79,8 @@ impl Stack {
             let shard = self.config.payments.instances.iter().find(|i| &i.name == name).map(|i| i.shard.0).unwrap_or_default();
             println!("  {name}: grpc://{addr} (shard {shard}, health, reflection)");
         }
-        let merchant = (0..).map(|i| format!("merchant-{i}")).find(|m| shard_for_merchant(m, self.config.shard_count()).0 == 0).unwrap_or_default();
+        let merchant =
+            (0..).map(|i| format!("merchant-{i}")).find(|m| shard_for_merchant(m, self.config.shard_count()).0 == 0).unwrap_or_default();
         match &self.config.edge {
             Some(edge) => {
                 let e = edge.listen;

@@ -1,0 +1,11 @@
+//! The Paymesh load generator: closed-loop workers that issue Authorize calls as fast as
+//! they are answered, each with a unique idempotency key, against a payments instance
+//! (gRPC, routed client-side by shard), or the edge (gRPC or REST).
+//!
+//! - [`stats`]: latencies into count, rate and percentiles;
+//! - [`load`]: the worker loop with warm-up and duration;
+//! - [`target`]: how one Authorize is sent to each kind of target.
+
+pub mod load;
+pub mod stats;
+pub mod target;

@@ -1,0 +1,125 @@
+//! `paymesh-bench`: drives Authorize load and prints a JSON summary.
+//!
+//! ```text
+//! paymesh-bench --mode grpc-direct --shard-addr 0=127.0.0.1:50061 --shard-addr 1=127.0.0.1:50063 -c 32 -z 10s
+//! paymesh-bench --mode grpc-edge --addr 127.0.0.1:8080 -c 32 -z 10s
+//! paymesh-bench --mode rest-edge --addr 127.0.0.1:8080 -c 32 -z 10s
+//! ```
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use paymesh_bench::load::{Plan, run};
+use paymesh_bench::target;
+
+const USAGE: &str = "usage: paymesh-bench --mode grpc-direct|grpc-edge|rest-edge
+    [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
+    [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--connections 4] [--merchants 1000] [--run-id ID]";
+
+struct Args {
+    mode: String,
+    addr: Option<SocketAddr>,
+    shard_addrs: Vec<(u32, SocketAddr)>,
+    plan: Plan,
+    connections: usize,
+    merchants: u64,
+    run_id: String,
+}
+
+fn parse() -> Result<Args, String> {
+    let mut a = Args {
+        mode: String::new(),
+        addr: None,
+        shard_addrs: Vec::new(),
+        plan: Plan { concurrency: 32, warmup: Duration::from_secs(2), duration: Duration::from_secs(10) },
+        connections: 4,
+        merchants: 1_000,
+        run_id: format!("bench-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
+        let dur = |v: String| paymesh_core::duration::parse(&v);
+        match flag.as_str() {
+            "--mode" => a.mode = value()?,
+            "--addr" => a.addr = Some(value()?.parse().map_err(|_| "--addr wants HOST:PORT")?),
+            "--shard-addr" => {
+                let v = value()?;
+                let (s, addr) = v.split_once('=').ok_or("--shard-addr wants N=HOST:PORT")?;
+                a.shard_addrs.push((s.parse().map_err(|_| "bad shard")?, addr.parse().map_err(|_| "bad address")?));
+            }
+            "-c" | "--concurrency" => a.plan.concurrency = value()?.parse().map_err(|_| "-c wants a number")?,
+            "-z" | "--duration" => a.plan.duration = dur(value()?)?,
+            "--warmup" => a.plan.warmup = dur(value()?)?,
+            "--connections" => a.connections = value()?.parse().map_err(|_| "--connections wants a number")?,
+            "--merchants" => a.merchants = value()?.parse().map_err(|_| "--merchants wants a number")?,
+            "--run-id" => a.run_id = value()?,
+            "-h" | "--help" => return Err(USAGE.into()),
+            other => return Err(format!("unknown flag {other}\n{USAGE}")),
+        }
+    }
+    Ok(a)
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    let args = match parse() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::from(2);
+        }
+    };
+    match bench(args).await {
+        Ok(json) => {
+            println!("{json}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("paymesh-bench: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn bench(a: Args) -> Result<serde_json::Value, String> {
+    let (run_id, merchants) = (a.run_id.clone(), a.merchants);
+    let summary = match a.mode.as_str() {
+        "grpc-direct" => {
+            let shards = a.shard_addrs.iter().map(|(s, _)| s + 1).max().ok_or("--shard-addr is required for grpc-direct")?;
+            let mut by_shard = vec![Vec::new(); shards as usize];
+            for (s, addr) in &a.shard_addrs {
+                by_shard[*s as usize].extend(target::channels(*addr, a.connections).await?);
+            }
+            if by_shard.iter().any(Vec::is_empty) {
+                return Err("every shard needs at least one --shard-addr".into());
+            }
+            run(a.plan, move |seq| {
+                let req = target::authorize_request(&run_id, seq, merchants);
+                let ch = target::direct_channel(&by_shard, &req.merchant_id, seq).clone();
+                target::grpc_authorize(ch, req)
+            })
+            .await
+        }
+        "grpc-edge" => {
+            let channels = target::channels(a.addr.ok_or("--addr is required")?, a.connections).await?;
+            run(a.plan, move |seq| {
+                let req = target::authorize_request(&run_id, seq, merchants);
+                target::grpc_authorize(channels[(seq as usize) % channels.len()].clone(), req)
+            })
+            .await
+        }
+        "rest-edge" => {
+            let edge = a.addr.ok_or("--addr is required")?;
+            let client = target::http_client();
+            run(a.plan, move |seq| target::rest_authorize(client.clone(), edge, target::authorize_request(&run_id, seq, merchants))).await
+        }
+        other => return Err(format!("unknown mode '{other}'\n{USAGE}")),
+    };
+    let mut json = summary.to_json();
+    json["mode"] = serde_json::json!(a.mode);
+    json["concurrency"] = serde_json::json!(a.plan.concurrency);
+    json["duration_s"] = serde_json::json!(a.plan.duration.as_secs_f64());
+    Ok(json)
+}

@@ -1,0 +1,82 @@
+//! Sending one Authorize to a target. Each call gets a unique idempotency key and one of
+//! `merchants` merchant ids, so calls really create payments (no replays) across shards.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::Client;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::rt::TokioExecutor;
+use paymesh_core::shard::shard_for_merchant;
+use paymesh_proto::payments::v1 as pb;
+use paymesh_proto::payments::v1::payments_client::PaymentsClient;
+use tonic::transport::Channel;
+
+/// The request body of call `seq`.
+pub fn authorize_request(run: &str, seq: u64, merchants: u64) -> pb::AuthorizeRequest {
+    pb::AuthorizeRequest {
+        merchant_id: format!("bench-m{}", seq % merchants.max(1)),
+        amount: 1_000 + (seq % 9_000) as i64,
+        currency: "KRW".into(),
+        idempotency_key: format!("{run}-{seq}"),
+    }
+}
+
+/// gRPC channels to one address (several connections, used round-robin).
+pub async fn channels(addr: SocketAddr, connections: usize) -> Result<Vec<Channel>, String> {
+    let mut out = Vec::with_capacity(connections);
+    for _ in 0..connections.max(1) {
+        let ch = Channel::from_shared(format!("http://{addr}"))
+            .map_err(|e| e.to_string())?
+            .connect()
+            .await
+            .map_err(|e| format!("cannot connect to {addr}: {e}"))?;
+        out.push(ch);
+    }
+    Ok(out)
+}
+
+/// gRPC Authorize on `channel`; returns the status name.
+pub async fn grpc_authorize(channel: Channel, req: pb::AuthorizeRequest) -> String {
+    match PaymentsClient::new(channel).authorize(req).await {
+        Ok(_) => "OK".into(),
+        Err(s) => format!("{:?}", s.code()),
+    }
+}
+
+/// Picks the direct channel for a merchant: the shard's instances, round-robin by `seq`.
+pub fn direct_channel<'a>(by_shard: &'a [Vec<Channel>], merchant: &str, seq: u64) -> &'a Channel {
+    let shard = shard_for_merchant(merchant, by_shard.len() as u32).0 as usize;
+    let list = &by_shard[shard];
+    &list[(seq as usize) % list.len()]
+}
+
+pub type HttpClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn http_client() -> HttpClient {
+    let mut connector = HttpConnector::new();
+    connector.set_nodelay(true);
+    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
+}
+
+/// REST Authorize through the edge; returns `OK` or `HTTP <status>`.
+pub async fn rest_authorize(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest) -> String {
+    let body = format!(
+        r#"{{"merchantId":"{}","amount":{},"currency":"{}","idempotencyKey":"{}"}}"#,
+        req.merchant_id, req.amount, req.currency, req.idempotency_key
+    );
+    let request = http::Request::post(format!("http://{edge}/api/payments/authorize"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(body)));
+    let Ok(request) = request else { return "bad request".into() };
+    match client.request(request).await {
+        Ok(resp) => {
+            let status = resp.status();
+            // Read the whole body so the connection is reused.
+            let _ = resp.into_body().collect().await;
+            if status.is_success() { "OK".into() } else { format!("HTTP {}", status.as_u16()) }
+        }
+        Err(e) => format!("transport: {e}"),
+    }
+}

@@ -1,0 +1,265 @@
+//! `cargo xtask bench [--quick]`: the side-by-side benchmark. Starts the local stack in
+//! release mode on free ports, then drives the same Authorize load (same concurrency and
+//! duration, unique idempotency keys) three ways in one run:
+//!
+//! - `grpc-direct`: straight at the payments instances (the client routes by shard, so the
+//!   backends are the same four as behind the edge);
+//! - `grpc-edge`: gRPC through the edge;
+//! - `rest-edge`: REST/JSON through the edge (transcoded).
+//!
+//! Rounds alternate the modes, and the report quotes medians across rounds, with the CPU
+//! seconds each kind of process used, since this machine is shared and noisy.
+
+use std::path::Path;
+
+use paymesh_testkit::port::free_port;
+
+use crate::stack::Stack;
+
+const MODES: [&str; 3] = ["grpc-direct", "grpc-edge", "rest-edge"];
+
+struct Settings {
+    rounds: usize,
+    concurrency: usize,
+    warmup: &'static str,
+    duration: &'static str,
+}
+
+/// One mode's result in one round.
+#[derive(Clone, Debug)]
+struct Sample {
+    rps: f64,
+    p50: f64,
+    p90: f64,
+    p95: f64,
+    p99: f64,
+    count: u64,
+    errors: u64,
+    cpu_edge: f64,
+    cpu_payments: f64,
+    cpu_postgres: f64,
+    cpu_machine: f64,
+}
+
+pub async fn run(quick: bool) -> Result<(), String> {
+    let s = if quick {
+        Settings { rounds: 1, concurrency: 32, warmup: "1s", duration: "5s" }
+    } else {
+        Settings { rounds: 3, concurrency: 32, warmup: "2s", duration: "15s" }
+    };
+    println!("==> building the load generator (release)");
+    let status = tokio::process::Command::new(env!("CARGO"))
+        .args(["build", "--quiet", "--release", "-p", "paymesh-bench"])
+        .current_dir(crate::root())
+        .status()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !status.success() {
+        return Err("building paymesh-bench failed".into());
+    }
+    let dir = crate::root().join(".paymesh/bench");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+    let config = dir.join("paymesh.toml");
+    std::fs::write(&config, bench_config()?).map_err(|e| e.to_string())?;
+    let stack = Stack::start(&config, &dir, true).await?;
+    let outcome = measure(&stack, &s).await;
+    let stopped = stack.stop().await;
+    let samples = outcome?;
+    stopped?;
+    report(&s, &samples)
+}
+
+fn bench_config() -> Result<String, String> {
+    let port = || free_port().map_err(|e| format!("no free port: {e}"));
+    let mut text = String::new();
+    for i in 0..2 {
+        text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 16\n\n", port()?);
+    }
+    text += "[payments]\n\n";
+    for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
+        text += &format!("[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\n\n", i / 2, port()?);
+    }
+    text += &format!(
+        "[edge]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nthreads = 2\n\n[[edge.clusters]]\nname = \"payments\"\npayments_instances = true\n\n\
+         [[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\n\
+         shard_keys = [{{ field = \"merchant_id\", kind = \"merchant\", header = \"x-merchant-id\" }}, {{ field = \"payment_id\", kind = \"sharded_id\" }}]\n",
+        port()?,
+        port()?
+    );
+    Ok(text)
+}
+
+async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str, Sample)>, String> {
+    let edge = stack.config.edge.as_ref().ok_or("bench config has an edge")?;
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target dir")?
+        .join("release/paymesh-bench");
+    let mut out = Vec::new();
+    for round in 1..=s.rounds {
+        for mode in MODES {
+            let mut cmd = tokio::process::Command::new(&bin);
+            cmd.args([
+                "--mode",
+                mode,
+                "-c",
+                &s.concurrency.to_string(),
+                "-z",
+                s.duration,
+                "--warmup",
+                s.warmup,
+                "--run-id",
+                &format!("r{round}-{mode}-{}", std::process::id()),
+            ]);
+            if mode == "grpc-direct" {
+                for inst in &stack.config.payments.instances {
+                    cmd.args(["--shard-addr", &format!("{}={}", inst.shard.0, inst.listen)]);
+                }
+            } else {
+                cmd.args(["--addr", &edge.listen.to_string()]);
+            }
+            let before = cpu(stack);
+            let output = cmd.output().await.map_err(|e| format!("cannot run {}: {e}", bin.display()))?;
+            let after = cpu(stack);
+            if !output.status.success() {
+                return Err(format!("{mode}: {}", String::from_utf8_lossy(&output.stderr)));
+            }
+            let json: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("{mode}: bad output: {e}"))?;
+            let f = |k: &str| json[k].as_f64().unwrap_or(0.0);
+            let sample = Sample {
+                rps: f("rps"),
+                p50: f("p50_ms"),
+                p90: f("p90_ms"),
+                p95: f("p95_ms"),
+                p99: f("p99_ms"),
+                count: json["count"].as_u64().unwrap_or(0),
+                errors: json["errors"].as_u64().unwrap_or(0),
+                cpu_edge: after.0 - before.0,
+                cpu_payments: after.1 - before.1,
+                cpu_postgres: after.2 - before.2,
+                cpu_machine: after.3 - before.3,
+            };
+            println!(
+                "    round {round} {mode:<11} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {}  cpu s: edge {:.1} payments {:.1} postgres {:.1}",
+                sample.rps, sample.p50, sample.p99, sample.errors, sample.cpu_edge, sample.cpu_payments, sample.cpu_postgres
+            );
+            out.push((round, mode, sample));
+        }
+    }
+    Ok(out)
+}
+
+/// CPU seconds used so far by (edge, all payments instances, all postgres processes, the
+/// whole machine).
+fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
+    let (edge, payments) = stack.pids();
+    let edge = edge.map(proc_cpu).unwrap_or(0.0);
+    let payments = payments.into_iter().map(proc_cpu).sum();
+    let postgres = std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
+                .map(proc_cpu)
+                .sum()
+        })
+        .unwrap_or(0.0);
+    (edge, payments, postgres, machine_cpu())
+}
+
+const TICKS: f64 = 100.0;
+
+fn proc_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    // Fields after the command name (which may contain spaces) start at state (field 3).
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(11) + ticks(12)) / TICKS
+}
+
+fn machine_cpu() -> f64 {
+    let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
+    let Some(line) = stat.lines().next() else { return 0.0 };
+    let v: Vec<f64> = line.split_whitespace().skip(1).filter_map(|x| x.parse().ok()).collect();
+    // user nice system idle iowait irq softirq steal: count everything but idle and iowait.
+    let busy: f64 = v.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).take(8).map(|(_, x)| x).sum();
+    busy / TICKS
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    if v.is_empty() { 0.0 } else { v[v.len() / 2] }
+}
+
+fn report(s: &Settings, samples: &[(usize, &'static str, Sample)]) -> Result<(), String> {
+    let of = |mode: &str| samples.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, s)| s.clone()).collect::<Vec<_>>();
+    let direct_rps = median(of("grpc-direct").iter().map(|x| x.rps).collect());
+    let mut table = String::from(
+        "| path | req/s | vs direct | p50 ms | p90 ms | p95 ms | p99 ms | requests | errors | CPU s edge | CPU s payments | CPU s postgres | CPU s machine |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+    );
+    for mode in MODES {
+        let v = of(mode);
+        let m = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
+        let rps = m(|x| x.rps);
+        table += &format!(
+            "| {mode} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            if direct_rps > 0.0 { rps / direct_rps } else { 0.0 },
+            m(|x| x.p50),
+            m(|x| x.p90),
+            m(|x| x.p95),
+            m(|x| x.p99),
+            v.iter().map(|x| x.count).sum::<u64>(),
+            v.iter().map(|x| x.errors).sum::<u64>(),
+            m(|x| x.cpu_edge),
+            m(|x| x.cpu_payments),
+            m(|x| x.cpu_postgres),
+            m(|x| x.cpu_machine),
+        );
+    }
+    let date = today();
+    let header = format!(
+        "# Benchmark {date}\n\nCommand: `cargo xtask bench{}`. Authorize only, closed loop, concurrency {}, warm-up {}, {} per mode per round, {} round(s) alternating the modes; medians across rounds (requests and errors are totals). Stack: 2 PostgreSQL shards, 2 payments instances per shard, the edge (2 threads), all release builds on this machine ({} cores), load generator on the same machine.\n\n",
+        if s.rounds == 1 { " --quick" } else { "" },
+        s.concurrency,
+        s.warmup,
+        s.duration,
+        s.rounds,
+        std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
+    );
+    let text = format!("{header}{table}");
+    println!("\n{text}");
+    let results = crate::root().join("bench/results");
+    std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
+    let path = results.join(format!("{date}.md"));
+    std::fs::write(&path, &text).map_err(|e| e.to_string())?;
+    println!("written to {}", path.display());
+    Ok(())
+}
+
+/// Today's date (UTC) as YYYY-MM-DD.
+fn today() -> String {
+    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!("{y:04}-{m:02}-{d:02}")
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn civil_dates() {
+        assert!(super::today().starts_with("20"));
+        assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+}
