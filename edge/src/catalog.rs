@@ -282,3 +282,73 @@ fn push_rule(rule: &DynamicMessage, out: &mut Vec<(Method, String, String, Strin
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use paymesh_core::config::MeshConfig;
+
+    use super::*;
+
+    const BASE: &str = r#"
+[[shards]]
+id = 0
+database_url = "postgres://p@127.0.0.1:1/db"
+[[payments.instances]]
+name = "p0"
+shard = 0
+listen = "127.0.0.1:50061"
+[edge]
+[[edge.clusters]]
+name = "payments"
+payments_instances = true
+"#;
+
+    fn build(routes: &str) -> Result<Catalog, CatalogError> {
+        let cfg = MeshConfig::parse(Path::new("t.toml"), &format!("{BASE}{routes}"), &|_| None).expect("config");
+        let edge = cfg.edge.expect("edge");
+        let clusters = edge.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c)))).collect();
+        Catalog::build(&edge, &clusters)
+    }
+
+    #[test]
+    fn payments_bindings_come_from_the_annotations() {
+        let c = build("[[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\nshard_keys = [{ field = \"merchant_id\", kind = \"merchant\" }, { field = \"payment_id\", kind = \"sharded_id\" }]\n").expect("catalog");
+        let (b, vars) = c.rest_route(&Method::POST, "/api/payments/pay_0_x/capture").expect("capture route");
+        assert_eq!(b.method.grpc_path, "/payments.v1.Payments/Capture");
+        assert_eq!(vars, vec![("payment_id".to_owned(), "pay_0_x".to_owned())]);
+        let (b, _) = c.rest_route(&Method::POST, "/api/payments/authorize").expect("authorize");
+        assert_eq!(b.method.desc.name(), "Authorize", "the literal template wins over {{payment_id}}");
+        assert_eq!(b.method.keys.iter().map(|k| k.name.as_str()).collect::<Vec<_>>(), ["merchant_id"]);
+        assert_eq!(c.rest_route(&Method::DELETE, "/api/payments/x").expect_err("405"), vec![Method::GET]);
+        assert!(c.rest_route(&Method::GET, "/elsewhere").expect_err("404").is_empty());
+        assert!(c.grpc_route("/payments.v1.Payments/Void").is_some_and(|(_, m)| m.is_some()));
+        assert!(c.grpc_route("/payments.v1.Payments/Nope").is_some_and(|(_, m)| m.is_none()));
+        assert!(c.grpc_route("/other.v1.X/Y").is_none());
+    }
+
+    #[test]
+    fn a_method_without_any_key_field_fails_at_start() {
+        let err = build("[[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\nshard_keys = [{ field = \"merchant_id\", kind = \"merchant\" }]\n")
+            .expect_err("Capture has no merchant_id")
+            .to_string();
+        assert!(err.contains("has none of the key fields [\"merchant_id\"]"), "{err}");
+    }
+
+    #[test]
+    fn shard_keys_need_descriptors_and_string_fields() {
+        let err = build(
+            "[[edge.routes]]\nservice = \"nope.v1.Nope\"\ncluster = \"payments\"\nshard_keys = [{ field = \"id\", kind = \"merchant\" }]\n",
+        )
+        .expect_err("no descriptors")
+        .to_string();
+        assert!(err.contains("no descriptors for 'nope.v1.Nope'"), "{err}");
+        let err = build("[[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\nshard_keys = [{ field = \"amount\", kind = \"merchant\" }, { field = \"payment_id\", kind = \"sharded_id\" }]\n")
+            .expect_err("int64 key")
+            .to_string();
+        assert!(err.contains("is not a string field"), "{err}");
+        // Without keys, an unknown service is fine: it is proxied as is.
+        assert!(build("[[edge.routes]]\nservice = \"grpc.reflection.v1.ServerReflection\"\ncluster = \"payments\"\n").is_ok());
+    }
+}

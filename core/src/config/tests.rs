@@ -1,4 +1,5 @@
 use super::*;
+use crate::config::ShardKeyKind;
 
 const GOOD: &str = r#"
 [[shards]]
@@ -112,4 +113,85 @@ fn password_detection() {
     assert!(!url_has_password("postgres://u@h/db"));
     assert!(!url_has_password("postgres://h:5432/db"));
     assert!(!url_has_password("postgres://u@h/db?x=a:b@c"));
+}
+
+const EDGE: &str = r#"
+[edge]
+listen = "127.0.0.1:8080"
+admin_listen = "127.0.0.1:9901"
+request_timeout = "20s"
+
+[[edge.clusters]]
+name = "payments"
+payments_instances = true
+
+[[edge.clusters]]
+name = "other"
+endpoints = [{ address = "127.0.0.1:7000" }, { address = "127.0.0.1:7001", name = "o2" }]
+
+[[edge.routes]]
+service = "payments.v1.Payments"
+cluster = "payments"
+shard_keys = [{ field = "merchant_id", kind = "merchant", header = "X-Merchant-Id" }, { field = "payment_id", kind = "sharded_id" }]
+
+[[edge.routes]]
+service = "other.v1.Other"
+cluster = "other"
+timeout = "3s"
+"#;
+
+#[test]
+fn parses_the_edge_section() {
+    let c = parse(&format!("{GOOD}{EDGE}")).expect("good config");
+    let e = c.edge.expect("edge");
+    assert_eq!(e.listen.port(), 8080);
+    assert_eq!(e.max_body_bytes, 65_536);
+    assert_eq!(e.health.unhealthy_threshold, 2);
+    let p = e.cluster("payments").expect("payments cluster");
+    assert_eq!(p.shards, Some(2));
+    assert_eq!(
+        p.endpoints.iter().map(|e| (e.name.as_str(), e.shard.map(|s| s.0))).collect::<Vec<_>>(),
+        [("payments-0", Some(0)), ("payments-1", Some(1))]
+    );
+    let o = e.cluster("other").expect("other cluster");
+    assert_eq!((o.shards, o.endpoints[0].name.as_str(), o.endpoints[1].name.as_str()), (None, "127.0.0.1:7000", "o2"));
+    assert_eq!(e.routes[0].shard_keys[0].header.as_deref(), Some("x-merchant-id"), "headers are case-insensitive");
+    assert_eq!(e.routes[0].shard_keys[1].kind, ShardKeyKind::ShardedId);
+    assert_eq!(e.routes[1].timeout, Some(Duration::from_secs(3)));
+    assert!(parse(GOOD).expect("no edge").edge.is_none());
+}
+
+#[test]
+fn edge_errors_name_the_key() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("cluster = \"other\"", "cluster = \"nowhere\"", "edge.routes[1].cluster: no cluster is named 'nowhere'"),
+        (
+            "service = \"other.v1.Other\"\ncluster = \"other\"",
+            "service = \"other.v1.Other\"\ncluster = \"other\"\nshard_keys = [{ field = \"x\", kind = \"merchant\" }]",
+            "is not sharded",
+        ),
+        ("kind = \"sharded_id\"", "kind = \"hash\"", "'hash' is not a key kind"),
+        ("admin_listen = \"127.0.0.1:9901\"", "admin_listen = \"127.0.0.1:8080\"", "give the admin API its own port"),
+        ("listen = \"127.0.0.1:8080\"", "listen = \"8080\"", "edge.listen: '8080' is not an address"),
+        ("request_timeout = \"20s\"", "request_timeout = \"0s\"", "edge.request_timeout: must be above zero"),
+        ("payments_instances = true", "payments_instances = false", "a cluster needs endpoints"),
+        ("{ address = \"127.0.0.1:7000\" }", "{ address = \"127.0.0.1:7000\", shard = 1 }", "every endpoint needs one"),
+        ("timeout = \"3s\"", "timeout = \"3 seconds\"", "edge.routes[1].timeout"),
+        ("[edge]", "[edge]\nbogus = 1", "unknown field `bogus`"),
+    ];
+    let base = format!("{GOOD}{EDGE}");
+    for (from, to, expect) in cases {
+        assert!(base.contains(from), "fixture lacks {from}");
+        let msg = problem(&base.replacen(from, to, 1));
+        assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
+    }
+}
+
+#[test]
+fn explicit_shards_must_not_have_gaps() {
+    let text = format!("{GOOD}{EDGE}").replace(
+        "endpoints = [{ address = \"127.0.0.1:7000\" }, { address = \"127.0.0.1:7001\", name = \"o2\" }]",
+        "endpoints = [{ address = \"127.0.0.1:7000\", shard = 0 }, { address = \"127.0.0.1:7001\", shard = 2 }]",
+    );
+    assert!(problem(&text).contains("shard 1 has no endpoint"));
 }

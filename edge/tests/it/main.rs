@@ -7,6 +7,7 @@ mod http_client;
 mod inventory;
 
 mod admin;
+mod binary;
 mod grpc;
 mod rejections;
 mod rest;

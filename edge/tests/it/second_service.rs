@@ -77,3 +77,13 @@ async fn inventory_over_grpc_passthrough() {
     assert_eq!(item.get_field_by_name("display_name").and_then(|v| v.as_str().map(str::to_owned)), Some("item g1".to_owned()));
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_route_timeout_bounds_a_hung_upstream() {
+    let stack = Stack::start().await;
+    // The inventory route's timeout is 2 s; this item never answers.
+    let r = http_client::get(stack.edge, "/v1/shelves/s/items/slow").await;
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["code"], json!(4));
+    stack.stop().await;
+}

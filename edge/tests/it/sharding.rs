@@ -57,6 +57,16 @@ async fn a_shard_survives_one_instance_and_fails_alone_without_both() {
         let r = authorize_rest(&stack, &m1, &format!("one-down-{i}")).await;
         assert_eq!(r.status, 200, "request {i} with one instance down: {}", String::from_utf8_lossy(&r.body));
     }
+    let mut grpc = PaymentsClient::new(edge_channel(&stack).await);
+    for i in 0..20 {
+        let req = pb::AuthorizeRequest {
+            merchant_id: m1.clone(),
+            amount: 1,
+            currency: "USD".into(),
+            idempotency_key: format!("one-down-grpc-{i}"),
+        };
+        grpc.authorize(req).await.unwrap_or_else(|e| panic!("gRPC request {i} with one instance down: {e:?}"));
+    }
     stack.wait_endpoint("payments-1a", false).await;
 
     // Both gone: shard 1 answers 503 naming itself, over REST and gRPC; shard 0 is untouched.
