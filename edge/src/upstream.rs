@@ -92,10 +92,16 @@ pub async fn unary(
         request.set_timeout(timeout);
         grpc.unary(request, path, BytesCodec).await.map_err(classify)
     };
+    let started = std::time::Instant::now();
     match tokio::time::timeout(timeout, call).await {
         Ok(Ok(response)) => {
             let (md, body, _) = response.into_parts();
             Ok((md, body))
+        }
+        // The upstream enforces the grpc-timeout we sent and answers CANCELLED when it runs
+        // out, a moment before our own timer would: that is our deadline passing.
+        Ok(Err(CallError::Status(s))) if s.code() == tonic::Code::Cancelled && started.elapsed() >= timeout => {
+            Err(CallError::Status(Status::deadline_exceeded(format!("the upstream did not answer within {timeout:?}"))))
         }
         Ok(Err(e)) => Err(e),
         Err(_) => Err(CallError::Status(Status::deadline_exceeded(format!("the upstream did not answer within {timeout:?}")))),

@@ -8,9 +8,7 @@ use crate::http_client::{self, post_json};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn clusters_routes_and_ready() {
     let stack = Stack::start().await;
-    for inst in &stack.instances {
-        stack.wait_endpoint(&inst.name, true).await;
-    }
+    stack.wait_all_healthy().await;
     let m = stack.merchant_on(0, 0);
     let r = post_json(
         stack.edge,

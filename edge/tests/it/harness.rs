@@ -86,9 +86,9 @@ descriptor_sets = ["{fds}"]
 
 [edge.health]
 interval = "100ms"
-timeout = "1s"
+timeout = "2s"
 healthy_threshold = 1
-unhealthy_threshold = 1
+unhealthy_threshold = 2
 passive_failures = 2
 
 [[edge.clusters]]
@@ -195,7 +195,14 @@ timeout = "2s"
         }
     }
 
-    /// Polls `/clusters` until `pred` holds for the payments endpoint called `name`.
+    /// Waits until every payments instance is healthy at the edge.
+    pub async fn wait_all_healthy(&self) {
+        for inst in &self.instances {
+            self.wait_endpoint(&inst.name, true).await;
+        }
+    }
+
+    /// Polls `/clusters` until the payments endpoint called `name` has the given health.
     pub async fn wait_endpoint(&self, name: &str, healthy: bool) {
         let start = Instant::now();
         loop {

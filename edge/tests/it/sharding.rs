@@ -48,6 +48,7 @@ async fn fifty_merchants_land_in_their_shards() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_shard_survives_one_instance_and_fails_alone_without_both() {
     let mut stack = Stack::start().await;
+    stack.wait_all_healthy().await;
     let (m0, m1) = (stack.merchant_on(0, 0), stack.merchant_on(1, 0));
 
     // One instance of shard 1 goes away: every request still succeeds (connection failures
