@@ -14,7 +14,10 @@ use std::time::Duration;
 use crate::{ShardId, duration};
 
 mod edge;
-pub use edge::{Cluster, EdgeConfig, Endpoint, HealthCheck, Route, ShardKey, ShardKeyKind};
+pub use edge::{
+    Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route, ShardKey,
+    ShardKeyKind,
+};
 
 /// A validated mesh config.
 #[derive(Clone, Debug)]
@@ -274,6 +277,8 @@ mod raw {
         #[serde(default)]
         pub health: EdgeHealth,
         #[serde(default)]
+        pub outlier: EdgeOutlier,
+        #[serde(default)]
         pub clusters: Vec<EdgeCluster>,
         #[serde(default)]
         pub routes: Vec<EdgeRoute>,
@@ -290,20 +295,120 @@ mod raw {
         pub healthy_threshold: u32,
         #[serde(default = "two")]
         pub unhealthy_threshold: u32,
-        #[serde(default = "three")]
-        pub passive_failures: u32,
     }
 
     impl Default for EdgeHealth {
         fn default() -> Self {
+            Self { interval: default_health_interval(), timeout: default_health_timeout(), healthy_threshold: 1, unhealthy_threshold: 2 }
+        }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct EdgeOutlier {
+        pub consecutive_failures: u32,
+        pub base_ejection_time: String,
+        pub max_ejection_time: String,
+        pub max_ejection_percent: u32,
+    }
+
+    impl Default for EdgeOutlier {
+        fn default() -> Self {
+            Self { consecutive_failures: 5, base_ejection_time: "30s".into(), max_ejection_time: "300s".into(), max_ejection_percent: 50 }
+        }
+    }
+
+    /// Defaults are the seeds' Resilience4j settings (count window of 100 calls, as
+    /// Resilience4j's default).
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct EdgeBreaker {
+        pub enabled: bool,
+        pub window: String,
+        pub window_size: u32,
+        pub failure_rate_threshold: f64,
+        pub slow_call_rate_threshold: f64,
+        pub slow_call_duration: String,
+        pub minimum_calls: u32,
+        pub wait_in_open: String,
+        pub half_open_calls: u32,
+        pub failure_codes: Vec<String>,
+    }
+
+    impl Default for EdgeBreaker {
+        fn default() -> Self {
             Self {
-                interval: default_health_interval(),
-                timeout: default_health_timeout(),
-                healthy_threshold: 1,
-                unhealthy_threshold: 2,
-                passive_failures: 3,
+                enabled: true,
+                window: "count".into(),
+                window_size: 100,
+                failure_rate_threshold: 50.0,
+                slow_call_rate_threshold: 50.0,
+                slow_call_duration: "5s".into(),
+                minimum_calls: 5,
+                wait_in_open: "30s".into(),
+                half_open_calls: 3,
+                failure_codes: vec!["UNAVAILABLE".into(), "DEADLINE_EXCEEDED".into(), "INTERNAL".into()],
             }
         }
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeRateLimit {
+        #[serde(default)]
+        pub route: Option<EdgeBucket>,
+        #[serde(default)]
+        pub per_key: Option<EdgeKeyed>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeBucket {
+        pub rate: f64,
+        pub burst: u32,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeKeyed {
+        pub rate: f64,
+        pub burst: u32,
+        #[serde(default)]
+        pub header: Option<String>,
+        #[serde(default)]
+        pub by_merchant: bool,
+        #[serde(default = "default_max_keys")]
+        pub max_keys: usize,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields, default)]
+    pub(super) struct EdgeRetry {
+        pub enabled: bool,
+        pub max_attempts: u32,
+        pub backoff_base: String,
+        pub backoff_max: String,
+        pub budget_ratio: f64,
+        pub min_retries_per_second: u32,
+        pub idempotency_key_field: Option<String>,
+    }
+
+    impl Default for EdgeRetry {
+        fn default() -> Self {
+            Self {
+                enabled: true,
+                max_attempts: 3,
+                backoff_base: "25ms".into(),
+                backoff_max: "250ms".into(),
+                budget_ratio: 0.2,
+                min_retries_per_second: 10,
+                idempotency_key_field: None,
+            }
+        }
+    }
+
+    fn default_max_keys() -> usize {
+        100_000
     }
 
     #[derive(Debug, Deserialize)]
@@ -314,6 +419,14 @@ mod raw {
         pub payments_instances: bool,
         #[serde(default)]
         pub endpoints: Vec<EdgeEndpoint>,
+        #[serde(default = "default_max_requests")]
+        pub max_requests: usize,
+        #[serde(default = "default_max_requests")]
+        pub max_pending: usize,
+    }
+
+    fn default_max_requests() -> usize {
+        1024
     }
 
     #[derive(Debug, Deserialize)]
@@ -335,6 +448,12 @@ mod raw {
         pub shard_keys: Vec<EdgeShardKey>,
         #[serde(default)]
         pub timeout: Option<String>,
+        #[serde(default)]
+        pub breaker: EdgeBreaker,
+        #[serde(default)]
+        pub rate_limit: EdgeRateLimit,
+        #[serde(default)]
+        pub retry: EdgeRetry,
     }
 
     #[derive(Debug, Deserialize)]
@@ -369,9 +488,6 @@ mod raw {
     }
     fn two() -> u32 {
         2
-    }
-    fn three() -> u32 {
-        3
     }
 
     #[derive(Debug, Deserialize)]

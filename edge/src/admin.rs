@@ -9,6 +9,7 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::resilience::breaker::Force;
 use crate::state::EdgeState;
 
 #[derive(Debug)]
@@ -21,13 +22,25 @@ impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
+        let query = session.req_header().uri.query().unwrap_or("").to_owned();
+        if method == http::Method::POST {
+            return match path.strip_prefix("/breakers/") {
+                Some(name) => force_breaker(&self.state, name, &query),
+                None => reply(
+                    StatusCode::NOT_FOUND,
+                    json!({"code": 5, "message": format!("no admin endpoint POST {path}; POST /breakers/<name>?state=open|closed|normal")}),
+                ),
+            };
+        }
         if method != http::Method::GET {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({"code": 12, "message": format!("{method} is not allowed; the admin API is read-only (GET)")}),
+                json!({"code": 12, "message": format!("{method} is not allowed; use GET, or POST /breakers/<name>?state=...")}),
             );
         }
         match path.as_str() {
+            "/breakers" => reply(StatusCode::OK, breakers(&self.state)),
+            "/metrics" => text(crate::metrics::render(&self.state)),
             "/clusters" => reply(StatusCode::OK, clusters(&self.state)),
             "/routes" => reply(StatusCode::OK, routes(&self.state)),
             "/ready" => {
@@ -40,7 +53,7 @@ impl ServeHttp for Admin {
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
-                json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /ready")}),
+                json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /breakers, /metrics, /ready")}),
             ),
         }
     }
@@ -54,6 +67,62 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
         .header(http::header::CONTENT_LENGTH, bytes.len())
         .body(bytes)
         .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+fn text(body: String) -> Response<Vec<u8>> {
+    let bytes = body.into_bytes();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")
+        .header(http::header::CONTENT_LENGTH, bytes.len())
+        .body(bytes)
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
+/// Every breaker's state and window, like Resilience4j's breaker endpoint.
+fn breakers(state: &EdgeState) -> serde_json::Value {
+    let now = Instant::now();
+    let list: Vec<_> = state
+        .routes_in_order()
+        .flat_map(|r| r.guards.breakers.iter())
+        .map(|b| {
+            let s = b.snapshot(now);
+            json!({
+                "name": s.name,
+                "state": s.state.as_str(),
+                "failure_rate": s.failure_rate,
+                "slow_call_rate": s.slow_call_rate,
+                "buffered_calls": s.buffered_calls,
+                "failed_calls": s.failed_calls,
+                "slow_calls": s.slow_calls,
+                "not_permitted_calls": s.not_permitted_calls,
+            })
+        })
+        .collect();
+    json!({ "breakers": list })
+}
+
+fn force_breaker(state: &EdgeState, name: &str, query: &str) -> Response<Vec<u8>> {
+    let wanted = query.split('&').find_map(|kv| kv.strip_prefix("state="));
+    let force = match wanted {
+        Some("open") => Force::Open,
+        Some("closed") => Force::Closed,
+        Some("normal") => Force::Normal,
+        other => {
+            let msg = format!("state={} is not one of open, closed, normal", other.unwrap_or(""));
+            return reply(StatusCode::BAD_REQUEST, json!({"code": 3, "message": msg}));
+        }
+    };
+    let Some(b) = state.routes_in_order().flat_map(|r| r.guards.breakers.iter()).find(|b| b.name == name) else {
+        let known: Vec<String> = state.routes_in_order().flat_map(|r| r.guards.breakers.iter()).map(|b| b.name.clone()).collect();
+        return reply(
+            StatusCode::NOT_FOUND,
+            json!({"code": 5, "message": format!("no breaker named '{name}'; breakers: {}", known.join(", "))}),
+        );
+    };
+    b.force(force, Instant::now());
+    tracing::warn!(breaker = %name, ?force, "breaker forced by an operator");
+    reply(StatusCode::OK, json!({"name": name, "state": b.state().as_str()}))
 }
 
 fn clusters(state: &EdgeState) -> serde_json::Value {
@@ -70,13 +139,23 @@ fn clusters(state: &EdgeState) -> serde_json::Value {
                         "address": e.address.to_string(),
                         "shard": e.shard.map(|s| s.0),
                         "healthy": e.health.is_healthy(),
+                        "ejected": e.health.is_ejected(now),
                         "ewma_ms": (e.load.estimate_ns(now) / 1e6 * 1000.0).round() / 1000.0,
                         "in_flight": e.load.in_flight(),
                         "ejections": e.health.ejections(),
                     })
                 })
                 .collect();
-            json!({"name": c.name, "shards": c.shards, "endpoints": endpoints})
+            json!({
+                "name": c.name,
+                "shards": c.shards,
+                "in_flight": c.limit.in_flight(),
+                "pending": c.limit.pending(),
+                "max_requests": c.limit.max_requests,
+                "max_pending": c.limit.max_pending,
+                "overflows": c.limit.overflows(),
+                "endpoints": endpoints,
+            })
         })
         .collect();
     json!({ "clusters": list })

@@ -15,6 +15,7 @@ use paymesh_core::config::{EdgeConfig, ShardKeyKind};
 use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MethodDescriptor, Value};
 
 use crate::cluster::Cluster;
+use crate::resilience::guards::RouteGuards;
 use crate::transcode::template::PathTemplate;
 
 /// Why the catalog cannot be built; every message names the config key or descriptor.
@@ -33,6 +34,8 @@ pub struct ServiceRoute {
     pub timeout: Duration,
     /// Whether the route has shard keys (the cluster is sharded and requests must name one).
     pub sharded: bool,
+    /// Breakers, rate limits, retry policy and budget.
+    pub guards: RouteGuards,
     /// Known methods by name (empty when the service has no descriptors: passthrough only).
     pub methods: HashMap<String, Arc<MethodRoute>>,
 }
@@ -45,6 +48,12 @@ pub struct MethodRoute {
     pub grpc_path: String,
     /// The shard keys present in this method's request, in the route's order.
     pub keys: Vec<ResolvedKey>,
+    /// Declared side-effect free or idempotent (`option idempotency_level`): always safe to
+    /// retry.
+    pub idempotent: bool,
+    /// The request field carrying an idempotency key, if the route names one and the
+    /// request has it: a write with a non-empty key is safe to retry.
+    pub idempotency_key: Option<FieldDescriptor>,
 }
 
 /// A shard key resolved against a request type.
@@ -87,6 +96,18 @@ pub struct Catalog {
     pub rest: Vec<RestBinding>,
 }
 
+impl MethodRoute {
+    /// Whether this request may be sent again: the method is idempotent, or the request
+    /// carries a non-empty idempotency key.
+    pub fn safe_to_repeat(&self, msg: Option<&DynamicMessage>) -> bool {
+        self.idempotent
+            || self
+                .idempotency_key
+                .as_ref()
+                .is_some_and(|f| msg.is_some_and(|m| matches!(m.get_field(f).as_ref(), Value::String(s) if !s.is_empty())))
+    }
+}
+
 impl Catalog {
     pub fn build(cfg: &EdgeConfig, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self, CatalogError> {
         let mut pool = DescriptorPool::new();
@@ -118,14 +139,24 @@ impl Catalog {
             let mut methods = HashMap::new();
             for m in desc.iter().flat_map(|d| d.methods()) {
                 let keys = resolve_keys(&m, r, i)?;
-                let route = MethodRoute { grpc_path: format!("/{}/{}", r.service, m.name()), desc: m.clone(), keys };
+                let idempotent = matches!(m.options().get_field_by_name("idempotency_level").as_deref(), Some(Value::EnumNumber(1 | 2)));
+                let idempotency_key = r
+                    .retry
+                    .idempotency_key_field
+                    .as_deref()
+                    .and_then(|f| m.input().get_field_by_name(f))
+                    .filter(|f| f.kind() == Kind::String);
+                let route =
+                    MethodRoute { grpc_path: format!("/{}/{}", r.service, m.name()), desc: m.clone(), keys, idempotent, idempotency_key };
                 methods.insert(m.name().to_owned(), Arc::new(route));
             }
+            let guards = RouteGuards::new(r, cluster.shards, std::time::Instant::now());
             let service = Arc::new(ServiceRoute {
                 name: r.service.clone(),
                 cluster,
                 timeout: r.timeout.unwrap_or(cfg.request_timeout),
                 sharded: !r.shard_keys.is_empty(),
+                guards,
                 methods,
             });
             if let Some(ext) = &http_rule {
@@ -308,7 +339,7 @@ payments_instances = true
     fn build(routes: &str) -> Result<Catalog, CatalogError> {
         let cfg = MeshConfig::parse(Path::new("t.toml"), &format!("{BASE}{routes}"), &|_| None).expect("config");
         let edge = cfg.edge.expect("edge");
-        let clusters = edge.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c)))).collect();
+        let clusters = edge.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &edge.outlier)))).collect();
         Catalog::build(&edge, &clusters)
     }
 

@@ -10,6 +10,7 @@ use paymesh_core::ShardId;
 use paymesh_core::config::{self, HealthCheck};
 
 use crate::balance::{P2c, PeakEwma, Rng};
+use crate::resilience::concurrency::ConcurrencyLimit;
 
 /// Latency assumed for an endpoint before it has answered anything.
 const DEFAULT_RTT: Duration = Duration::from_millis(5);
@@ -31,12 +32,14 @@ pub struct Upstream {
     pub channel: OnceLock<tonic::transport::Channel>,
 }
 
-/// Health of one upstream: active checks and passive ejection, Envoy style. An endpoint
-/// starts unhealthy and receives traffic only after passing `healthy_threshold` checks.
+/// Health of one upstream, Envoy style: active checks decide `healthy` (an endpoint starts
+/// unhealthy and receives traffic only after passing `healthy_threshold` checks), and outlier
+/// detection on real traffic ejects it for a while after consecutive failures.
 #[derive(Debug, Default)]
 pub struct Health {
     healthy: AtomicBool,
     streaks: Mutex<Streaks>,
+    outlier: Mutex<OutlierState>,
     ejections: AtomicU64,
 }
 
@@ -44,7 +47,13 @@ pub struct Health {
 struct Streaks {
     ok: u32,
     failed: u32,
-    connect_failures: u32,
+}
+
+#[derive(Debug, Default)]
+struct OutlierState {
+    consecutive_failures: u32,
+    ejected_until: Option<Instant>,
+    times_ejected: u32,
 }
 
 impl Health {
@@ -60,7 +69,6 @@ impl Health {
             s.ok += 1;
             s.failed = 0;
             if !was && s.ok >= cfg.healthy_threshold {
-                s.connect_failures = 0;
                 self.healthy.store(true, Ordering::Release);
                 return Some(true);
             }
@@ -75,24 +83,14 @@ impl Health {
         None
     }
 
-    /// Records a failed connection attempt by real traffic. Returns true if this ejected
-    /// the endpoint (it stays out until active checks pass again).
-    pub fn record_connect_failure(&self, cfg: &HealthCheck) -> bool {
-        let mut s = self.streaks.lock().unwrap_or_else(|e| e.into_inner());
-        s.connect_failures += 1;
-        if self.is_healthy() && s.connect_failures >= cfg.passive_failures {
-            s.ok = 0;
-            self.healthy.store(false, Ordering::Release);
-            self.ejections.fetch_add(1, Ordering::Relaxed);
-            return true;
-        }
-        false
+    /// Whether outlier detection has this endpoint out at `now`.
+    pub fn is_ejected(&self, now: Instant) -> bool {
+        self.outlier.lock().unwrap_or_else(|e| e.into_inner()).ejected_until.is_some_and(|u| now < u)
     }
 
-    /// Records a successful exchange with the endpoint.
-    pub fn record_success(&self) {
-        let mut s = self.streaks.lock().unwrap_or_else(|e| e.into_inner());
-        s.connect_failures = 0;
+    /// Healthy by active checks and not ejected.
+    pub fn is_routable(&self, now: Instant) -> bool {
+        self.is_healthy() && !self.is_ejected(now)
     }
 
     pub fn ejections(&self) -> u64 {
@@ -106,6 +104,8 @@ pub struct Cluster {
     pub name: String,
     pub shards: Option<u32>,
     pub endpoints: Vec<Arc<Upstream>>,
+    pub limit: ConcurrencyLimit,
+    outlier: config::Outlier,
     balancer: P2c,
 }
 
@@ -119,7 +119,7 @@ pub enum NoEndpoint {
 }
 
 impl Cluster {
-    pub fn new(cfg: &config::Cluster) -> Self {
+    pub fn new(cfg: &config::Cluster, outlier: &config::Outlier) -> Self {
         let now = Instant::now();
         let endpoints = cfg
             .endpoints
@@ -137,7 +137,14 @@ impl Cluster {
                 })
             })
             .collect();
-        Self { name: cfg.name.clone(), shards: cfg.shards, endpoints, balancer: P2c::new(Rng::from_entropy()) }
+        Self {
+            name: cfg.name.clone(),
+            shards: cfg.shards,
+            endpoints,
+            limit: ConcurrencyLimit::new(cfg.max_requests, cfg.max_pending),
+            outlier: outlier.clone(),
+            balancer: P2c::new(Rng::from_entropy()),
+        }
     }
 
     /// Picks a healthy endpoint of `shard` (any shard when `None`), skipping `tried`, by
@@ -147,7 +154,7 @@ impl Cluster {
         let candidates: Vec<&Arc<Upstream>> = self
             .endpoints
             .iter()
-            .filter(|e| shard.is_none_or(|s| e.shard == Some(s)) && e.health.is_healthy() && !tried.contains(&e.id))
+            .filter(|e| shard.is_none_or(|s| e.shard == Some(s)) && e.health.is_routable(now) && !tried.contains(&e.id))
             .collect();
         match self.balancer.pick(&candidates, |e| e.load.cost(now)) {
             Some(i) => Ok(candidates[i].clone()),
@@ -156,6 +163,39 @@ impl Cluster {
                 None => NoEndpoint::Cluster { cluster: self.name.clone() },
             }),
         }
+    }
+
+    /// Reports a call's outcome for outlier detection: `failed` means a connection failure,
+    /// a timeout or a server-side error status. Returns true if this ejected the endpoint.
+    pub fn report(&self, up: &Upstream, failed: bool, now: Instant) -> bool {
+        if !failed {
+            up.health.outlier.lock().unwrap_or_else(|e| e.into_inner()).consecutive_failures = 0;
+            return false;
+        }
+        let streak = {
+            let mut o = up.health.outlier.lock().unwrap_or_else(|e| e.into_inner());
+            o.consecutive_failures += 1;
+            if o.consecutive_failures < self.outlier.consecutive_failures || o.ejected_until.is_some_and(|u| now < u) {
+                return false;
+            }
+            o.consecutive_failures
+        };
+        // Never eject more than the configured share of the shard (but always allow one).
+        let peers: Vec<&Arc<Upstream>> = self.endpoints.iter().filter(|e| e.shard == up.shard).collect();
+        let ejected = peers.iter().filter(|e| e.health.is_ejected(now)).count();
+        let allowed = (peers.len() * self.outlier.max_ejection_percent as usize / 100).max(1);
+        if ejected >= allowed {
+            tracing::warn!(upstream = %up.name, streak, ejected, allowed, "outlier not ejected: the shard is at its ejection limit");
+            return false;
+        }
+        let mut o = up.health.outlier.lock().unwrap_or_else(|e| e.into_inner());
+        o.times_ejected += 1;
+        let time = self.outlier.base_ejection_time.saturating_mul(o.times_ejected).min(self.outlier.max_ejection_time);
+        o.ejected_until = Some(now + time);
+        o.consecutive_failures = 0;
+        up.health.ejections.fetch_add(1, Ordering::Relaxed);
+        tracing::warn!(upstream = %up.name, ?time, times = o.times_ejected, "outlier ejected");
+        true
     }
 
     /// How many endpoints could serve `shard` at all (for bounding retries).
@@ -169,12 +209,15 @@ mod tests {
     use super::*;
 
     fn hc() -> HealthCheck {
-        HealthCheck {
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(1),
-            healthy_threshold: 2,
-            unhealthy_threshold: 3,
-            passive_failures: 2,
+        HealthCheck { interval: Duration::from_secs(1), timeout: Duration::from_secs(1), healthy_threshold: 2, unhealthy_threshold: 3 }
+    }
+
+    fn outlier() -> config::Outlier {
+        config::Outlier {
+            consecutive_failures: 3,
+            base_ejection_time: Duration::from_secs(30),
+            max_ejection_time: Duration::from_secs(75),
+            max_ejection_percent: 50,
         }
     }
 
@@ -188,7 +231,13 @@ mod tests {
                 shard: s.map(ShardId),
             })
             .collect();
-        Cluster::new(&config::Cluster { name: "c".into(), shards: Some(2), endpoints })
+        let c =
+            Cluster::new(&config::Cluster { name: "c".into(), shards: Some(2), endpoints, max_requests: 10, max_pending: 10 }, &outlier());
+        let cfg = HealthCheck { healthy_threshold: 1, ..hc() };
+        for e in &c.endpoints {
+            e.health.record_check(true, &cfg);
+        }
+        c
     }
 
     #[test]
@@ -209,37 +258,64 @@ mod tests {
     }
 
     #[test]
-    fn consecutive_connect_failures_eject_until_checks_pass() {
-        let h = Health::default();
-        let cfg = hc();
-        h.record_check(true, &cfg);
-        h.record_check(true, &cfg);
-        assert!(!h.record_connect_failure(&cfg));
-        h.record_success();
-        assert!(!h.record_connect_failure(&cfg), "success reset the streak");
-        assert!(h.record_connect_failure(&cfg));
-        assert!(!h.is_healthy());
-        assert_eq!(h.ejections(), 1);
-        assert_eq!(h.record_check(true, &cfg), None);
-        assert_eq!(h.record_check(true, &cfg), Some(true));
+    fn consecutive_failures_eject_for_a_growing_capped_time() {
+        let c = cluster(&[Some(0), Some(0), Some(0), Some(0)]);
+        let t = Instant::now();
+        let e = &c.endpoints[0];
+        assert!(!c.report(e, true, t));
+        assert!(!c.report(e, false, t), "a success resets the streak");
+        assert!(!c.report(e, true, t));
+        assert!(!c.report(e, true, t));
+        assert!(c.report(e, true, t), "third consecutive failure");
+        assert!(!e.health.is_routable(t) && e.health.is_routable(t + Duration::from_secs(30)), "30 s the first time");
+        let t2 = t + Duration::from_secs(31);
+        for _ in 0..3 {
+            c.report(e, true, t2);
+        }
+        assert!(
+            e.health.is_ejected(t2 + Duration::from_secs(59)) && !e.health.is_ejected(t2 + Duration::from_secs(60)),
+            "60 s the second time"
+        );
+        let t3 = t2 + Duration::from_secs(61);
+        for _ in 0..3 {
+            c.report(e, true, t3);
+        }
+        assert!(e.health.is_ejected(t3 + Duration::from_secs(74)) && !e.health.is_ejected(t3 + Duration::from_secs(75)), "capped at 75 s");
+        assert_eq!(e.health.ejections(), 3);
     }
 
     #[test]
-    fn picks_only_healthy_endpoints_of_the_shard() {
+    fn never_ejects_more_than_the_share_of_a_shard() {
         let c = cluster(&[Some(0), Some(0), Some(1), Some(1)]);
-        let cfg = HealthCheck { healthy_threshold: 1, ..hc() };
-        assert!(matches!(c.pick(Some(ShardId(0)), &[]), Err(NoEndpoint::Shard { .. })));
-        for e in &c.endpoints {
-            e.health.record_check(true, &cfg);
+        let t = Instant::now();
+        for _ in 0..3 {
+            c.report(&c.endpoints[0], true, t);
         }
+        assert!(c.endpoints[0].health.is_ejected(t));
+        for _ in 0..10 {
+            c.report(&c.endpoints[1], true, t);
+        }
+        assert!(!c.endpoints[1].health.is_ejected(t), "50 % of a two-instance shard is one instance");
+        for _ in 0..3 {
+            c.report(&c.endpoints[2], true, t);
+        }
+        assert!(c.endpoints[2].health.is_ejected(t), "the other shard has its own share");
+    }
+
+    #[test]
+    fn picks_only_routable_endpoints_of_the_shard() {
+        let c = cluster(&[Some(0), Some(0), Some(1), Some(1)]);
         for _ in 0..200 {
             let e = c.pick(Some(ShardId(1)), &[]).expect("healthy");
             assert_eq!(e.shard, Some(ShardId(1)));
         }
         assert_eq!(c.pick(Some(ShardId(1)), &[2]).expect("other").id, 3);
-        assert!(c.pick(Some(ShardId(1)), &[2, 3]).is_err());
         let err = c.pick(Some(ShardId(1)), &[2, 3]).expect_err("none left").to_string();
         assert_eq!(err, "shard 1 of cluster 'c' has no healthy instance");
+        for _ in 0..3 {
+            c.report(&c.endpoints[3], true, Instant::now());
+        }
+        assert_eq!(c.pick(Some(ShardId(1)), &[]).expect("the other").id, 2, "ejected endpoints get no traffic");
         assert_eq!(c.size(Some(ShardId(0))), 2);
         assert_eq!(c.size(None), 4);
     }
@@ -247,10 +323,6 @@ mod tests {
     #[test]
     fn prefers_the_endpoint_with_fewer_requests_in_flight() {
         let c = cluster(&[Some(0), Some(0)]);
-        let cfg = HealthCheck { healthy_threshold: 1, ..hc() };
-        for e in &c.endpoints {
-            e.health.record_check(true, &cfg);
-        }
         let _busy = c.endpoints[0].load.start();
         for _ in 0..100 {
             assert_eq!(c.pick(Some(ShardId(0)), &[]).expect("pick").id, 1);

@@ -27,6 +27,10 @@ pub struct Target {
     pub service: std::sync::Arc<ServiceRoute>,
     pub shard: Option<ShardId>,
     pub timeout: Duration,
+    /// The merchant the call names, if known (for per-merchant rate limits).
+    pub merchant: Option<String>,
+    /// Whether the call may be sent again after an UNAVAILABLE answer.
+    pub safe: bool,
 }
 
 /// Decides the target, or answers the call itself (trailers-only) and returns `None`.
@@ -39,8 +43,9 @@ pub async fn prepare(state: &EdgeState, session: &mut Session) -> pingora::Resul
         return Ok(None);
     };
     let timeout = header(session, "grpc-timeout").and_then(|t| parse_grpc_timeout(&t)).map_or(service.timeout, |t| t.min(service.timeout));
+    let idempotent = method.as_ref().is_some_and(|m| m.idempotent);
     if !service.sharded {
-        return Ok(Some(Target { service, shard: None, timeout }));
+        return Ok(Some(Target { service, shard: None, timeout, merchant: None, safe: idempotent }));
     }
     let Some(method) = method else {
         let msg = format!("{path} is not a method of {}", service.name);
@@ -48,7 +53,12 @@ pub async fn prepare(state: &EdgeState, session: &mut Session) -> pingora::Resul
         return Ok(None);
     };
     match shard(state, session, &service, &method).await? {
-        Ok(shard) => Ok(Some(Target { service, shard: Some(shard), timeout })),
+        Ok((shard, msg)) => {
+            let hdr = |name: &str| header(session, name);
+            let merchant = shardkey::merchant_id(&method.keys, msg.as_ref(), &hdr);
+            let safe = method.safe_to_repeat(msg.as_ref());
+            Ok(Some(Target { service, shard: Some(shard), timeout, merchant, safe }))
+        }
         Err(msg) => {
             grpc_trailers_only(session, Code::InvalidArgument, &msg).await?;
             Ok(None)
@@ -56,16 +66,17 @@ pub async fn prepare(state: &EdgeState, session: &mut Session) -> pingora::Resul
     }
 }
 
+/// The call's shard, and its request message when the edge had to read it.
 async fn shard(
     state: &EdgeState,
     session: &mut Session,
     service: &ServiceRoute,
     method: &MethodRoute,
-) -> pingora::Result<Result<ShardId, String>> {
+) -> pingora::Result<Result<(ShardId, Option<DynamicMessage>), String>> {
     let shards = service.cluster.shards.unwrap_or(1);
     let hdr = |name: &str| header(session, name);
     if let Ok(s) = shardkey::shard_of(&method.keys, None, &hdr, shards) {
-        return Ok(Ok(s));
+        return Ok(Ok((s, None)));
     }
     if method.desc.is_client_streaming() {
         let headers: Vec<&str> = method.keys.iter().filter_map(|k| k.header.as_deref()).collect();
@@ -85,7 +96,7 @@ async fn shard(
         Err(e) => return Ok(Err(e)),
     };
     let hdr = |name: &str| header(session, name);
-    Ok(shardkey::shard_of(&method.keys, Some(&msg), &hdr, shards).map_err(|e| e.0))
+    Ok(shardkey::shard_of(&method.keys, Some(&msg), &hdr, shards).map(|s| (s, Some(msg))).map_err(|e| e.0))
 }
 
 /// Decodes the first length-prefixed message of a gRPC request body.

@@ -1,7 +1,8 @@
 //! The one `ProxyHttp` implementation. Its phases hand off to modules: `request_filter` to
-//! [`crate::rest`] (answered in full) or [`crate::grpc`] (target chosen), `upstream_peer` to
-//! the cluster's balancer, `fail_to_connect` to passive health and retry, `fail_to_proxy`
-//! to a gRPC-shaped error.
+//! [`crate::rest`] (answered in full) or [`crate::grpc`] (target chosen) and the route's
+//! guards; `upstream_peer` to the cluster's balancer; `fail_to_connect` and
+//! `upstream_response_filter` to outlier detection and the retry policy; `logging` to the
+//! breaker; `fail_to_proxy` to a gRPC-shaped error.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,13 +12,17 @@ use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::proxy::{FailToProxy, ProxyHttp, Session};
 use pingora::upstreams::peer::HttpPeer;
 use pingora::{Error, ErrorType};
+use tokio::sync::OwnedSemaphorePermit;
 use tonic::Code;
 
 use crate::balance::InFlight;
 use crate::cluster::Upstream;
 use crate::grpc::{self, Target};
-use crate::io::{grpc_trailers_only, respond_error};
-use crate::rest;
+use crate::io::{grpc_trailers_only, header, respond_error};
+use crate::resilience::breaker::Permit;
+use crate::resilience::guards::limit_headers;
+use crate::resilience::retry::{self, Failure};
+use crate::rest::{self, is_server_failure};
 use crate::state::EdgeState;
 
 /// How many HTTP/2 streams share one upstream connection.
@@ -34,8 +39,17 @@ pub struct EdgeProxy {
 #[derive(Debug, Default)]
 pub struct RequestCtx {
     grpc: Option<Target>,
+    started: Option<Instant>,
     tried: Vec<usize>,
     attempt: Option<Attempt>,
+    permit: Option<Permit>,
+    slot: Option<OwnedSemaphorePermit>,
+    /// The last attempt's failure, if it failed.
+    failure: Option<Failure>,
+    /// grpc-status seen in response headers or trailers.
+    status: Option<i32>,
+    /// Set when the edge itself asked pingora to try again.
+    retrying: bool,
     /// Why no upstream could be picked, for the error answer.
     no_endpoint: Option<String>,
 }
@@ -51,6 +65,64 @@ fn is_grpc(session: &Session) -> bool {
     session.req_header().headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
 
+fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
+    headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
+}
+
+impl EdgeProxy {
+    /// Rate limit, breaker and concurrency slot for a gRPC call; answers it on refusal.
+    async fn guard_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, target: &Target) -> pingora::Result<bool> {
+        let guards = &target.service.guards;
+        let client = guards.client_header().and_then(|h| header(session, h));
+        if let Err(limited) = guards.admit(client.as_deref(), target.merchant.as_deref(), Instant::now()) {
+            let msg =
+                format!("rate limit of {} exceeded; retry in {} s", target.service.name, limited.retry_after.as_secs_f64().ceil().max(1.0));
+            let mut h = pingora::http::ResponseHeader::build(http::StatusCode::OK, Some(8))?;
+            h.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+            h.insert_header("grpc-status", (Code::ResourceExhausted as i32).to_string())?;
+            h.insert_header("grpc-message", crate::status::encode_grpc_message(&msg))?;
+            for (k, v) in limit_headers(&limited) {
+                h.insert_header(k, v)?;
+            }
+            session.write_response_header(Box::new(h), true).await?;
+            return Ok(false);
+        }
+        match guards.breaker(target.shard).try_acquire(Instant::now()) {
+            Ok(p) => ctx.permit = Some(p),
+            Err(refused) => {
+                grpc_trailers_only(session, Code::Unavailable, &refused.to_string()).await?;
+                return Ok(false);
+            }
+        }
+        let cluster = &target.service.cluster;
+        match cluster.limit.acquire(target.timeout).await {
+            Ok(slot) => ctx.slot = Some(slot),
+            Err(_) => {
+                ctx.permit = None;
+                let msg = format!(
+                    "cluster '{}' is at its limit of {} requests in flight and {} waiting; retry later",
+                    cluster.name, cluster.limit.max_requests, cluster.limit.max_pending
+                );
+                grpc_trailers_only(session, Code::Unavailable, &msg).await?;
+                return Ok(false);
+            }
+        }
+        target.service.guards.budget.deposit();
+        Ok(true)
+    }
+
+    /// Whether another attempt is allowed after `failure`, spending budget if so.
+    fn may_retry(&self, ctx: &RequestCtx, failure: Failure) -> bool {
+        let Some(target) = &ctx.grpc else { return false };
+        let guards = &target.service.guards;
+        guards.retry.enabled
+            && (ctx.tried.len() as u32) < guards.retry.max_attempts
+            && ctx.tried.len() < target.service.cluster.size(target.shard)
+            && retry::retryable(failure, target.safe)
+            && guards.budget.try_withdraw(Instant::now())
+    }
+}
+
 #[async_trait]
 impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
@@ -60,14 +132,14 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
+        ctx.started = Some(Instant::now());
         if is_grpc(session) {
-            match grpc::prepare(&self.state, session).await? {
-                Some(target) => {
-                    ctx.grpc = Some(target);
-                    Ok(false)
-                }
-                None => Ok(true),
+            let Some(target) = grpc::prepare(&self.state, session).await? else { return Ok(true) };
+            if !self.guard_grpc(session, ctx, &target).await? {
+                return Ok(true);
             }
+            ctx.grpc = Some(target);
+            Ok(false)
         } else {
             let outcome = rest::handle(&self.state, session).await?;
             tracing::debug!(?outcome, "rest request done");
@@ -87,6 +159,9 @@ impl ProxyHttp for EdgeProxy {
             }
         };
         ctx.tried.push(up.id);
+        ctx.failure = None;
+        ctx.status = None;
+        ctx.retrying = false;
         let cfg = &self.state.config;
         let mut peer = HttpPeer::new(up.address, false, String::new());
         peer.options.set_http_version(2, 2);
@@ -118,29 +193,72 @@ impl ProxyHttp for EdgeProxy {
     async fn upstream_response_filter(
         &self,
         _session: &mut Session,
-        _resp: &mut ResponseHeader,
+        resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
+        let now = Instant::now();
         if let Some(a) = &ctx.attempt {
-            a.upstream.load.observe(a.started.elapsed(), Instant::now());
-            a.upstream.health.record_success();
+            a.upstream.load.observe(a.started.elapsed(), now);
+        }
+        // A trailers-only answer carries its status in the headers: an UNAVAILABLE for a call
+        // that is safe to repeat is tried again on another instance before the caller sees it.
+        if let Some(code) = grpc_status(&resp.headers) {
+            ctx.status = Some(code);
+            if code == Code::Unavailable as i32 && self.may_retry(ctx, Failure::Status(code)) {
+                if let (Some(a), Some(t)) = (&ctx.attempt, &ctx.grpc) {
+                    t.service.cluster.report(&a.upstream, true, now);
+                }
+                ctx.retrying = true;
+                let mut e = Error::explain(ErrorType::HTTPStatus(503), "upstream answered UNAVAILABLE; retrying on another instance");
+                e.set_retry(true);
+                return Err(e);
+            }
+        }
+        Ok(())
+    }
+
+    fn upstream_response_trailer_filter(
+        &self,
+        _session: &mut Session,
+        trailers: &mut http::HeaderMap,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if let Some(code) = grpc_status(trailers) {
+            ctx.status = Some(code);
         }
         Ok(())
     }
 
     fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
-        if let Some(a) = ctx.attempt.take()
-            && a.upstream.health.record_connect_failure(&self.state.config.health)
-        {
-            tracing::warn!(upstream = %a.upstream.name, "ejected after consecutive connection failures");
+        ctx.failure = Some(Failure::Connect);
+        if let (Some(a), Some(t)) = (ctx.attempt.take(), &ctx.grpc) {
+            t.service.cluster.report(&a.upstream, true, Instant::now());
         }
-        // The request never reached this instance, so another one of the same shard may
-        // take it, whatever the method.
-        if let Some(target) = &ctx.grpc
-            && ctx.tried.len() < target.service.cluster.size(target.shard)
-        {
-            e.set_retry(true);
+        // Nothing reached this instance, so another one of the same shard may take the call,
+        // whatever the method.
+        let retry = self.may_retry(ctx, Failure::Connect);
+        e.set_retry(retry);
+        e
+    }
+
+    fn error_while_proxy(
+        &self,
+        peer: &HttpPeer,
+        _session: &mut Session,
+        e: Box<Error>,
+        ctx: &mut RequestCtx,
+        _client_reused: bool,
+    ) -> Box<Error> {
+        let mut e = e.more_context(format!("peer: {peer}"));
+        // Retry only what the edge decided to retry; anything else may have been processed.
+        let retry = ctx.retrying;
+        if !retry {
+            ctx.failure = Some(match e.etype() {
+                ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+                _ => ctx.failure.unwrap_or(Failure::Status(Code::Unavailable as i32)),
+            });
         }
+        e.set_retry(retry);
         e
     }
 
@@ -150,6 +268,7 @@ impl ProxyHttp for EdgeProxy {
                 (Code::DeadlineExceeded, "the upstream did not answer in time".to_owned())
             }
             ErrorType::ConnectNoRoute if ctx.no_endpoint.is_some() => (Code::Unavailable, ctx.no_endpoint.clone().unwrap_or_default()),
+            ErrorType::HTTPStatus(503) if ctx.retrying => (Code::Unavailable, "every instance tried answered UNAVAILABLE".to_owned()),
             ErrorType::ConnectTimedout
             | ErrorType::ConnectRefused
             | ErrorType::ConnectError
@@ -157,6 +276,7 @@ impl ProxyHttp for EdgeProxy {
             | ErrorType::TLSHandshakeFailure => (Code::Unavailable, format!("cannot reach an upstream instance: {}", e.etype().as_str())),
             _ => (Code::Unavailable, format!("the upstream failed: {}", e.etype().as_str())),
         };
+        ctx.status.get_or_insert(code as i32);
         let written = if ctx.grpc.is_some() {
             grpc_trailers_only(session, code, &message).await
         } else {
@@ -169,7 +289,30 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
+        let now = Instant::now();
+        if let Some(target) = &ctx.grpc {
+            // The call's outcome: a transport failure, else the grpc-status it ended with.
+            let failure = ctx.failure.or_else(|| ctx.status.filter(|c| *c != 0).map(Failure::Status));
+            if let Some(a) = &ctx.attempt {
+                let server_side = failure.is_some_and(|f| match f {
+                    Failure::Status(c) => is_server_failure(c),
+                    _ => true,
+                });
+                target.service.cluster.report(&a.upstream, server_side, now);
+            }
+            if let Some(permit) = ctx.permit.take() {
+                let breaker = target.service.guards.breaker(target.shard);
+                let failed = match failure {
+                    Some(Failure::Status(c)) => breaker.is_failure_code(c),
+                    Some(_) => true,
+                    None => false,
+                };
+                let elapsed = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
+                breaker.record(permit, failed, elapsed, now);
+            }
+        }
         ctx.attempt = None;
+        ctx.slot = None;
         if let Some(e) = e {
             tracing::debug!(path = %session.req_header().uri.path(), error = %e, "request failed");
         }

@@ -1,9 +1,11 @@
 //! The REST side of the edge: match a `google.api.http` binding, transcode JSON to a request
-//! message, route it to a healthy instance of its shard, call it over gRPC, and answer JSON.
+//! message, pass the route's guards (rate limit, circuit breaker, cluster concurrency), route
+//! it to a healthy instance of its shard, call it over gRPC (retrying only what is safe),
+//! and answer JSON.
 //!
 //! Rejections happen before any upstream is contacted: 404 (no route), 405 (wrong verb),
 //! 415 (not JSON), 413 (too large), 400 (malformed JSON, unknown field, wrong type, missing
-//! shard key).
+//! shard key), 429 (rate limit), 503 (breaker open, cluster overloaded, no healthy instance).
 
 use std::time::Instant;
 
@@ -17,6 +19,8 @@ use tonic::metadata::{MetadataMap, MetadataValue};
 
 use crate::catalog::{BodyRule, RestBinding};
 use crate::io::{BodyError, header, read_body, respond_error, respond_json};
+use crate::resilience::guards::limit_headers;
+use crate::resilience::retry::{self, Failure};
 use crate::shardkey;
 use crate::state::EdgeState;
 use crate::transcode::{request, response};
@@ -36,8 +40,15 @@ pub enum Outcome {
     Unavailable,
 }
 
+/// Status codes that say the instance (not the request) is in trouble: they count toward
+/// outlier ejection.
+pub fn is_server_failure(code: i32) -> bool {
+    matches!(Code::from_i32(code), Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss | Code::DeadlineExceeded)
+}
+
 /// Handles one REST request completely, including writing the response.
 pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result<Outcome> {
+    let started = Instant::now();
     let verb = session.req_header().method.clone();
     let uri = session.req_header().uri.clone();
     let path = uri.path();
@@ -61,8 +72,7 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
         respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
         return Ok(Outcome::Rejected(Code::InvalidArgument));
     }
-    let limit = state.config.max_body_bytes;
-    let body = match read_body(session, limit).await {
+    let body = match read_body(session, state.config.max_body_bytes).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { limit }) => {
             let msg = format!("request body is larger than the limit of {limit} bytes");
@@ -74,70 +84,127 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
 
     let msg = match request::build(binding, &vars, uri.query(), &body) {
         Ok(m) => m,
-        Err(e) => return reject(session, Code::InvalidArgument, &e.0).await,
+        Err(e) => return reject(session, Code::InvalidArgument, &e.0, &[]).await,
     };
     let service = &binding.service;
+    let hdr = |name: &str| header(session, name);
     let shard = if service.sharded {
-        let hdr = |name: &str| header(session, name);
         match shardkey::shard_of(&binding.method.keys, Some(&msg), &hdr, service.cluster.shards.unwrap_or(1)) {
             Ok(s) => Some(s),
-            Err(e) => return reject(session, Code::InvalidArgument, &e.0).await,
+            Err(e) => return reject(session, Code::InvalidArgument, &e.0, &[]).await,
         }
     } else {
         None
     };
 
+    // Guards, cheapest and most caller-specific first.
+    let guards = &service.guards;
+    let client = guards.client_header().and_then(|h| header(session, h));
+    let merchant = shardkey::merchant_id(&binding.method.keys, Some(&msg), &hdr);
+    if let Err(limited) = guards.admit(client.as_deref(), merchant.as_deref(), Instant::now()) {
+        let msg = format!("rate limit of {} exceeded; retry in {} s", service.name, limited.retry_after.as_secs_f64().ceil().max(1.0));
+        return reject(session, Code::ResourceExhausted, &msg, &limit_headers(&limited)).await;
+    }
+    let breaker = guards.breaker(shard);
+    let permit = match breaker.try_acquire(Instant::now()) {
+        Ok(p) => p,
+        Err(refused) => return reject(session, Code::Unavailable, &refused.to_string(), &[]).await,
+    };
+    let deadline = started + service.timeout;
+    let cluster = &service.cluster;
+    let _slot = match cluster.limit.acquire(deadline.saturating_duration_since(Instant::now())).await {
+        Ok(slot) => slot,
+        Err(_) => {
+            drop(permit);
+            let msg = format!(
+                "cluster '{}' is at its limit of {} requests in flight and {} waiting; retry later",
+                cluster.name, cluster.limit.max_requests, cluster.limit.max_pending
+            );
+            return reject(session, Code::Unavailable, &msg, &[]).await;
+        }
+    };
+
     let metadata = forwarded_metadata(session);
     let encoded = Bytes::from(msg.encode_to_vec());
-    let deadline = Instant::now() + service.timeout;
+    let safe = verb == http::Method::GET || binding.method.safe_to_repeat(Some(&msg));
+    guards.budget.deposit();
     let mut tried = Vec::new();
-    let mut last_connect_error = None;
-    loop {
-        let up = match service.cluster.pick(shard, &tried) {
+    let mut last: Option<(Failure, String)> = None;
+    let (failure, message, code) = loop {
+        let up = match cluster.pick(shard, &tried) {
             Ok(up) => up,
             Err(no) => {
-                let msg = match last_connect_error.take() {
-                    Some(e) => format!("{no}: every instance refused the connection (last: {e})"),
+                let message = match &last {
+                    Some((_, e)) => format!("{no}: the instances tried failed (last: {e})"),
                     None => no.to_string(),
                 };
-                respond_error(session, Code::Unavailable, &msg, None, &[]).await?;
-                return Ok(Outcome::Unavailable);
+                break (last.map_or(Failure::Connect, |(f, _)| f), message, Code::Unavailable);
             }
         };
         tried.push(up.id);
         let channel = upstream::channel(&up, state.config.connect_timeout);
         let in_flight = up.load.start();
-        let started = Instant::now();
-        let remaining = deadline.saturating_duration_since(started);
-        let result = upstream::unary(channel, &binding.method.grpc_path, encoded.clone(), metadata.clone(), remaining).await;
+        let sent = Instant::now();
+        let result = upstream::unary(
+            channel,
+            &binding.method.grpc_path,
+            encoded.clone(),
+            metadata.clone(),
+            deadline.saturating_duration_since(sent),
+        )
+        .await;
         drop(in_flight);
-        match result {
+        let now = Instant::now();
+        let (failure, status) = match result {
             Ok((_md, reply)) => {
-                up.load.observe(started.elapsed(), Instant::now());
-                up.health.record_success();
+                up.load.observe(sent.elapsed(), now);
+                cluster.report(&up, false, now);
+                breaker.record(permit, false, started.elapsed(), now);
                 return answer(session, binding, &reply).await;
             }
-            Err(CallError::Connect(status)) => {
-                // Nothing was sent: safe to try another instance of the same shard.
-                if up.health.record_connect_failure(&state.config.health) {
-                    tracing::warn!(upstream = %up.name, "ejected after consecutive connection failures");
-                }
-                last_connect_error = Some(status.message().to_owned());
-            }
+            Err(CallError::Connect(status)) => (Failure::Connect, status),
             Err(CallError::Status(status)) => {
-                up.load.observe(started.elapsed(), Instant::now());
-                if status.code() != Code::Unavailable {
-                    up.health.record_success();
-                }
-                respond_error(session, status.code(), status.message(), None, &[]).await?;
-                return Ok(Outcome::Upstream(status.code()));
+                up.load.observe(sent.elapsed(), now);
+                let f = if status.code() == Code::DeadlineExceeded && now >= deadline {
+                    Failure::Timeout
+                } else {
+                    Failure::Status(status.code() as i32)
+                };
+                (f, status)
+            }
+        };
+        let server_side = match failure {
+            Failure::Status(c) => is_server_failure(c),
+            _ => true,
+        };
+        cluster.report(&up, server_side, now);
+        let attempts = tried.len() as u32;
+        let may_retry = guards.retry.enabled && attempts < guards.retry.max_attempts && retry::retryable(failure, safe);
+        if may_retry && guards.budget.try_withdraw(now) {
+            let wait = retry::backoff(&guards.retry, attempts, &crate::balance::Rng::from_entropy());
+            if now + wait < deadline {
+                tracing::debug!(upstream = %up.name, ?failure, attempt = attempts, ?wait, "retrying on another instance");
+                tokio::time::sleep(wait).await;
+                last = Some((failure, status.message().to_owned()));
+                continue;
             }
         }
-    }
+        match failure {
+            Failure::Connect => break (failure, format!("cannot reach {}: {}", up.name, status.message()), Code::Unavailable),
+            _ => break (failure, status.message().to_owned(), status.code()),
+        }
+    };
+    let failed = match failure {
+        Failure::Status(c) => breaker.is_failure_code(c),
+        Failure::Connect | Failure::RefusedStream | Failure::Timeout => true,
+    };
+    breaker.record(permit, failed, started.elapsed(), Instant::now());
+    respond_error(session, code, &message, None, &[]).await?;
+    Ok(if code == Code::Unavailable && matches!(failure, Failure::Connect) { Outcome::Unavailable } else { Outcome::Upstream(code) })
 }
 
-async fn reject(session: &mut Session, code: Code, message: &str) -> pingora::Result<Outcome> {
-    respond_error(session, code, message, None, &[]).await?;
+async fn reject(session: &mut Session, code: Code, message: &str, extra: &[(&'static str, String)]) -> pingora::Result<Outcome> {
+    respond_error(session, code, message, None, extra).await?;
     Ok(Outcome::Rejected(code))
 }
 

@@ -34,6 +34,17 @@ pub fn shard_of(
     Err(KeyError(format!("{} is required: the edge routes this request by it", names.join(" or "))))
 }
 
+/// The merchant id a request names (header first, then field), for per-merchant limits.
+pub fn merchant_id(keys: &[ResolvedKey], msg: Option<&DynamicMessage>, header: &dyn Fn(&str) -> Option<String>) -> Option<String> {
+    keys.iter().filter(|k| k.kind == ShardKeyKind::Merchant).find_map(|k| {
+        k.header
+            .as_deref()
+            .and_then(header)
+            .filter(|v| !v.is_empty())
+            .or_else(|| msg.and_then(|m| field_value(m, k)).filter(|v| !v.is_empty()))
+    })
+}
+
 /// The shard a key's value names.
 pub fn resolve(k: &ResolvedKey, value: &str, shards: u32) -> Result<ShardId, KeyError> {
     match k.kind {

@@ -17,9 +17,15 @@ pub struct EdgeState {
 
 impl EdgeState {
     pub fn build(config: EdgeConfig) -> Result<Arc<Self>, CatalogError> {
-        let clusters: HashMap<String, Arc<Cluster>> = config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c)))).collect();
+        let clusters: HashMap<String, Arc<Cluster>> =
+            config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &config.outlier)))).collect();
         let catalog = Catalog::build(&config, &clusters)?;
         Ok(Arc::new(Self { config, clusters, catalog }))
+    }
+
+    /// Routes in config order.
+    pub fn routes_in_order(&self) -> impl Iterator<Item = &Arc<crate::catalog::ServiceRoute>> {
+        self.config.routes.iter().filter_map(|r| self.catalog.services.get(&r.service))
     }
 
     /// Clusters in config order.

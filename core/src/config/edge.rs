@@ -26,6 +26,7 @@ pub struct EdgeConfig {
     /// config file's directory.
     pub descriptor_sets: Vec<PathBuf>,
     pub health: HealthCheck,
+    pub outlier: Outlier,
     pub clusters: Vec<Cluster>,
     pub routes: Vec<Route>,
 }
@@ -39,9 +40,87 @@ pub struct HealthCheck {
     pub healthy_threshold: u32,
     /// Consecutive failing checks that make a healthy instance unhealthy.
     pub unhealthy_threshold: u32,
-    /// Consecutive connection failures of real traffic that eject an instance until it
-    /// passes active checks again.
-    pub passive_failures: u32,
+}
+
+/// Outlier ejection from real traffic (Envoy's semantics): consecutive failures eject an
+/// instance for `base_ejection_time` x how often it has been ejected, at most
+/// `max_ejection_time`; never more than `max_ejection_percent` of a shard (but at least one).
+#[derive(Clone, Debug)]
+pub struct Outlier {
+    pub consecutive_failures: u32,
+    pub base_ejection_time: Duration,
+    pub max_ejection_time: Duration,
+    pub max_ejection_percent: u32,
+}
+
+/// A circuit breaker's settings (Resilience4j's semantics; the seeds' values by default).
+#[derive(Clone, Debug)]
+pub struct Breaker {
+    pub enabled: bool,
+    pub window: BreakerWindow,
+    /// Percent of failed calls in the window that opens the breaker.
+    pub failure_rate_threshold: f64,
+    /// Percent of slow calls in the window that opens the breaker.
+    pub slow_call_rate_threshold: f64,
+    pub slow_call_duration: Duration,
+    /// Calls the window must hold before rates are evaluated.
+    pub minimum_calls: u32,
+    pub wait_in_open: Duration,
+    /// Trial calls admitted in half-open; their outcome closes or reopens the breaker.
+    pub half_open_calls: u32,
+    /// gRPC codes (numbers) that count as failures; connection errors and timeouts always do.
+    pub failure_codes: Vec<i32>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BreakerWindow {
+    /// The last N calls.
+    Count(u32),
+    /// The calls of the last N seconds.
+    Time(Duration),
+}
+
+/// A token bucket: `rate` tokens per second, holding at most `burst`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Bucket {
+    pub rate: f64,
+    pub burst: u32,
+}
+
+/// Rate limits of a route.
+#[derive(Clone, Debug, Default)]
+pub struct RateLimit {
+    /// One bucket for the whole route.
+    pub route: Option<Bucket>,
+    /// One bucket per client key.
+    pub per_key: Option<KeyedLimit>,
+}
+
+#[derive(Clone, Debug)]
+pub struct KeyedLimit {
+    pub bucket: Bucket,
+    /// Header naming the client (e.g. an API key); checked first.
+    pub header: Option<String>,
+    /// Fall back to the request's merchant id when the header is absent.
+    pub by_merchant: bool,
+    /// Most keys kept in memory; idle keys are evicted first.
+    pub max_keys: usize,
+}
+
+/// When and how a failed call is retried (only ever to another instance of the same shard).
+#[derive(Clone, Debug)]
+pub struct Retry {
+    pub enabled: bool,
+    /// Attempts in all, the first included.
+    pub max_attempts: u32,
+    pub backoff_base: Duration,
+    pub backoff_max: Duration,
+    /// Retries may add at most this share of the route's requests (linkerd's retry budget)...
+    pub budget_ratio: f64,
+    /// ...plus this many retries per second, so quiet routes can still retry.
+    pub min_retries_per_second: u32,
+    /// Request field whose non-empty value makes a write safe to retry.
+    pub idempotency_key_field: Option<String>,
 }
 
 /// A set of interchangeable upstream instances, optionally split into shards.
@@ -51,6 +130,10 @@ pub struct Cluster {
     /// `Some(n)`: every endpoint belongs to one of `n` shards. `None`: one pool.
     pub shards: Option<u32>,
     pub endpoints: Vec<Endpoint>,
+    /// Most requests in flight to the cluster at once (Envoy's max_requests).
+    pub max_requests: usize,
+    /// Most requests waiting for an in-flight slot; beyond that, overflow is refused at once.
+    pub max_pending: usize,
 }
 
 #[derive(Clone, Debug)]
@@ -71,6 +154,9 @@ pub struct Route {
     pub shard_keys: Vec<ShardKey>,
     /// Overrides `edge.request_timeout`.
     pub timeout: Option<Duration>,
+    pub breaker: Breaker,
+    pub rate_limit: RateLimit,
+    pub retry: Retry,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,19 +218,30 @@ pub(super) fn validate(
         timeout: dur("health.timeout", &h.timeout)?,
         healthy_threshold: h.healthy_threshold,
         unhealthy_threshold: h.unhealthy_threshold,
-        passive_failures: h.passive_failures,
     };
     if health.interval.is_zero() || health.timeout.is_zero() {
         return Err(err("edge.health".into(), "interval and timeout must be above zero".into()));
     }
-    for (key, v) in [
-        ("healthy_threshold", h.healthy_threshold),
-        ("unhealthy_threshold", h.unhealthy_threshold),
-        ("passive_failures", h.passive_failures),
-    ] {
+    for (key, v) in [("healthy_threshold", h.healthy_threshold), ("unhealthy_threshold", h.unhealthy_threshold)] {
         if v == 0 {
             return Err(err(format!("edge.health.{key}"), "must be at least 1".into()));
         }
+    }
+    let o = raw.outlier;
+    let outlier = Outlier {
+        consecutive_failures: o.consecutive_failures,
+        base_ejection_time: dur("outlier.base_ejection_time", &o.base_ejection_time)?,
+        max_ejection_time: dur("outlier.max_ejection_time", &o.max_ejection_time)?,
+        max_ejection_percent: o.max_ejection_percent,
+    };
+    if outlier.consecutive_failures == 0 {
+        return Err(err("edge.outlier.consecutive_failures".into(), "must be at least 1".into()));
+    }
+    if outlier.max_ejection_percent > 100 {
+        return Err(err("edge.outlier.max_ejection_percent".into(), "is a percentage: 0 to 100".into()));
+    }
+    if outlier.max_ejection_time < outlier.base_ejection_time {
+        return Err(err("edge.outlier.max_ejection_time".into(), "must be at least base_ejection_time".into()));
     }
 
     let mut clusters = Vec::with_capacity(raw.clusters.len());
@@ -163,7 +260,10 @@ pub(super) fn validate(
             (false, true) => return Err(err(key("endpoints"), "a cluster needs endpoints (or payments_instances = true)".into())),
             (false, false) => explicit_endpoints(c.endpoints, &key, err)?,
         };
-        clusters.push(Cluster { name: c.name, shards, endpoints });
+        if c.max_requests == 0 {
+            return Err(err(key("max_requests"), "must be at least 1".into()));
+        }
+        clusters.push(Cluster { name: c.name, shards, endpoints, max_requests: c.max_requests, max_pending: c.max_pending });
     }
 
     let mut routes = Vec::with_capacity(raw.routes.len());
@@ -199,7 +299,10 @@ pub(super) fn validate(
             shard_keys.push(ShardKey { field: k.field, kind, header });
         }
         let timeout = r.timeout.as_deref().map(|t| dur(&format!("routes[{i}].timeout"), t)).transpose()?;
-        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout });
+        let breaker = breaker(r.breaker, &|k: &str, m: String| err(key(&format!("breaker.{k}")), m))?;
+        let rate_limit = rate_limit(r.rate_limit, &|k: &str, m: String| err(key(&format!("rate_limit.{k}")), m))?;
+        let retry = retry(r.retry, &|k: &str, m: String| err(key(&format!("retry.{k}")), m))?;
+        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry });
     }
 
     Ok(EdgeConfig {
@@ -211,8 +314,129 @@ pub(super) fn validate(
         threads: raw.threads,
         descriptor_sets: raw.descriptor_sets.iter().map(|p| base_dir.join(p)).collect(),
         health,
+        outlier,
         clusters,
         routes,
+    })
+}
+
+/// gRPC status code names, by number.
+const CODE_NAMES: [&str; 17] = [
+    "OK",
+    "CANCELLED",
+    "UNKNOWN",
+    "INVALID_ARGUMENT",
+    "DEADLINE_EXCEEDED",
+    "NOT_FOUND",
+    "ALREADY_EXISTS",
+    "PERMISSION_DENIED",
+    "RESOURCE_EXHAUSTED",
+    "FAILED_PRECONDITION",
+    "ABORTED",
+    "OUT_OF_RANGE",
+    "UNIMPLEMENTED",
+    "INTERNAL",
+    "UNAVAILABLE",
+    "DATA_LOSS",
+    "UNAUTHENTICATED",
+];
+
+type KeyErr<'a> = &'a dyn Fn(&str, String) -> super::ConfigError;
+
+fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, super::ConfigError> {
+    let d = |k: &str, v: &str| duration::parse(v).map_err(|m| err(k, m));
+    let window = match b.window.as_str() {
+        "count" if b.window_size >= 1 => BreakerWindow::Count(b.window_size),
+        "time" if b.window_size >= 1 => BreakerWindow::Time(Duration::from_secs(u64::from(b.window_size))),
+        "count" | "time" => return Err(err("window_size", "must be at least 1".into())),
+        other => {
+            return Err(err("window", format!("'{other}' is not a window kind; use \"count\" (last N calls) or \"time\" (last N seconds)")));
+        }
+    };
+    for (k, v) in [("failure_rate_threshold", b.failure_rate_threshold), ("slow_call_rate_threshold", b.slow_call_rate_threshold)] {
+        if !(v > 0.0 && v <= 100.0) {
+            return Err(err(k, format!("{v} is not a percentage above 0 and at most 100")));
+        }
+    }
+    if b.minimum_calls == 0 || b.half_open_calls == 0 {
+        return Err(err("minimum_calls", "minimum_calls and half_open_calls must be at least 1".into()));
+    }
+    let mut failure_codes = Vec::with_capacity(b.failure_codes.len());
+    for c in &b.failure_codes {
+        let n = CODE_NAMES
+            .iter()
+            .position(|n| n.eq_ignore_ascii_case(c))
+            .ok_or_else(|| err("failure_codes", format!("'{c}' is not a gRPC status code name such as UNAVAILABLE")))?;
+        if n == 0 {
+            return Err(err("failure_codes", "OK cannot be a failure".into()));
+        }
+        failure_codes.push(n as i32);
+    }
+    Ok(Breaker {
+        enabled: b.enabled,
+        window,
+        failure_rate_threshold: b.failure_rate_threshold,
+        slow_call_rate_threshold: b.slow_call_rate_threshold,
+        slow_call_duration: d("slow_call_duration", &b.slow_call_duration)?,
+        minimum_calls: b.minimum_calls,
+        wait_in_open: d("wait_in_open", &b.wait_in_open)?,
+        half_open_calls: b.half_open_calls,
+        failure_codes,
+    })
+}
+
+fn bucket(b: &raw::EdgeBucket, err: KeyErr<'_>, key: &str) -> Result<Bucket, super::ConfigError> {
+    if !(b.rate > 0.0 && b.rate.is_finite()) {
+        return Err(err(key, format!("rate {} must be above zero (tokens per second)", b.rate)));
+    }
+    if b.burst == 0 {
+        return Err(err(key, "burst must be at least 1".into()));
+    }
+    Ok(Bucket { rate: b.rate, burst: b.burst })
+}
+
+fn rate_limit(r: raw::EdgeRateLimit, err: KeyErr<'_>) -> Result<RateLimit, super::ConfigError> {
+    let route = r.route.as_ref().map(|b| bucket(b, err, "route")).transpose()?;
+    let per_key = match r.per_key {
+        None => None,
+        Some(k) => {
+            if k.header.is_none() && !k.by_merchant {
+                return Err(err("per_key", "name a header, set by_merchant = true, or both".into()));
+            }
+            if k.max_keys == 0 {
+                return Err(err("per_key.max_keys", "must be at least 1".into()));
+            }
+            Some(KeyedLimit {
+                bucket: bucket(&raw::EdgeBucket { rate: k.rate, burst: k.burst }, err, "per_key")?,
+                header: k.header.map(|h| h.to_ascii_lowercase()),
+                by_merchant: k.by_merchant,
+                max_keys: k.max_keys,
+            })
+        }
+    };
+    Ok(RateLimit { route, per_key })
+}
+
+fn retry(r: raw::EdgeRetry, err: KeyErr<'_>) -> Result<Retry, super::ConfigError> {
+    let d = |k: &str, v: &str| duration::parse(v).map_err(|m| err(k, m));
+    if r.max_attempts == 0 {
+        return Err(err("max_attempts", "must be at least 1 (the first attempt)".into()));
+    }
+    if !(0.0..=1.0).contains(&r.budget_ratio) {
+        return Err(err("budget_ratio", format!("{} is not a share between 0 and 1", r.budget_ratio)));
+    }
+    let (backoff_base, backoff_max) = (d("backoff_base", &r.backoff_base)?, d("backoff_max", &r.backoff_max)?);
+    if backoff_max < backoff_base {
+        return Err(err("backoff_max", "must be at least backoff_base".into()));
+    }
+    Ok(Retry {
+        enabled: r.enabled,
+        max_attempts: r.max_attempts,
+        backoff_base,
+        backoff_max,
+        budget_ratio: r.budget_ratio,
+        min_retries_per_second: r.min_retries_per_second,
+        idempotency_key_field: r.idempotency_key_field.filter(|f| !f.is_empty()),
     })
 }
 

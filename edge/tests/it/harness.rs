@@ -89,7 +89,10 @@ interval = "100ms"
 timeout = "2s"
 healthy_threshold = 1
 unhealthy_threshold = 2
-passive_failures = 2
+
+[edge.outlier]
+consecutive_failures = 2
+base_ejection_time = "30s"
 
 [[edge.clusters]]
 name = "payments"

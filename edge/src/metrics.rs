@@ -1,0 +1,170 @@
+//! The edge's state in Prometheus text format (`GET /metrics` on the admin listener),
+//! rendered from the live structures at scrape time, so there is no second bookkeeping.
+
+use std::fmt::Write;
+use std::time::Instant;
+
+use crate::cluster::{Cluster, Upstream};
+use crate::resilience::breaker::State;
+use crate::state::EdgeState;
+
+/// One metric family: name, type, help, and `(labels, value)` rows.
+fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: impl IntoIterator<Item = (String, String)>) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    for (labels, value) in rows {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+pub fn render(state: &EdgeState) -> String {
+    let now = Instant::now();
+    let mut out = String::with_capacity(8192);
+
+    let snaps: Vec<_> = state.routes_in_order().flat_map(|r| r.guards.breakers.iter()).map(|b| b.snapshot(now)).collect();
+    let by_breaker =
+        |f: fn(&crate::resilience::breaker::Snapshot) -> String| snaps.iter().map(move |s| (format!("breaker=\"{}\"", s.name), f(s)));
+    family(
+        &mut out,
+        "paymesh_edge_breaker_state",
+        "gauge",
+        "1 for the circuit breaker's current state, 0 for the others.",
+        snaps.iter().flat_map(|s| {
+            State::ALL
+                .iter()
+                .map(move |st| (format!("breaker=\"{}\",state=\"{}\"", s.name, st.as_str()), u8::from(*st == s.state).to_string()))
+        }),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_breaker_failure_rate",
+        "gauge",
+        "Failure rate in percent over the window; -1 below the minimum calls.",
+        by_breaker(|s| s.failure_rate.to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_breaker_slow_call_rate",
+        "gauge",
+        "Slow-call rate in percent over the window; -1 below the minimum calls.",
+        by_breaker(|s| s.slow_call_rate.to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_breaker_buffered_calls",
+        "gauge",
+        "Calls in the breaker's window.",
+        by_breaker(|s| s.buffered_calls.to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_breaker_not_permitted_calls_total",
+        "counter",
+        "Calls the breaker refused.",
+        by_breaker(|s| s.not_permitted_calls.to_string()),
+    );
+
+    let routes: Vec<_> = state.routes_in_order().collect();
+    let by_route = |f: &dyn Fn(&crate::catalog::ServiceRoute) -> String| {
+        routes.iter().map(|r| (format!("route=\"{}\"", r.name), f(r))).collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "paymesh_edge_rate_limited_total",
+        "counter",
+        "Requests refused by a rate limit.",
+        by_route(&|r| r.guards.rate_limited().to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_rate_limit_keys",
+        "gauge",
+        "Client keys held by the route's per-key limiter.",
+        by_route(&|r| r.guards.keys_tracked().to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_retries_total",
+        "counter",
+        "Retries the budget allowed.",
+        by_route(&|r| r.guards.budget.counts().0.to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_retries_refused_total",
+        "counter",
+        "Retries the budget refused.",
+        by_route(&|r| r.guards.budget.counts().1.to_string()),
+    );
+
+    let clusters: Vec<_> = state.clusters_in_order().collect();
+    let by_cluster =
+        |f: &dyn Fn(&Cluster) -> String| clusters.iter().map(|c| (format!("cluster=\"{}\"", c.name), f(c))).collect::<Vec<_>>();
+    family(
+        &mut out,
+        "paymesh_edge_cluster_overflow_total",
+        "counter",
+        "Requests refused at max_requests with max_pending waiting.",
+        by_cluster(&|c| c.limit.overflows().to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_cluster_in_flight_requests",
+        "gauge",
+        "Requests in flight to the cluster.",
+        by_cluster(&|c| c.limit.in_flight().to_string()),
+    );
+
+    let endpoints: Vec<(&Cluster, &Upstream)> = clusters.iter().flat_map(|c| c.endpoints.iter().map(move |e| (&***c, &**e))).collect();
+    let by_endpoint = |f: &dyn Fn(&Upstream) -> String| {
+        endpoints
+            .iter()
+            .map(|(c, e)| {
+                (
+                    format!(
+                        "cluster=\"{}\",endpoint=\"{}\",shard=\"{}\"",
+                        c.name,
+                        e.name,
+                        e.shard.map(|s| s.0.to_string()).unwrap_or_default()
+                    ),
+                    f(e),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    family(
+        &mut out,
+        "paymesh_edge_upstream_healthy",
+        "gauge",
+        "1 if the instance passes active health checks.",
+        by_endpoint(&|e| u8::from(e.health.is_healthy()).to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_upstream_ejected",
+        "gauge",
+        "1 while outlier detection has the instance ejected.",
+        by_endpoint(&|e| u8::from(e.health.is_ejected(now)).to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_upstream_ejections_total",
+        "counter",
+        "Outlier ejections of the instance.",
+        by_endpoint(&|e| e.health.ejections().to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_upstream_ewma_seconds",
+        "gauge",
+        "Peak-EWMA latency estimate of the instance.",
+        by_endpoint(&|e| (e.load.estimate_ns(now) / 1e9).to_string()),
+    );
+    family(
+        &mut out,
+        "paymesh_edge_upstream_in_flight_requests",
+        "gauge",
+        "Requests in flight to the instance.",
+        by_endpoint(&|e| e.load.in_flight().to_string()),
+    );
+    out
+}
