@@ -350,7 +350,10 @@ fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, super::Confi
         "time" if b.window_size >= 1 => BreakerWindow::Time(Duration::from_secs(u64::from(b.window_size))),
         "count" | "time" => return Err(err("window_size", "must be at least 1".into())),
         other => {
-            return Err(err("window", format!("'{other}' is not a window kind; use \"count\" (last N calls) or \"time\" (last N seconds)")));
+            return Err(err(
+                "window",
+                format!("'{other}' is not a window kind; use \"count\" (last N calls) or \"time\" (last N seconds)"),
+            ));
         }
     };
     for (k, v) in [("failure_rate_threshold", b.failure_rate_threshold), ("slow_call_rate_threshold", b.slow_call_rate_threshold)] {

@@ -272,7 +272,7 @@ timeout = "2s"
     }
 }
 
-fn free_addr() -> SocketAddr {
+pub fn free_addr() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], free_port().expect("free port")))
 }
 

@@ -2,6 +2,7 @@
 //! payments instances (two per shard) over real PostgreSQL shards, plus a second, unrelated
 //! gRPC service routed by configuration alone.
 
+mod flaky;
 mod harness;
 mod http_client;
 mod inventory;
@@ -10,6 +11,7 @@ mod admin;
 mod binary;
 mod grpc;
 mod rejections;
+mod resilience;
 mod rest;
 mod second_service;
 mod sharding;

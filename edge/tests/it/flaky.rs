@@ -1,0 +1,384 @@
+//! `flaky.v1.Flaky` served from its descriptors by instances the tests can make fail, slow
+//! down or hang on demand, each counting the calls that reached it. Behind the real edge as a
+//! 2-shard x 2-instance cluster, with the route settings each test chooses. No database.
+
+#![allow(dead_code)]
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use futures_util::future::BoxFuture;
+use paymesh_core::ShardId;
+use paymesh_core::config::MeshConfig;
+use paymesh_core::shard::shard_for_merchant;
+use paymesh_edge::upstream::BytesCodec;
+use prost::Message;
+use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
+use tokio::sync::{Notify, oneshot};
+use tonic::server::{NamedService, UnaryService};
+use tonic::{Code, Request, Response, Status};
+
+use crate::harness::{DEADLINE, free_addr};
+use crate::http_client::{self, Reply, Version};
+
+/// What an instance does with the next calls.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Mode {
+    Normal,
+    Fail(Code),
+    Slow(Duration),
+    /// Wait until the mode changes.
+    Hold,
+}
+
+#[derive(Debug)]
+pub struct Control {
+    mode: Mutex<Mode>,
+    changed: Notify,
+    calls: AtomicUsize,
+    held: AtomicUsize,
+}
+
+impl Control {
+    pub fn set(&self, mode: Mode) {
+        *self.mode.lock().expect("lock") = mode;
+        self.changed.notify_waiters();
+    }
+    fn mode(&self) -> Mode {
+        *self.mode.lock().expect("lock")
+    }
+    /// Calls that reached this instance.
+    pub fn calls(&self) -> usize {
+        self.calls.load(Ordering::SeqCst)
+    }
+    /// Calls waiting in `Hold`.
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::SeqCst)
+    }
+}
+
+pub fn descriptor_set() -> Vec<u8> {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    let mut compiler = protox::Compiler::new([root.join("tests/fixtures"), root.join("../proto")]).expect("includes");
+    compiler.include_imports(false);
+    compiler.open_file("flaky.proto").expect("flaky.proto compiles");
+    compiler.encode_file_descriptor_set()
+}
+
+#[derive(Clone)]
+struct Flaky {
+    pool: DescriptorPool,
+    name: String,
+    control: Arc<Control>,
+}
+
+impl NamedService for Flaky {
+    const NAME: &'static str = "flaky.v1.Flaky";
+}
+
+impl tower_service::Service<http::Request<tonic::body::Body>> for Flaky {
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<'static, Result<Self::Response, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<tonic::body::Body>) -> Self::Future {
+        let name = req.uri().path().rsplit('/').next().unwrap_or_default().to_owned();
+        let method = self.pool.get_service_by_name(Self::NAME).and_then(|s| s.methods().find(|m| m.name() == name));
+        let handler = Handler { method, served_by: self.name.clone(), control: self.control.clone() };
+        Box::pin(async move {
+            let mut grpc = tonic::server::Grpc::new(BytesCodec);
+            Ok(grpc.unary(handler, req).await)
+        })
+    }
+}
+
+struct Handler {
+    method: Option<MethodDescriptor>,
+    served_by: String,
+    control: Arc<Control>,
+}
+
+impl UnaryService<Bytes> for Handler {
+    type Response = Bytes;
+    type Future = BoxFuture<'static, Result<Response<Bytes>, Status>>;
+
+    fn call(&mut self, request: Request<Bytes>) -> Self::Future {
+        let (method, served_by, control) = (self.method.clone(), self.served_by.clone(), self.control.clone());
+        Box::pin(async move {
+            let method = method.ok_or_else(|| Status::unimplemented("no such method"))?;
+            let input =
+                DynamicMessage::decode(method.input(), request.into_inner()).map_err(|e| Status::invalid_argument(e.to_string()))?;
+            control.calls.fetch_add(1, Ordering::SeqCst);
+            loop {
+                let changed = control.changed.notified();
+                match control.mode() {
+                    Mode::Normal => break,
+                    Mode::Fail(code) => return Err(Status::new(code, format!("{served_by} fails on purpose"))),
+                    Mode::Slow(d) => {
+                        tokio::time::sleep(d).await;
+                        break;
+                    }
+                    Mode::Hold => {
+                        control.held.fetch_add(1, Ordering::SeqCst);
+                        changed.await;
+                        control.held.fetch_sub(1, Ordering::SeqCst);
+                    }
+                }
+            }
+            let mut out = DynamicMessage::new(method.output());
+            let account = input.get_field_by_name("account").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+            out.set_field_by_name("account", Value::String(account));
+            out.set_field_by_name("served_by", Value::String(served_by));
+            Ok(Response::new(Bytes::from(out.encode_to_vec())))
+        })
+    }
+}
+
+pub struct Instance {
+    pub name: String,
+    pub shard: u32,
+    pub addr: SocketAddr,
+    pub control: Arc<Control>,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>,
+}
+
+pub struct FlakyStack {
+    pub edge: SocketAddr,
+    pub admin: SocketAddr,
+    pub instances: Vec<Instance>,
+    edge_stop: Option<oneshot::Sender<()>>,
+    edge_thread: Option<std::thread::JoinHandle<()>>,
+    dir: std::path::PathBuf,
+}
+
+/// Route settings most tests share: a small, quick breaker; the test may replace any table.
+pub const QUICK_BREAKER: &str = r#"
+[edge.routes.breaker]
+window = "count"
+window_size = 10
+minimum_calls = 5
+failure_rate_threshold = 50
+slow_call_rate_threshold = 50
+slow_call_duration = "200ms"
+wait_in_open = "400ms"
+half_open_calls = 3
+"#;
+
+impl FlakyStack {
+    /// Starts four instances (f0a, f0b on shard 0; f1a, f1b on shard 1) and the edge with
+    /// `route_extra` appended to the flaky route and `cluster_extra` to its cluster.
+    pub async fn start(route_extra: &str, cluster_extra: &str, edge_extra: &str) -> Self {
+        static NEXT: AtomicUsize = AtomicUsize::new(0);
+        let dir = std::env::temp_dir().join(format!("paymesh-flaky-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let fds = dir.join("flaky.binpb");
+        std::fs::write(&fds, descriptor_set()).expect("write");
+        let mut pool = DescriptorPool::new();
+        pool.decode_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET).expect("builtin");
+        pool.decode_file_descriptor_set(descriptor_set().as_slice()).expect("flaky");
+
+        let mut instances = Vec::new();
+        for (name, shard) in [("f0a", 0), ("f0b", 0), ("f1a", 1), ("f1b", 1)] {
+            let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+            let addr = listener.local_addr().expect("addr");
+            let control = Arc::new(Control {
+                mode: Mutex::new(Mode::Normal),
+                changed: Notify::new(),
+                calls: AtomicUsize::new(0),
+                held: AtomicUsize::new(0),
+            });
+            let svc = Flaky { pool: pool.clone(), name: name.into(), control: control.clone() };
+            let (reporter, health) = tonic_health::server::health_reporter();
+            reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
+            let (tx, rx) = oneshot::channel::<()>();
+            let task = tokio::spawn(async move {
+                tonic::transport::Server::builder()
+                    .add_service(health)
+                    .add_service(svc)
+                    .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), async move {
+                        let _ = rx.await;
+                    })
+                    .await
+            });
+            instances.push(Instance { name: name.into(), shard, addr, control, stop: Some(tx), task: Some(task) });
+        }
+
+        let (edge, admin) = (free_addr(), free_addr());
+        let endpoints: Vec<String> =
+            instances.iter().map(|i| format!("{{ name = \"{}\", address = \"{}\", shard = {} }}", i.name, i.addr, i.shard)).collect();
+        let text = format!(
+            r#"[[shards]]
+id = 0
+database_url = "postgres://unused@127.0.0.1:1/none"
+[[shards]]
+id = 1
+database_url = "postgres://unused@127.0.0.1:1/none"
+[[payments.instances]]
+name = "unused-0"
+shard = 0
+listen = "127.0.0.1:0"
+[[payments.instances]]
+name = "unused-1"
+shard = 1
+listen = "127.0.0.1:0"
+
+[edge]
+listen = "{edge}"
+admin_listen = "{admin}"
+request_timeout = "5s"
+threads = 2
+descriptor_sets = ["{fds}"]
+{edge_extra}
+
+[edge.health]
+interval = "50ms"
+timeout = "2s"
+healthy_threshold = 1
+unhealthy_threshold = 3
+
+[[edge.clusters]]
+name = "flaky"
+endpoints = [{endpoints}]
+{cluster_extra}
+
+[[edge.routes]]
+service = "flaky.v1.Flaky"
+cluster = "flaky"
+shard_keys = [{{ field = "account", kind = "merchant", header = "x-account" }}]
+{route_extra}
+"#,
+            fds = fds.display(),
+            endpoints = endpoints.join(", "),
+        );
+        let path = dir.join("mesh.toml");
+        std::fs::write(&path, &text).expect("write config");
+        let config = MeshConfig::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let state = paymesh_edge::prepare(&config).unwrap_or_else(|e| panic!("{e}"));
+        let (edge_tx, shutdown) = paymesh_edge::ShutdownOnSignal::new();
+        let edge_thread = std::thread::spawn(move || paymesh_edge::run(state, Box::new(shutdown)).expect("edge runs"));
+        let stack = Self { edge, admin, instances, edge_stop: Some(edge_tx), edge_thread: Some(edge_thread), dir };
+        stack.wait_all_healthy().await;
+        stack
+    }
+
+    pub fn instance(&self, name: &str) -> &Instance {
+        self.instances.iter().find(|i| i.name == name).expect("instance")
+    }
+
+    pub fn set(&self, names: &[&str], mode: Mode) {
+        for n in names {
+            self.instance(n).control.set(mode);
+        }
+    }
+
+    /// Calls that reached the given instances.
+    pub fn calls(&self, names: &[&str]) -> usize {
+        names.iter().map(|n| self.instance(n).control.calls()).sum()
+    }
+
+    pub fn account_on(&self, shard: u32, n: usize) -> String {
+        (0..).map(|i| format!("acct-{i}")).filter(|a| shard_for_merchant(a, 2) == ShardId(shard)).nth(n).expect("infinite")
+    }
+
+    pub async fn read(&self, account: &str) -> Reply {
+        http_client::get(self.edge, &format!("/v1/flaky/{account}")).await
+    }
+
+    pub async fn write(&self, account: &str, key: Option<&str>) -> Reply {
+        let body = match key {
+            Some(k) => format!(r#"{{"idempotencyKey":"{k}"}}"#),
+            None => "{}".to_owned(),
+        };
+        http_client::post_json(self.edge, &format!("/v1/flaky/{account}"), &body).await
+    }
+
+    pub async fn send(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> Reply {
+        http_client::send(self.edge, Version::Http1, method, path, headers, Bytes::new()).await
+    }
+
+    pub async fn admin_get(&self, path: &str) -> Reply {
+        http_client::get(self.admin, path).await
+    }
+
+    pub async fn admin_post(&self, path: &str) -> Reply {
+        http_client::send(self.admin, Version::Http1, "POST", path, &[], Bytes::new()).await
+    }
+
+    /// The breaker's entry in `/breakers`.
+    pub async fn breaker(&self, shard: u32) -> serde_json::Value {
+        let all = self.admin_get("/breakers").await.json();
+        let name = format!("flaky.v1.Flaky@shard-{shard}");
+        all["breakers"]
+            .as_array()
+            .and_then(|b| b.iter().find(|b| b["name"] == name.as_str()).cloned())
+            .unwrap_or_else(|| panic!("no breaker {name} in {all}"))
+    }
+
+    pub async fn wait_all_healthy(&self) {
+        let start = Instant::now();
+        loop {
+            let c = http_client::try_send(self.admin, Version::Http1, "GET", "/clusters", &[], Bytes::new()).await;
+            if let Ok(r) = c
+                && r.status == 200
+                && r.json()["clusters"][0]["endpoints"].as_array().is_some_and(|e| e.iter().all(|e| e["healthy"] == true))
+            {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "the flaky instances never became healthy at the edge");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    /// Polls until `cond` holds for the endpoint's entry in `/clusters`.
+    pub async fn wait_endpoint(&self, name: &str, what: &str, cond: impl Fn(&serde_json::Value) -> bool) {
+        let start = Instant::now();
+        loop {
+            let c = self.admin_get("/clusters").await.json();
+            let e = c["clusters"][0]["endpoints"].as_array().and_then(|e| e.iter().find(|e| e["name"] == name).cloned()).expect("endpoint");
+            if cond(&e) {
+                return;
+            }
+            assert!(start.elapsed() < DEADLINE, "{name} never became {what}: {e}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
+    pub async fn kill(&mut self, name: &str) {
+        let inst = self.instances.iter_mut().find(|i| i.name == name).expect("instance");
+        inst.control.set(Mode::Normal);
+        if let Some(tx) = inst.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(task) = inst.task.take() {
+            let _ = task.await;
+        }
+    }
+
+    pub async fn stop(mut self) {
+        for i in &self.instances {
+            i.control.set(Mode::Normal);
+        }
+        if let Some(tx) = self.edge_stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.edge_thread.take() {
+            tokio::task::spawn_blocking(move || t.join()).await.expect("join").expect("edge thread");
+        }
+        for i in &mut self.instances {
+            if let Some(tx) = i.stop.take() {
+                let _ = tx.send(());
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
