@@ -1,5 +1,6 @@
-//! Closed-loop load: `concurrency` workers each send the next call as soon as the previous
-//! one is answered. Calls during the warm-up are sent but not recorded.
+//! Load from `concurrency` workers: closed loop (each sends the next call as soon as the
+//! previous one is answered) or paced at a fixed rate. Calls during the warm-up are sent but
+//! not recorded.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -13,6 +14,8 @@ pub struct Plan {
     pub concurrency: usize,
     pub warmup: Duration,
     pub duration: Duration,
+    /// Open-loop pacing: call `n` is not sent before `start + n / rps` (ghz's `--rps`).
+    pub rps: Option<f64>,
 }
 
 /// Runs `call(seq)` from `plan.concurrency` workers; `seq` is unique across workers. The
@@ -33,11 +36,19 @@ where
         workers.push(tokio::spawn(async move {
             let mut rec = Recorder::default();
             loop {
+                let n = seq.fetch_add(1, Ordering::Relaxed);
+                if let Some(rps) = plan.rps {
+                    let at = start + Duration::from_secs_f64(n as f64 / rps);
+                    if at >= end {
+                        return rec;
+                    }
+                    tokio::time::sleep_until(at.into()).await;
+                }
                 let sent = Instant::now();
                 if sent >= end {
                     return rec;
                 }
-                let status = call(seq.fetch_add(1, Ordering::Relaxed)).await;
+                let status = call(n).await;
                 if sent >= measure_from {
                     rec.record(sent.elapsed(), &status);
                 }

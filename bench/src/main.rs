@@ -15,7 +15,8 @@ use paymesh_bench::target;
 
 const USAGE: &str = "usage: paymesh-bench --mode grpc-direct|grpc-edge|rest-edge
     [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
-    [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--connections 4] [--merchants 1000] [--run-id ID]";
+    [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--rps N] [--connections 4] [--merchants 1000]
+    [--header NAME=VALUE ...] [--run-id ID]";
 
 struct Args {
     mode: String,
@@ -25,6 +26,7 @@ struct Args {
     connections: usize,
     merchants: u64,
     run_id: String,
+    headers: Vec<(String, String)>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -32,9 +34,10 @@ fn parse() -> Result<Args, String> {
         mode: String::new(),
         addr: None,
         shard_addrs: Vec::new(),
-        plan: Plan { concurrency: 32, warmup: Duration::from_secs(2), duration: Duration::from_secs(10) },
+        plan: Plan { concurrency: 32, warmup: Duration::from_secs(2), duration: Duration::from_secs(10), rps: None },
         connections: 4,
         merchants: 1_000,
+        headers: Vec::new(),
         run_id: format!("bench-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)),
     };
     let mut it = std::env::args().skip(1);
@@ -55,6 +58,12 @@ fn parse() -> Result<Args, String> {
             "--connections" => a.connections = value()?.parse().map_err(|_| "--connections wants a number")?,
             "--merchants" => a.merchants = value()?.parse().map_err(|_| "--merchants wants a number")?,
             "--run-id" => a.run_id = value()?,
+            "--rps" => a.plan.rps = Some(value()?.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rps wants a positive number")?),
+            "--header" => {
+                let v = value()?;
+                let (k, val) = v.split_once('=').ok_or("--header wants NAME=VALUE")?;
+                a.headers.push((k.to_ascii_lowercase(), val.to_owned()));
+            }
             "-h" | "--help" => return Err(USAGE.into()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
@@ -85,6 +94,7 @@ async fn main() -> ExitCode {
 
 async fn bench(a: Args) -> Result<serde_json::Value, String> {
     let (run_id, merchants) = (a.run_id.clone(), a.merchants);
+    let headers: target::Headers = std::sync::Arc::new(a.headers.clone());
     let summary = match a.mode.as_str() {
         "grpc-direct" => {
             let shards = a.shard_addrs.iter().map(|(s, _)| s + 1).max().ok_or("--shard-addr is required for grpc-direct")?;
@@ -98,7 +108,8 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
             run(a.plan, move |seq| {
                 let req = target::authorize_request(&run_id, seq, merchants);
                 let ch = target::direct_channel(&by_shard, &req.merchant_id, seq).clone();
-                target::grpc_authorize(ch, req)
+                let headers = headers.clone();
+                async move { target::grpc_authorize(ch, req, &headers).await }
             })
             .await
         }
@@ -106,14 +117,19 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
             let channels = target::channels(a.addr.ok_or("--addr is required")?, a.connections).await?;
             run(a.plan, move |seq| {
                 let req = target::authorize_request(&run_id, seq, merchants);
-                target::grpc_authorize(channels[(seq as usize) % channels.len()].clone(), req)
+                let (ch, headers) = (channels[(seq as usize) % channels.len()].clone(), headers.clone());
+                async move { target::grpc_authorize(ch, req, &headers).await }
             })
             .await
         }
         "rest-edge" => {
             let edge = a.addr.ok_or("--addr is required")?;
             let client = target::http_client();
-            run(a.plan, move |seq| target::rest_authorize(client.clone(), edge, target::authorize_request(&run_id, seq, merchants))).await
+            run(a.plan, move |seq| {
+                let (client, headers, req) = (client.clone(), headers.clone(), target::authorize_request(&run_id, seq, merchants));
+                async move { target::rest_authorize(client, edge, req, &headers).await }
+            })
+            .await
         }
         other => return Err(format!("unknown mode '{other}'\n{USAGE}")),
     };
@@ -121,5 +137,6 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
     json["mode"] = serde_json::json!(a.mode);
     json["concurrency"] = serde_json::json!(a.plan.concurrency);
     json["duration_s"] = serde_json::json!(a.plan.duration.as_secs_f64());
+    json["rps_target"] = serde_json::json!(a.plan.rps);
     Ok(json)
 }

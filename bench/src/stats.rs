@@ -8,17 +8,22 @@ use std::time::Duration;
 #[derive(Debug, Default, Clone)]
 pub struct Recorder {
     latencies_us: Vec<u64>,
+    ok_latencies_us: Vec<u64>,
     statuses: BTreeMap<String, u64>,
 }
 
 impl Recorder {
     pub fn record(&mut self, latency: Duration, status: &str) {
         self.latencies_us.push(latency.as_micros() as u64);
+        if status == "OK" {
+            self.ok_latencies_us.push(latency.as_micros() as u64);
+        }
         *self.statuses.entry(status.to_owned()).or_default() += 1;
     }
 
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_us.extend(other.latencies_us);
+        self.ok_latencies_us.extend(other.ok_latencies_us);
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_default() += v;
         }
@@ -27,7 +32,9 @@ impl Recorder {
     /// Summarises a run that measured for `elapsed`.
     pub fn summary(mut self, elapsed: Duration) -> Summary {
         self.latencies_us.sort_unstable();
+        self.ok_latencies_us.sort_unstable();
         let l = &self.latencies_us;
+        let ok_l = &self.ok_latencies_us;
         let count = l.len() as u64;
         let ok = self.statuses.get("OK").copied().unwrap_or(0);
         let ms = |us: u64| us as f64 / 1_000.0;
@@ -42,6 +49,8 @@ impl Recorder {
             p90_ms: ms(percentile(l, 90.0)),
             p95_ms: ms(percentile(l, 95.0)),
             p99_ms: ms(percentile(l, 99.0)),
+            ok_p50_ms: ms(percentile(ok_l, 50.0)),
+            ok_p99_ms: ms(percentile(ok_l, 99.0)),
             statuses: self.statuses,
         }
     }
@@ -69,6 +78,9 @@ pub struct Summary {
     pub p90_ms: f64,
     pub p95_ms: f64,
     pub p99_ms: f64,
+    /// Percentiles of the successful calls only (what admitted requests saw under overload).
+    pub ok_p50_ms: f64,
+    pub ok_p99_ms: f64,
     /// Count by status: gRPC code name for gRPC, `OK`/`HTTP <n>` for REST.
     pub statuses: BTreeMap<String, u64>,
 }
@@ -86,6 +98,8 @@ impl Summary {
             "p90_ms": self.p90_ms,
             "p95_ms": self.p95_ms,
             "p99_ms": self.p99_ms,
+            "ok_p50_ms": self.ok_p50_ms,
+            "ok_p99_ms": self.ok_p99_ms,
             "statusCodeDistribution": self.statuses,
         })
     }
@@ -104,6 +118,8 @@ impl Summary {
             p90_ms: f("p90_ms")?,
             p95_ms: f("p95_ms")?,
             p99_ms: f("p99_ms")?,
+            ok_p50_ms: f("ok_p50_ms")?,
+            ok_p99_ms: f("ok_p99_ms")?,
             statuses,
         })
     }
@@ -139,6 +155,7 @@ mod tests {
         assert_eq!(s.rps, 5.0);
         assert_eq!((s.fastest_ms, s.slowest_ms, s.p50_ms), (1.0, 200.0, 5.0));
         assert_eq!(s.statuses.get("Unavailable"), Some(&1));
+        assert_eq!((s.ok_p50_ms, s.ok_p99_ms), (4.0, 8.0), "successes only");
         assert_eq!(Summary::from_json(&s.to_json()), Some(s));
     }
 }

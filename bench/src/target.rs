@@ -37,9 +37,18 @@ pub async fn channels(addr: SocketAddr, connections: usize) -> Result<Vec<Channe
     Ok(out)
 }
 
+/// Extra request headers (gRPC metadata), e.g. an API key.
+pub type Headers = std::sync::Arc<Vec<(String, String)>>;
+
 /// gRPC Authorize on `channel`; returns the status name.
-pub async fn grpc_authorize(channel: Channel, req: pb::AuthorizeRequest) -> String {
-    match PaymentsClient::new(channel).authorize(req).await {
+pub async fn grpc_authorize(channel: Channel, req: pb::AuthorizeRequest, headers: &Headers) -> String {
+    let mut request = tonic::Request::new(req);
+    for (k, v) in headers.iter() {
+        if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
+            request.metadata_mut().insert(k, v);
+        }
+    }
+    match PaymentsClient::new(channel).authorize(request).await {
         Ok(_) => "OK".into(),
         Err(s) => format!("{:?}", s.code()),
     }
@@ -61,14 +70,16 @@ pub fn http_client() -> HttpClient {
 }
 
 /// REST Authorize through the edge; returns `OK` or `HTTP <status>`.
-pub async fn rest_authorize(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest) -> String {
+pub async fn rest_authorize(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest, headers: &Headers) -> String {
     let body = format!(
         r#"{{"merchantId":"{}","amount":{},"currency":"{}","idempotencyKey":"{}"}}"#,
         req.merchant_id, req.amount, req.currency, req.idempotency_key
     );
-    let request = http::Request::post(format!("http://{edge}/api/payments/authorize"))
-        .header("content-type", "application/json")
-        .body(Full::new(Bytes::from(body)));
+    let mut builder = http::Request::post(format!("http://{edge}/api/payments/authorize")).header("content-type", "application/json");
+    for (k, v) in headers.iter() {
+        builder = builder.header(k.as_str(), v.as_str());
+    }
+    let request = builder.body(Full::new(Bytes::from(body)));
     let Ok(request) = request else { return "bad request".into() };
     match client.request(request).await {
         Ok(resp) => {

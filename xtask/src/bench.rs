@@ -18,6 +18,10 @@ use crate::stack::Stack;
 
 const MODES: [&str; 3] = ["grpc-direct", "grpc-edge", "rest-edge"];
 
+/// The per-API-key limit (requests per second, and burst) of the overload scenario. Only
+/// requests carrying `x-api-key` are limited, so the side-by-side modes are not.
+const OVERLOAD_LIMIT: u32 = 100;
+
 struct Settings {
     rounds: usize,
     concurrency: usize,
@@ -63,10 +67,12 @@ pub async fn run(quick: bool) -> Result<(), String> {
     std::fs::write(&config, bench_config()?).map_err(|e| e.to_string())?;
     let stack = Stack::start(&config, &dir, true).await?;
     let outcome = measure(&stack, &s).await;
+    let overloaded = if outcome.is_ok() { overload(&stack, &s).await } else { Ok(String::new()) };
     let stopped = stack.stop().await;
     let samples = outcome?;
+    let overloaded = overloaded?;
     stopped?;
-    report(&s, &samples)
+    report(&s, &samples, &overloaded)
 }
 
 fn bench_config() -> Result<String, String> {
@@ -82,7 +88,8 @@ fn bench_config() -> Result<String, String> {
     text += &format!(
         "[edge]\nlisten = \"127.0.0.1:{}\"\nadmin_listen = \"127.0.0.1:{}\"\nthreads = 2\n\n[[edge.clusters]]\nname = \"payments\"\npayments_instances = true\n\n\
          [[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\n\
-         shard_keys = [{{ field = \"merchant_id\", kind = \"merchant\", header = \"x-merchant-id\" }}, {{ field = \"payment_id\", kind = \"sharded_id\" }}]\n",
+         shard_keys = [{{ field = \"merchant_id\", kind = \"merchant\", header = \"x-merchant-id\" }}, {{ field = \"payment_id\", kind = \"sharded_id\" }}]\n\
+         [edge.routes.rate_limit]\nper_key = {{ rate = {OVERLOAD_LIMIT}, burst = {OVERLOAD_LIMIT}, header = \"x-api-key\", by_merchant = false }}\n",
         port()?,
         port()?
     );
@@ -151,6 +158,49 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
     Ok(out)
 }
 
+/// One paced REST run with an API key: (offered rps, summary JSON).
+async fn paced(stack: &Stack, bin: &Path, s: &Settings, rps: u32, concurrency: usize, key: &str) -> Result<serde_json::Value, String> {
+    let edge = stack.config.edge.as_ref().ok_or("bench config has an edge")?;
+    let out = tokio::process::Command::new(bin)
+        .args(["--mode", "rest-edge", "--addr", &edge.listen.to_string(), "-c", &concurrency.to_string(), "-z", s.duration, "--warmup", s.warmup])
+        .args(["--rps", &rps.to_string(), "--header", &format!("x-api-key={key}"), "--run-id", &format!("overload-{key}-{}", std::process::id())])
+        .output()
+        .await
+        .map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        return Err(format!("overload run: {}", String::from_utf8_lossy(&out.stderr)));
+    }
+    serde_json::from_slice(&out.stdout).map_err(|e| format!("overload run: bad output: {e}"))
+}
+
+/// The overload scenario: one API key at 80 % of its limit, another at 10x, in one run.
+async fn overload(stack: &Stack, s: &Settings) -> Result<String, String> {
+    let bin = std::env::current_exe().map_err(|e| e.to_string())?.parent().and_then(Path::parent).ok_or("no target dir")?.join("release/paymesh-bench");
+    let under = paced(stack, &bin, s, OVERLOAD_LIMIT * 8 / 10, 16, "tenant-under").await?;
+    let over = paced(stack, &bin, s, OVERLOAD_LIMIT * 10, 64, "tenant-over").await?;
+    let mut table = String::from("| run | offered req/s | admitted req/s | 429 share | admitted p50 ms | admitted p99 ms | other errors |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let duration = paymesh_core::duration::parse(s.duration).map(|d| d.as_secs_f64()).unwrap_or(1.0);
+    for (name, rps, j) in [("80 % of the limit", OVERLOAD_LIMIT * 8 / 10, &under), ("10x the limit", OVERLOAD_LIMIT * 10, &over)] {
+        let count = j["count"].as_u64().unwrap_or(0) as f64;
+        let dist = &j["statusCodeDistribution"];
+        let ok = dist["OK"].as_u64().unwrap_or(0) as f64;
+        let limited = dist["HTTP 429"].as_u64().unwrap_or(0) as f64;
+        let other = count - ok - limited;
+        table += &format!(
+            "| {name} | {rps} | {:.1} | {:.1} % | {:.2} | {:.2} | {other} |\n",
+            ok / duration,
+            if count > 0.0 { limited * 100.0 / count } else { 0.0 },
+            j["ok_p50_ms"].as_f64().unwrap_or(0.0),
+            j["ok_p99_ms"].as_f64().unwrap_or(0.0),
+        );
+        println!("    overload {name}: {:.0} sent, {ok} admitted, {limited} limited", count);
+    }
+    Ok(format!(
+        "\n## Overload: one API key at 10x its rate limit\n\nREST Authorize through the edge with `x-api-key`; the route allows {OVERLOAD_LIMIT} req/s per key (burst {OVERLOAD_LIMIT}). Paced (open loop) for {}; the admitted requests' latency under 10x overload next to a run at 80 % of the limit.\n\n{table}",
+        s.duration
+    ))
+}
+
 /// CPU seconds used so far by (edge, all payments instances, all postgres processes, the
 /// whole machine).
 fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
@@ -194,7 +244,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-fn report(s: &Settings, samples: &[(usize, &'static str, Sample)]) -> Result<(), String> {
+fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &str) -> Result<(), String> {
     let of = |mode: &str| samples.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, s)| s.clone()).collect::<Vec<_>>();
     let direct_rps = median(of("grpc-direct").iter().map(|x| x.rps).collect());
     let mut table = String::from(
@@ -229,7 +279,7 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)]) -> Result<(),
         s.rounds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let text = format!("{header}{table}");
+    let text = format!("{header}{table}{overloaded}");
     println!("\n{text}");
     let results = crate::root().join("bench/results");
     std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
