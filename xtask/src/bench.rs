@@ -162,8 +162,26 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
 async fn paced(stack: &Stack, bin: &Path, s: &Settings, rps: u32, concurrency: usize, key: &str) -> Result<serde_json::Value, String> {
     let edge = stack.config.edge.as_ref().ok_or("bench config has an edge")?;
     let out = tokio::process::Command::new(bin)
-        .args(["--mode", "rest-edge", "--addr", &edge.listen.to_string(), "-c", &concurrency.to_string(), "-z", s.duration, "--warmup", s.warmup])
-        .args(["--rps", &rps.to_string(), "--header", &format!("x-api-key={key}"), "--run-id", &format!("overload-{key}-{}", std::process::id())])
+        .args([
+            "--mode",
+            "rest-edge",
+            "--addr",
+            &edge.listen.to_string(),
+            "-c",
+            &concurrency.to_string(),
+            "-z",
+            s.duration,
+            "--warmup",
+            s.warmup,
+        ])
+        .args([
+            "--rps",
+            &rps.to_string(),
+            "--header",
+            &format!("x-api-key={key}"),
+            "--run-id",
+            &format!("overload-{key}-{}", std::process::id()),
+        ])
         .output()
         .await
         .map_err(|e| e.to_string())?;
@@ -175,10 +193,17 @@ async fn paced(stack: &Stack, bin: &Path, s: &Settings, rps: u32, concurrency: u
 
 /// The overload scenario: one API key at 80 % of its limit, another at 10x, in one run.
 async fn overload(stack: &Stack, s: &Settings) -> Result<String, String> {
-    let bin = std::env::current_exe().map_err(|e| e.to_string())?.parent().and_then(Path::parent).ok_or("no target dir")?.join("release/paymesh-bench");
+    let bin = std::env::current_exe()
+        .map_err(|e| e.to_string())?
+        .parent()
+        .and_then(Path::parent)
+        .ok_or("no target dir")?
+        .join("release/paymesh-bench");
     let under = paced(stack, &bin, s, OVERLOAD_LIMIT * 8 / 10, 16, "tenant-under").await?;
     let over = paced(stack, &bin, s, OVERLOAD_LIMIT * 10, 64, "tenant-over").await?;
-    let mut table = String::from("| run | offered req/s | admitted req/s | 429 share | admitted p50 ms | admitted p99 ms | other errors |\n|---|---:|---:|---:|---:|---:|---:|\n");
+    let mut table = String::from(
+        "| run | offered req/s | admitted req/s | 429 share | admitted p50 ms | admitted p99 ms | other errors |\n|---|---:|---:|---:|---:|---:|---:|\n",
+    );
     let duration = paymesh_core::duration::parse(s.duration).map(|d| d.as_secs_f64()).unwrap_or(1.0);
     for (name, rps, j) in [("80 % of the limit", OVERLOAD_LIMIT * 8 / 10, &under), ("10x the limit", OVERLOAD_LIMIT * 10, &over)] {
         let count = j["count"].as_u64().unwrap_or(0) as f64;
