@@ -151,6 +151,11 @@ impl ProxyHttp for EdgeProxy {
         let Some(target) = &ctx.grpc else {
             return Err(Error::explain(ErrorType::InternalError, "no gRPC target was chosen for this request"));
         };
+        if !ctx.tried.is_empty() {
+            // A retry: jittered exponential backoff first.
+            let wait = retry::backoff(&target.service.guards.retry, ctx.tried.len() as u32, &crate::balance::Rng::from_entropy());
+            tokio::time::sleep(wait).await;
+        }
         let up = match target.service.cluster.pick(target.shard, &ctx.tried) {
             Ok(up) => up,
             Err(e) => {
