@@ -63,11 +63,7 @@ impl Control {
 }
 
 pub fn descriptor_set() -> Vec<u8> {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-    let mut compiler = protox::Compiler::new([root.join("tests/fixtures"), root.join("../proto")]).expect("includes");
-    compiler.include_imports(false);
-    compiler.open_file("flaky.proto").expect("flaky.proto compiles");
-    compiler.encode_file_descriptor_set()
+    crate::inventory::fixture_descriptor_set("flaky.proto")
 }
 
 #[derive(Clone)]

@@ -16,14 +16,18 @@ use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 use tonic::server::{NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
-/// Compiles the fixture proto into a FileDescriptorSet (without the google/api imports,
-/// which the edge already has built in).
-pub fn descriptor_set() -> Vec<u8> {
+/// Compiles a proto from `tests/fixtures` into a FileDescriptorSet (without the google/api
+/// imports, which the edge already has built in).
+pub fn fixture_descriptor_set(file: &str) -> Vec<u8> {
     let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut compiler = protox::Compiler::new([root.join("tests/fixtures"), root.join("../proto")]).expect("includes");
     compiler.include_imports(false);
-    compiler.open_file("inventory.proto").expect("inventory.proto compiles");
+    compiler.open_file(file).unwrap_or_else(|e| panic!("{file} does not compile: {e}"));
     compiler.encode_file_descriptor_set()
+}
+
+pub fn descriptor_set() -> Vec<u8> {
+    fixture_descriptor_set("inventory.proto")
 }
 
 #[derive(Clone)]
