@@ -14,9 +14,13 @@ use std::time::Duration;
 use crate::{ShardId, duration};
 
 mod edge;
+mod pipeline;
 pub use edge::{
     Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route, ShardKey,
     ShardKeyKind,
+};
+pub use pipeline::{
+    Bootstrap, KafkaConfig, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
 };
 
 /// A validated mesh config.
@@ -29,6 +33,11 @@ pub struct MeshConfig {
     pub payments: PaymentsConfig,
     /// The edge proxy; `None` when the file has no `[edge]` section.
     pub edge: Option<EdgeConfig>,
+    /// The event pipeline; each `None` when its section is absent.
+    pub kafka: Option<KafkaConfig>,
+    pub relay: Option<RelayConfig>,
+    pub workers: Option<WorkersConfig>,
+    pub query: Option<QueryConfig>,
 }
 
 /// One PostgreSQL shard.
@@ -138,25 +147,8 @@ impl MeshConfig {
             if s.id as usize != i {
                 return Err(err(key("id"), format!("expected {i}, found {}: shard ids count up from 0 in file order", s.id)));
             }
-            let url = s.database_url.trim().to_owned();
-            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-                return Err(err(key("database_url"), "must be a URL of the form postgres://user@host:port/dbname".into()));
-            }
-            if url_has_password(&url) {
-                return Err(err(key("database_url"), "contains a password; keep secrets out of config: set password_env to the name of an environment variable that holds it".into()));
-            }
-            let password = match s.password_env {
-                None => None,
-                Some(var) => {
-                    Some(Secret::new(env(&var).ok_or_else(|| err(key("password_env"), format!("environment variable {var} is not set")))?))
-                }
-            };
-            if !(1..=1_000).contains(&s.pool_size) {
-                return Err(err(key("pool_size"), format!("{} is out of range; use 1 to 1000", s.pool_size)));
-            }
-            let connect_timeout = duration::parse(&s.connect_timeout).map_err(|m| err(key("connect_timeout"), m))?;
-            shards
-                .push(Shard { id: ShardId(i as u32), database: DatabaseConfig { url, password, pool_size: s.pool_size, connect_timeout } });
+            let database = database(&format!("shards[{i}]"), &s.database_url, s.password_env, s.pool_size, &s.connect_timeout, env, &err)?;
+            shards.push(Shard { id: ShardId(i as u32), database });
         }
 
         let p = raw.payments;
@@ -211,13 +203,67 @@ impl MeshConfig {
         let base_dir = path.parent().unwrap_or(Path::new("."));
         let edge =
             raw.edge.map(|e| edge::validate(e, base_dir, shard_count, &instances, &|k, p| ConfigError::at(path, &k, p))).transpose()?;
+        let perr = |k: String, p: String| ConfigError::at(path, &k, p);
+        let kafka = raw.kafka.map(|k| pipeline::kafka(k, base_dir, &perr)).transpose()?;
+        let relay = raw.relay.map(|r| pipeline::relay(r, shard_count, &perr)).transpose()?;
+        let workers = match raw.workers {
+            None => None,
+            Some(w) => {
+                let db = database("workers", &w.database_url, w.password_env.clone(), w.pool_size, &w.connect_timeout, env, &perr)?;
+                Some(pipeline::workers(w, &perr, db)?)
+            }
+        };
+        let query = raw.query.map(|q| pipeline::query(q, &perr)).transpose()?;
+        if (relay.is_some() || workers.is_some()) && kafka.is_none() {
+            return Err(perr("kafka".into(), "the relay and the workers need a [kafka] section".into()));
+        }
+        if query.is_some() && workers.is_none() {
+            return Err(perr("query".into(), "the query service reads the workers' database: add a [workers] section".into()));
+        }
         Ok(Self {
             source: path.to_owned(),
             shards,
             payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances },
             edge,
+            kafka,
+            relay,
+            workers,
+            query,
         })
     }
+}
+
+/// Validates one database's settings (`key` names its section in messages).
+fn database(
+    key: &str,
+    url: &str,
+    password_env: Option<String>,
+    pool_size: usize,
+    connect_timeout: &str,
+    env: &dyn Fn(&str) -> Option<String>,
+    err: &dyn Fn(String, String) -> ConfigError,
+) -> Result<DatabaseConfig, ConfigError> {
+    let url = url.trim().to_owned();
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        return Err(err(format!("{key}.database_url"), "must be a URL of the form postgres://user@host:port/dbname".into()));
+    }
+    if url_has_password(&url) {
+        return Err(err(
+            format!("{key}.database_url"),
+            "contains a password; keep secrets out of config: set password_env to the name of an environment variable that holds it".into(),
+        ));
+    }
+    let password = match password_env {
+        None => None,
+        Some(var) => Some(Secret::new(
+            env(&var).ok_or_else(|| err(format!("{key}.password_env"), format!("environment variable {var} is not set")))?,
+        )),
+    };
+    if !(1..=1_000).contains(&pool_size) {
+        return Err(err(format!("{key}.pool_size"), format!("{pool_size} is out of range; use 1 to 1000")));
+    }
+    let connect_timeout = duration::parse(connect_timeout).map_err(|m| err(format!("{key}.connect_timeout"), m))?;
+    Ok(DatabaseConfig { url, password, pool_size, connect_timeout })
 }
 
 /// `user:password@` in the authority part of a URL.
@@ -255,6 +301,115 @@ mod raw {
         pub payments: Payments,
         #[serde(default)]
         pub edge: Option<Edge>,
+        #[serde(default)]
+        pub kafka: Option<Kafka>,
+        #[serde(default)]
+        pub relay: Option<Relay>,
+        #[serde(default)]
+        pub workers: Option<Workers>,
+        #[serde(default)]
+        pub query: Option<Query>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Kafka {
+        pub bootstrap: String,
+        #[serde(default = "six")]
+        pub topic_partitions: i32,
+        #[serde(default = "three_i32")]
+        pub dlq_partitions: i32,
+        #[serde(default = "default_message_timeout")]
+        pub message_timeout: String,
+    }
+
+    /// Defaults: seed 003's dispatcher (1,000 events every 250 ms, 20 retries 5 s apart).
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Relay {
+        #[serde(default = "default_batch")]
+        pub batch_size: i64,
+        #[serde(default = "default_poll")]
+        pub poll_interval: String,
+        #[serde(default = "default_max_retries")]
+        pub max_retries: i32,
+        #[serde(default = "default_retry_interval")]
+        pub retry_interval: String,
+        #[serde(default)]
+        pub breaker: EdgeBreaker,
+        #[serde(default)]
+        pub instances: Vec<RelayInstance>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct RelayInstance {
+        pub name: String,
+        pub shard: u32,
+        pub status_listen: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Workers {
+        pub database_url: String,
+        #[serde(default)]
+        pub password_env: Option<String>,
+        #[serde(default = "default_pool_size")]
+        pub pool_size: usize,
+        #[serde(default = "default_connect_timeout")]
+        pub connect_timeout: String,
+        #[serde(default = "default_max_attempts")]
+        pub max_attempts: u32,
+        #[serde(default)]
+        pub instances: Vec<WorkerInstance>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct WorkerInstance {
+        pub name: String,
+        pub kind: String,
+        pub status_listen: String,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Query {
+        #[serde(default)]
+        pub instances: Vec<QueryInstance>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct QueryInstance {
+        pub name: String,
+        pub listen: String,
+    }
+
+    fn six() -> i32 {
+        6
+    }
+    fn three_i32() -> i32 {
+        3
+    }
+    fn default_message_timeout() -> String {
+        "5s".into()
+    }
+    fn default_batch() -> i64 {
+        1_000
+    }
+    fn default_poll() -> String {
+        "250ms".into()
+    }
+    fn default_max_retries() -> i32 {
+        20
+    }
+    fn default_retry_interval() -> String {
+        "5s".into()
+    }
+    fn default_max_attempts() -> u32 {
+        5
     }
 
     #[derive(Debug, Deserialize)]

@@ -5,14 +5,17 @@
 //! - [`shard`]: the one function from merchant id to shard, used by the edge and the services.
 //! - [`ids`]: payment and refund ids, which carry the shard that holds them.
 //! - [`money`]: ISO 4217 currencies.
+//! - [`breaker`]: Resilience4j-style circuit breakers (the edge's routes, the relay's publisher).
 //! - [`shutdown`] and [`telemetry`]: process plumbing.
 
+pub mod breaker;
 pub mod config;
 pub mod duration;
 pub mod ids;
 pub mod money;
 pub mod shard;
 pub mod shutdown;
+pub mod status;
 pub mod telemetry;
 
 pub use shard::ShardId;

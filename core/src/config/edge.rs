@@ -343,7 +343,7 @@ const CODE_NAMES: [&str; 17] = [
 
 type KeyErr<'a> = &'a dyn Fn(&str, String) -> super::ConfigError;
 
-fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, super::ConfigError> {
+pub(super) fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, super::ConfigError> {
     let d = |k: &str, v: &str| duration::parse(v).map_err(|m| err(k, m));
     let window = match b.window.as_str() {
         "count" if b.window_size >= 1 => BreakerWindow::Count(b.window_size),

@@ -8,9 +8,9 @@ use std::time::Instant;
 use paymesh_core::ShardId;
 use paymesh_core::config;
 
-use super::breaker::Breaker;
 use super::ratelimit::{KeyedLimiter, Limited, Quota, RouteLimiter};
 use super::retry::Budget;
+use paymesh_core::breaker::Breaker;
 
 #[derive(Debug)]
 pub struct RouteGuards {

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 /// Arbitrary constant naming the "payments migrations" advisory lock.
 const MIGRATION_LOCK: i64 = 0x7061_796d_6573_6801;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// Payments, their operations, idempotency records and the outbox. The CHECK constraints
 /// restate the money rules so that even a bug in the service cannot store an impossible
@@ -69,6 +69,26 @@ CREATE TABLE outbox_event (
     created_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX outbox_event_unpublished ON outbox_event (id) WHERE NOT published;
+";
+
+/// What the relay needs: dead-lettering, scheduled retries, the last error, and a wake-up on
+/// every insert (delivered when the inserting transaction commits).
+const V2: &str = r"
+ALTER TABLE outbox_event
+    ADD COLUMN dead            boolean     NOT NULL DEFAULT false,
+    ADD COLUMN next_attempt_at timestamptz,
+    ADD COLUMN last_error      text;
+DROP INDEX outbox_event_unpublished;
+CREATE INDEX outbox_event_pending ON outbox_event (id) WHERE NOT published AND NOT dead;
+
+CREATE FUNCTION outbox_event_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    PERFORM pg_notify('outbox_event', '');
+    RETURN NULL;
+END
+$$;
+CREATE TRIGGER outbox_event_notify AFTER INSERT ON outbox_event
+    FOR EACH STATEMENT EXECUTE FUNCTION outbox_event_notify();
 ";
 
 /// Applies every migration the database lacks. Returns how many were applied.

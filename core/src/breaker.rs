@@ -21,9 +21,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use paymesh_core::config::{self, BreakerWindow};
+mod window;
 
-use super::window::{Totals, Window};
+use crate::config::{self, BreakerWindow};
+
+use window::{Totals, Window};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum State {

@@ -1,0 +1,48 @@
+//! The local broker: librdkafka's mock cluster, owned by this process, with Paymesh's topics
+//! created (event topics with `topic_partitions`, DLQs with `dlq_partitions`). Other
+//! processes reach it over TCP at [`LocalBroker::bootstrap`]. It keeps nothing across a
+//! restart. Production uses Apache Kafka (see `compose/`).
+
+use rdkafka::error::KafkaResult;
+use rdkafka::mocking::MockCluster;
+use rdkafka::producer::DefaultProducerContext;
+
+use crate::topics;
+
+pub struct LocalBroker {
+    cluster: MockCluster<'static, DefaultProducerContext>,
+    brokers: i32,
+}
+
+impl std::fmt::Debug for LocalBroker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LocalBroker").field("bootstrap", &self.bootstrap()).field("brokers", &self.brokers).finish()
+    }
+}
+
+impl LocalBroker {
+    /// Starts `brokers` mock brokers and creates every Paymesh topic.
+    pub fn start(brokers: i32, partitions: i32, dlq_partitions: i32) -> KafkaResult<Self> {
+        let cluster = MockCluster::new(brokers)?;
+        for t in topics::EVENT_TOPICS {
+            cluster.create_topic(t, partitions, 1)?;
+        }
+        for t in topics::dlq_topics() {
+            cluster.create_topic(&t, dlq_partitions, 1)?;
+        }
+        Ok(Self { cluster, brokers })
+    }
+
+    pub fn bootstrap(&self) -> String {
+        self.cluster.bootstrap_servers()
+    }
+
+    /// Takes every broker down (the seeds' "Kafka stopped").
+    pub fn down(&self) -> KafkaResult<()> {
+        (1..=self.brokers).try_for_each(|id| self.cluster.broker_down(id))
+    }
+
+    pub fn up(&self) -> KafkaResult<()> {
+        (1..=self.brokers).try_for_each(|id| self.cluster.broker_up(id))
+    }
+}

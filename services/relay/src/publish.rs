@@ -1,0 +1,298 @@
+//! Claiming, publishing and marking outbox rows.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant, SystemTime};
+
+use futures_util::future::join_all;
+use paymesh_core::ShardId;
+use paymesh_core::breaker::{Breaker, Snapshot};
+use paymesh_core::config::{Bootstrap, MeshConfig, RelayConfig};
+use paymesh_kafka::topics::{self, headers};
+use rdkafka::message::{Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("{0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+impl From<tokio_postgres::Error> for RelayError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+impl From<deadpool_postgres::PoolError> for RelayError {
+    fn from(e: deadpool_postgres::PoolError) -> Self {
+        Self::Database(e.to_string())
+    }
+}
+
+/// What one tick did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Tick {
+    pub claimed: usize,
+    pub published: usize,
+    pub failed: usize,
+    pub dead: usize,
+    /// Rows left for later because the breaker refused to publish them.
+    pub refused: usize,
+}
+
+/// Counters for metrics.
+#[derive(Debug, Default)]
+pub struct Counters {
+    pub published: AtomicU64,
+    pub failed: AtomicU64,
+    pub dead: AtomicU64,
+    /// Commit-to-acknowledgement latency: sum (microseconds), count, cumulative buckets.
+    pub latency_sum_us: AtomicU64,
+    pub latency_count: AtomicU64,
+    pub latency_buckets: [AtomicU64; 10],
+}
+
+/// Upper bounds (seconds) of the publish-latency histogram.
+pub const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0];
+
+pub struct Relay {
+    pub name: String,
+    pub shard: ShardId,
+    cfg: RelayConfig,
+    db_url: String,
+    db_password: Option<String>,
+    pool: deadpool_postgres::Pool,
+    producer: FutureProducer,
+    pub breaker: Arc<Breaker>,
+    pub counters: Counters,
+}
+
+impl std::fmt::Debug for Relay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Relay").field("name", &self.name).field("shard", &self.shard).finish()
+    }
+}
+
+/// One claimed outbox row.
+struct Row {
+    id: i64,
+    event_id: String,
+    aggregate_id: String,
+    event_type: String,
+    payload: Vec<u8>,
+    traceparent: Option<String>,
+    tracestate: Option<String>,
+    retry_count: i32,
+    created_at: SystemTime,
+}
+
+impl Relay {
+    /// Connects to the shard's database and the broker (waiting for the local broker's
+    /// address file if it is still starting).
+    pub async fn connect(config: &MeshConfig, shard: ShardId, name: &str) -> Result<Self, RelayError> {
+        let relay = config.relay.clone().ok_or_else(|| RelayError::Config("no [relay] section".into()))?;
+        let kafka = config.kafka.clone().ok_or_else(|| RelayError::Config("no [kafka] section".into()))?;
+        let db = &config.shard(shard).ok_or_else(|| RelayError::Config(format!("shard {shard} is not declared")))?.database;
+        let mut pg: tokio_postgres::Config = db.url.parse().map_err(|e| RelayError::Config(format!("shard {shard} database_url: {e}")))?;
+        if let Some(p) = &db.password {
+            pg.password(p.expose());
+        }
+        pg.application_name("paymesh-relay");
+        let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
+        let pool = deadpool_postgres::Pool::builder(manager).max_size(4).build().map_err(|e| RelayError::Config(e.to_string()))?;
+        let bootstrap = wait_bootstrap(&kafka.bootstrap).await?;
+        let producer = paymesh_kafka::client::producer(&bootstrap, kafka.message_timeout).map_err(|e| RelayError::Kafka(e.to_string()))?;
+        let breaker = Breaker::new(format!("kafka-publisher@shard-{shard}"), relay.breaker.clone(), Instant::now());
+        Ok(Self {
+            name: name.to_owned(),
+            shard,
+            cfg: relay,
+            db_url: db.url.clone(),
+            db_password: db.password.as_ref().map(|p| p.expose().to_owned()),
+            pool,
+            producer,
+            breaker,
+            counters: Counters::default(),
+        })
+    }
+
+    pub fn database_url(&self) -> String {
+        self.db_url.clone()
+    }
+
+    pub fn password(&self) -> Option<String> {
+        self.db_password.clone()
+    }
+
+    /// When an open breaker will let a trial through (`None` if it admits calls now).
+    pub fn breaker_retry_in(&self) -> Option<Duration> {
+        let s = self.breaker.snapshot(Instant::now());
+        (s.state.as_str() == "open").then_some(Duration::from_millis(100))
+    }
+
+    pub fn breaker_snapshot(&self) -> Snapshot {
+        self.breaker.snapshot(Instant::now())
+    }
+
+    /// Rows not yet published (and not dead).
+    pub async fn backlog(&self) -> Result<i64, RelayError> {
+        let c = self.pool.get().await?;
+        Ok(c.query_one("SELECT count(*) FROM outbox_event WHERE NOT published AND NOT dead", &[]).await?.get(0))
+    }
+
+    /// Claims one batch, publishes it, and records the outcome, in one transaction.
+    pub async fn tick(&self) -> Result<Tick, RelayError> {
+        let mut client = self.pool.get().await?;
+        let tx = client.transaction().await?;
+        let rows = tx
+            .query(
+                "SELECT id, event_id::text, aggregate_id, event_type, payload, headers->>'traceparent', headers->>'tracestate', retry_count, created_at
+                 FROM outbox_event
+                 WHERE NOT published AND NOT dead AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                 ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
+                &[&self.cfg.batch_size],
+            )
+            .await?;
+        let rows: Vec<Row> = rows
+            .iter()
+            .map(|r| Row {
+                id: r.get(0),
+                event_id: r.get(1),
+                aggregate_id: r.get(2),
+                event_type: r.get(3),
+                payload: r.get(4),
+                traceparent: r.get(5),
+                tracestate: r.get(6),
+                retry_count: r.get(7),
+                created_at: r.get(8),
+            })
+            .collect();
+        let mut tick = Tick { claimed: rows.len(), ..Tick::default() };
+        if rows.is_empty() {
+            tx.commit().await?;
+            return Ok(tick);
+        }
+
+        // Ask the breaker once per row, in order; stop at the first refusal so the rest wait
+        // (in half-open only the trial calls go out).
+        let mut admitted = Vec::with_capacity(rows.len());
+        for row in &rows {
+            match self.breaker.try_acquire(Instant::now()) {
+                Ok(p) => admitted.push((row, p)),
+                Err(_) => break,
+            }
+        }
+        tick.refused = rows.len() - admitted.len();
+        let sends = admitted.into_iter().map(|(row, permit)| async move {
+            let started = Instant::now();
+            let result = self.send(&row.event_type, row, &[]).await;
+            (row, permit, started, result)
+        });
+        let results = join_all(sends).await;
+
+        let mut published = Vec::new();
+        for (row, permit, started, result) in results {
+            let now = Instant::now();
+            match result {
+                Ok(()) => {
+                    self.breaker.record(permit, false, started.elapsed(), now);
+                    self.observe_latency(row.created_at);
+                    published.push(row.id);
+                }
+                Err(e) => {
+                    self.breaker.record(permit, true, started.elapsed(), now);
+                    tick.failed += 1;
+                    self.counters.failed.fetch_add(1, Ordering::Relaxed);
+                    if self.fail(&tx, row, &e).await? {
+                        tick.dead += 1;
+                    }
+                }
+            }
+        }
+        if !published.is_empty() {
+            tx.execute(
+                "UPDATE outbox_event SET published = true, published_at = now(), last_error = NULL WHERE id = ANY($1)",
+                &[&published],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        tick.published = published.len();
+        self.counters.published.fetch_add(published.len() as u64, Ordering::Relaxed);
+        self.counters.dead.fetch_add(tick.dead as u64, Ordering::Relaxed);
+        Ok(tick)
+    }
+
+    /// Publishes one row to `topic` and waits for the broker's acknowledgement.
+    async fn send(&self, topic: &str, row: &Row, extra: &[(&str, &str)]) -> Result<(), String> {
+        let mut hdrs = OwnedHeaders::new()
+            .insert(Header { key: headers::EVENT_ID, value: Some(row.event_id.as_str()) })
+            .insert(Header { key: headers::EVENT_TYPE, value: Some(row.event_type.as_str()) });
+        if let Some(tp) = &row.traceparent {
+            hdrs = hdrs.insert(Header { key: headers::TRACEPARENT, value: Some(tp.as_str()) });
+        }
+        if let Some(ts) = &row.tracestate {
+            hdrs = hdrs.insert(Header { key: headers::TRACESTATE, value: Some(ts.as_str()) });
+        }
+        for (k, v) in extra {
+            hdrs = hdrs.insert(Header { key: k, value: Some(*v) });
+        }
+        let record = FutureRecord::to(topic).key(row.aggregate_id.as_str()).payload(row.payload.as_slice()).headers(hdrs);
+        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e.to_string())
+    }
+
+    /// Records a failed attempt. Returns true if the row went to the DLQ and is now dead.
+    async fn fail(&self, tx: &tokio_postgres::Transaction<'_>, row: &Row, error: &str) -> Result<bool, RelayError> {
+        let retries = row.retry_count + 1;
+        if retries >= self.cfg.max_retries {
+            let origin = format!("{}#{}", row.event_type, row.id);
+            if self.send(topics::RELAY_DLQ, row, &[(headers::ERROR, error), (headers::ORIGIN, origin.as_str())]).await.is_ok() {
+                tx.execute(
+                    "UPDATE outbox_event SET dead = true, retry_count = $2, last_retry_at = now(), last_error = $3 WHERE id = $1",
+                    &[&row.id, &retries, &error],
+                )
+                .await?;
+                tracing::error!(event_id = %row.event_id, retries, %error, "event sent to the DLQ after its last retry");
+                return Ok(true);
+            }
+        }
+        let wait = self.cfg.retry_interval.as_secs_f64();
+        tx.execute(
+            "UPDATE outbox_event SET retry_count = $2, last_retry_at = now(), next_attempt_at = now() + make_interval(secs => $3), last_error = $4 WHERE id = $1",
+            &[&row.id, &retries, &wait, &error],
+        )
+        .await?;
+        Ok(false)
+    }
+
+    fn observe_latency(&self, created_at: SystemTime) {
+        let latency = SystemTime::now().duration_since(created_at).unwrap_or_default();
+        let c = &self.counters;
+        c.latency_sum_us.fetch_add(latency.as_micros() as u64, Ordering::Relaxed);
+        c.latency_count.fetch_add(1, Ordering::Relaxed);
+        let secs = latency.as_secs_f64();
+        for (i, bound) in LATENCY_BOUNDS.iter().enumerate() {
+            if secs <= *bound {
+                c.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// The broker's bootstrap servers, waiting up to 60 s for the local broker's address file.
+async fn wait_bootstrap(b: &Bootstrap) -> Result<String, RelayError> {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        match b.resolve() {
+            Ok(s) => return Ok(s),
+            Err(e) if Instant::now() > deadline => return Err(RelayError::Config(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}

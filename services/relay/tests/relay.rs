@@ -1,0 +1,284 @@
+//! The relay against real PostgreSQL, a real payments instance and the mock Kafka cluster
+//! over TCP: exactly one message per acknowledged mutation, several relays on one shard, and
+//! the seeds' broker-outage scenario.
+
+use std::collections::HashMap;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use paymesh_core::ShardId;
+use paymesh_core::config::MeshConfig;
+use paymesh_kafka::local::LocalBroker;
+use paymesh_kafka::topics::EVENT_TOPICS;
+use paymesh_proto::payments::v1 as pb;
+use paymesh_proto::payments::v1::payments_client::PaymentsClient;
+use paymesh_relay::Relay;
+use paymesh_testkit::PgServer;
+use rdkafka::Message;
+use rdkafka::consumer::{Consumer, StreamConsumer};
+use rdkafka::message::Headers;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+struct Setup {
+    config: MeshConfig,
+    client: PaymentsClient<tonic::transport::Channel>,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    db_url: String,
+}
+
+/// One shard with one payments instance, and a relay config pointing at `bootstrap`.
+async fn setup(bootstrap: &str, breaker: &str) -> Setup {
+    let pg = PgServer::shared().expect("postgres");
+    let db_url = pg.url(&pg.fresh_database("relay").expect("createdb"));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let text = format!(
+        r#"[[shards]]
+id = 0
+database_url = "{db_url}"
+[payments]
+health_check_interval = "100ms"
+[[payments.instances]]
+name = "p0"
+shard = 0
+listen = "{addr}"
+[kafka]
+bootstrap = "{bootstrap}"
+message_timeout = "1s"
+[relay]
+batch_size = 50
+poll_interval = "50ms"
+max_retries = 20
+retry_interval = "100ms"
+{breaker}
+[[relay.instances]]
+name = "r0"
+shard = 0
+status_listen = "127.0.0.1:0"
+"#
+    );
+    let config = MeshConfig::parse(Path::new("relay-test.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}"));
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let cfg = config.clone();
+    tokio::spawn(async move {
+        paymesh_payments::serve(listener, &cfg, "p0", async move {
+            let _ = rx.await;
+        })
+        .await
+    });
+    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}")).expect("uri").connect().await.expect("connect");
+    Setup { config, client: PaymentsClient::new(channel), stop: Some(tx), db_url }
+}
+
+fn key(prefix: &str, i: usize) -> String {
+    format!("{prefix}-{i}-{}", std::process::id())
+}
+
+/// Authorizes, captures and refunds twice: four events per payment.
+async fn flow(c: &mut PaymentsClient<tonic::transport::Channel>, tag: &str, i: usize) -> String {
+    let p = c
+        .authorize(pb::AuthorizeRequest {
+            merchant_id: format!("m{i}"),
+            amount: 1_000,
+            currency: "USD".into(),
+            idempotency_key: key(&format!("{tag}a"), i),
+        })
+        .await
+        .expect("authorize")
+        .into_inner();
+    c.capture(pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key(&format!("{tag}c"), i) })
+        .await
+        .expect("capture");
+    for r in 0..2 {
+        c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(100), idempotency_key: key(&format!("{tag}r{r}"), i) })
+            .await
+            .expect("refund");
+    }
+    p.payment_id
+}
+
+/// A message as seen by a consumer.
+#[derive(Debug, Clone)]
+struct Seen {
+    topic: String,
+    partition: i32,
+    offset: i64,
+    key: String,
+    event_id: String,
+}
+
+/// Reads every event topic from the start until `want` messages arrived.
+async fn consume_all(bootstrap: &str, want: usize) -> Vec<Seen> {
+    let group = format!("test-{}", uuid_like());
+    let consumer: StreamConsumer = paymesh_kafka::client::consumer(bootstrap, &group, "test").expect("consumer");
+    consumer.subscribe(&EVENT_TOPICS).expect("subscribe");
+    let mut seen = Vec::new();
+    let start = Instant::now();
+    while seen.len() < want {
+        assert!(start.elapsed() < DEADLINE, "only {} of {want} messages arrived", seen.len());
+        match tokio::time::timeout(Duration::from_secs(1), consumer.recv()).await {
+            Ok(Ok(m)) => {
+                let event_id = m
+                    .headers()
+                    .and_then(|h| {
+                        h.iter().find(|h| h.key == "event-id").and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned()))
+                    })
+                    .unwrap_or_default();
+                seen.push(Seen {
+                    topic: m.topic().to_owned(),
+                    partition: m.partition(),
+                    offset: m.offset(),
+                    key: m.key().map(|k| String::from_utf8_lossy(k).into_owned()).unwrap_or_default(),
+                    event_id,
+                });
+            }
+            Ok(Err(e)) => panic!("consumer error: {e}"),
+            Err(_) => {}
+        }
+    }
+    // Anything extra would be a duplicate: give it a moment to show up.
+    if let Ok(Ok(m)) = tokio::time::timeout(Duration::from_millis(500), consumer.recv()).await {
+        panic!("an unexpected extra message on {}", m.topic());
+    }
+    seen
+}
+
+fn uuid_like() -> u128 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
+}
+
+async fn outbox(db_url: &str) -> Vec<(i64, String, String, String, bool)> {
+    let (c, conn) = tokio_postgres::connect(db_url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    c.query("SELECT id, event_id::text, aggregate_id, event_type, published FROM outbox_event ORDER BY id", &[])
+        .await
+        .expect("outbox")
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4)))
+        .collect()
+}
+
+async fn drain(relays: &[Arc<Relay>], db_url: &str) {
+    let start = Instant::now();
+    loop {
+        let ticks = futures_util::future::join_all(relays.iter().map(|r| r.tick())).await;
+        for t in &ticks {
+            t.as_ref().expect("tick");
+        }
+        if outbox(db_url).await.iter().all(|r| r.4) {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "the outbox never drained");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_mutation_is_published_once_in_order_even_with_several_relays() {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
+    let mut s = setup(&broker.bootstrap(), "").await;
+    let mut ids = Vec::new();
+    for i in 0..15 {
+        ids.push(flow(&mut s.client, "once", i).await);
+    }
+    let mut relays = Vec::new();
+    for i in 0..3 {
+        relays.push(Arc::new(Relay::connect(&s.config, ShardId(0), &format!("r{i}")).await.expect("relay")));
+    }
+    drain(&relays, &s.db_url).await;
+
+    let rows = outbox(&s.db_url).await;
+    assert_eq!(rows.len(), 15 * 4);
+    let seen = consume_all(&broker.bootstrap(), rows.len()).await;
+    let mut by_event: HashMap<&str, usize> = HashMap::new();
+    for m in &seen {
+        *by_event.entry(m.event_id.as_str()).or_default() += 1;
+    }
+    for (_, event_id, aggregate, event_type, _) in &rows {
+        assert_eq!(by_event.get(event_id.as_str()), Some(&1), "event {event_id} published once");
+        let m = seen.iter().find(|m| &m.event_id == event_id).expect("seen");
+        assert_eq!((&m.topic, &m.key), (event_type, aggregate), "on its topic, keyed by payment id");
+    }
+    // Order per payment: a payment's two refunds sit in one partition in outbox order.
+    for id in &ids {
+        let refunds: Vec<&Seen> = rows
+            .iter()
+            .filter(|r| &r.2 == id && r.3 == "payment.refunded")
+            .map(|r| seen.iter().find(|m| m.event_id == r.1).expect("seen"))
+            .collect();
+        assert_eq!(refunds.len(), 2);
+        assert_eq!(refunds[0].partition, refunds[1].partition);
+        assert!(refunds[0].offset < refunds[1].offset, "refunds of {id} out of order");
+    }
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// The seeds' scenario: warm-up, broker down (intake keeps answering, the publisher's
+/// breaker opens), broker back (half-open, closed), every event published exactly once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn broker_outage_scenario() {
+    let broker = LocalBroker::start(3, 6, 3).expect("mock cluster");
+    let breaker = "[relay.breaker]\nminimum_calls = 5\nwait_in_open = \"1s\"\nhalf_open_calls = 3\nslow_call_duration = \"5s\"\n";
+    let mut s = setup(&broker.bootstrap(), breaker).await;
+    let relay = Arc::new(Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay"));
+
+    // 1. Warm-up: events flow.
+    for i in 0..5 {
+        flow(&mut s.client, "warm", i).await;
+    }
+    drain(std::slice::from_ref(&relay), &s.db_url).await;
+    assert_eq!(relay.breaker_snapshot().state.as_str(), "closed");
+
+    // 2. Broker down: intake keeps succeeding; publishing fails and the breaker opens.
+    broker.down().expect("down");
+    for i in 0..10 {
+        flow(&mut s.client, "down", i).await;
+    }
+    let start = Instant::now();
+    while relay.breaker_snapshot().state.as_str() != "open" {
+        relay.tick().await.expect("tick");
+        assert!(start.elapsed() < DEADLINE, "the publisher's breaker never opened");
+    }
+    let pending = outbox(&s.db_url).await.iter().filter(|r| !r.4).count();
+    assert!(pending > 0, "events wait in the outbox while the broker is down");
+    // While open, ticks refuse without trying.
+    let before = relay.breaker_snapshot().not_permitted_calls;
+    let t = relay.tick().await.expect("tick");
+    if t.claimed > 0 {
+        assert_eq!((t.published, t.failed), (0, 0), "an open breaker publishes nothing: {t:?}");
+        assert!(relay.breaker_snapshot().not_permitted_calls > before);
+    }
+
+    // 3. Broker back: half-open trials succeed, the breaker closes, the backlog drains.
+    broker.up().expect("up");
+    let start = Instant::now();
+    let mut states = Vec::new();
+    loop {
+        relay.tick().await.expect("tick");
+        let st = relay.breaker_snapshot().state.as_str().to_owned();
+        if states.last() != Some(&st) {
+            states.push(st.clone());
+        }
+        if st == "closed" && outbox(&s.db_url).await.iter().all(|r| r.4) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "never recovered: {states:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(states.contains(&"closed".to_owned()));
+
+    // 4. Every event exactly once.
+    let rows = outbox(&s.db_url).await;
+    assert_eq!(rows.len(), 15 * 4);
+    let seen = consume_all(&broker.bootstrap(), rows.len()).await;
+    let mut ids: Vec<&str> = seen.iter().map(|m| m.event_id.as_str()).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    assert_eq!(ids.len(), rows.len(), "no event lost or duplicated");
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
