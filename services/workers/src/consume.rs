@@ -1,0 +1,257 @@
+//! The consume loop every worker shares.
+//!
+//! For each message: decode it and apply it in one transaction that first records
+//! `(worker kind, event id)` in `processed_events`; if that row already exists the event was
+//! applied before (a redelivery after a crash, or a duplicate publish) and the transaction
+//! does nothing else. Only after the commit is the Kafka offset committed, so a crash at any
+//! point replays at most the messages whose offsets were not committed, and the dedupe row
+//! makes the replay harmless: every event is applied exactly once.
+//!
+//! A message that fails `max_attempts` times (it cannot be decoded, or applying it keeps
+//! failing) is published to the worker's DLQ with the error, its offset is committed, and the
+//! partition moves on.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use paymesh_core::config::{MeshConfig, WorkerKind};
+use paymesh_kafka::event::{self, Event};
+use paymesh_kafka::topics::{self, headers};
+use rdkafka::Message;
+use rdkafka::consumer::{CommitMode, Consumer, StreamConsumer};
+use rdkafka::message::{BorrowedMessage, Header, OwnedHeaders};
+use rdkafka::producer::{FutureProducer, FutureRecord};
+use rdkafka::util::Timeout;
+
+use crate::{db, ledger, settlement, view};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    #[error("{0}")]
+    Config(String),
+    #[error("database: {0}")]
+    Database(String),
+    #[error("kafka: {0}")]
+    Kafka(String),
+}
+
+/// One worker process (or in-process instance).
+pub struct Worker {
+    pub kind: WorkerKind,
+    pub name: String,
+    pool: deadpool_postgres::Pool,
+    consumer: StreamConsumer,
+    dlq: FutureProducer,
+    max_attempts: u32,
+    /// Events applied by this instance (not counting skipped duplicates).
+    pub applied: AtomicU64,
+    pub duplicates: AtomicU64,
+    pub dead_lettered: AtomicU64,
+}
+
+impl std::fmt::Debug for Worker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Worker").field("kind", &self.kind).field("name", &self.name).finish()
+    }
+}
+
+impl Worker {
+    /// Connects to the workers' database (applying migrations) and joins the kind's
+    /// consumer group.
+    pub async fn connect(config: &MeshConfig, kind: WorkerKind, name: &str, bootstrap: &str) -> Result<Self, WorkerError> {
+        let w = config.workers.as_ref().ok_or_else(|| WorkerError::Config("the mesh config has no [workers] section".into()))?;
+        let kafka = config.kafka.as_ref().ok_or_else(|| WorkerError::Config("the mesh config has no [kafka] section".into()))?;
+        let pool = db::pool(&w.database, &format!("paymesh-{}", kind.as_str())).map_err(WorkerError::Config)?;
+        db::migrate(&pool).await.map_err(WorkerError::Database)?;
+        let consumer = paymesh_kafka::client::consumer(bootstrap, kind.as_str(), name).map_err(|e| WorkerError::Kafka(e.to_string()))?;
+        consumer.subscribe(&topics::EVENT_TOPICS).map_err(|e| WorkerError::Kafka(e.to_string()))?;
+        let dlq = paymesh_kafka::client::producer(bootstrap, kafka.message_timeout).map_err(|e| WorkerError::Kafka(e.to_string()))?;
+        Ok(Self {
+            kind,
+            name: name.to_owned(),
+            pool,
+            consumer,
+            dlq,
+            max_attempts: w.max_attempts,
+            applied: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            dead_lettered: AtomicU64::new(0),
+        })
+    }
+
+    pub fn pool(&self) -> &deadpool_postgres::Pool {
+        &self.pool
+    }
+
+    /// Consumes until `shutdown` resolves.
+    pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        loop {
+            let msg = tokio::select! {
+                m = self.consumer.recv() => m,
+                () = &mut shutdown => return,
+            };
+            match msg {
+                Ok(m) => self.handle(&m).await,
+                Err(e) => {
+                    tracing::warn!(worker = %self.name, error = %e, "consumer error");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            }
+        }
+    }
+
+    async fn handle(&self, m: &BorrowedMessage<'_>) {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.process(m).await {
+                Ok(()) => break,
+                Err(e) if attempt < self.max_attempts => {
+                    tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), attempt, error = %e, "applying failed; retrying");
+                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                }
+                Err(e) => {
+                    if let Err(d) = self.dead_letter(m, &e).await {
+                        // Without a DLQ write the message must not be skipped: retry it later.
+                        tracing::error!(worker = %self.name, error = %d, "cannot write to the DLQ; will retry the message");
+                        tokio::time::sleep(Duration::from_millis(500)).await;
+                        attempt = 0;
+                        continue;
+                    }
+                    break;
+                }
+            }
+        }
+        // Only now: the effect is committed (or dead-lettered).
+        if let Err(e) = self.consumer.commit_message(m, CommitMode::Sync) {
+            tracing::warn!(worker = %self.name, error = %e, "offset commit failed; the message may be redelivered (and skipped as a duplicate)");
+        }
+    }
+
+    /// Decodes and applies one message exactly once.
+    async fn process(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
+        let e: Event = event::decode(m.topic(), m.payload().unwrap_or_default()).map_err(|e| e.to_string())?;
+        let event_id = uuid::Uuid::parse_str(&e.event_id).map_err(|_| format!("event id '{}' is not a UUID", e.event_id))?;
+        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
+        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+        let fresh = tx
+            .execute(
+                "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
+                &[&self.kind.as_str(), &event_id],
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+        if fresh == 0 {
+            self.duplicates.fetch_add(1, Ordering::Relaxed);
+            return tx.commit().await.map_err(|e| e.to_string());
+        }
+        let applied = match self.kind {
+            WorkerKind::Ledger => ledger::apply(&tx, event_id, &e).await,
+            WorkerKind::Settlement => settlement::apply(&tx, &e).await,
+            WorkerKind::View => view::apply(&tx, &e).await,
+        };
+        applied.map_err(|e| e.to_string())?;
+        tx.commit().await.map_err(|e| e.to_string())?;
+        self.applied.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    async fn dead_letter(&self, m: &BorrowedMessage<'_>, error: &str) -> Result<(), String> {
+        let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
+        let hdrs = OwnedHeaders::new()
+            .insert(Header { key: headers::ERROR, value: Some(error) })
+            .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
+        let topic = topics::worker_dlq(self.kind.as_str());
+        let mut record = FutureRecord::to(&topic).payload(m.payload().unwrap_or_default()).headers(hdrs);
+        if let Some(k) = m.key() {
+            record = record.key(k);
+        }
+        self.dlq.send(record, Timeout::After(Duration::from_secs(10))).await.map_err(|(e, _)| e.to_string())?;
+        self.dead_lettered.fetch_add(1, Ordering::Relaxed);
+        tracing::error!(worker = %self.name, %origin, %error, "message sent to the DLQ");
+        Ok(())
+    }
+}
+
+/// Runs worker instance `name` of `config` until `shutdown` resolves.
+pub async fn run(config: &MeshConfig, name: &str, shutdown: impl std::future::Future<Output = ()>) -> Result<(), WorkerError> {
+    let w = config.workers.as_ref().ok_or_else(|| WorkerError::Config("the mesh config has no [workers] section".into()))?;
+    let inst = w
+        .instances
+        .iter()
+        .find(|i| i.name == name)
+        .ok_or_else(|| WorkerError::Config(format!("no [[workers.instances]] is named '{name}'")))?;
+    let kafka = config.kafka.as_ref().ok_or_else(|| WorkerError::Config("no [kafka] section".into()))?;
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let bootstrap = loop {
+        match kafka.bootstrap.resolve() {
+            Ok(b) => break b,
+            Err(e) if std::time::Instant::now() > deadline => return Err(WorkerError::Config(e)),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    };
+    let worker = Arc::new(Worker::connect(config, inst.kind, name, &bootstrap).await?);
+    let listener = tokio::net::TcpListener::bind(inst.status_listen)
+        .await
+        .map_err(|e| WorkerError::Config(format!("cannot listen on {}: {e}", inst.status_listen)))?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let status = tokio::spawn(status(listener, worker.clone(), stop_rx.clone()));
+    if inst.kind == WorkerKind::Settlement {
+        tokio::spawn(close_batches(worker.clone(), stop_rx.clone()));
+    }
+    tracing::info!(worker = name, kind = inst.kind.as_str(), "worker running");
+    worker.run(shutdown).await;
+    let _ = stop_tx.send(true);
+    let _ = status.await;
+    tracing::info!(worker = name, "worker stopped");
+    Ok(())
+}
+
+/// Closes the batches of finished days, once a minute.
+async fn close_batches(worker: Arc<Worker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        if let Ok(c) = worker.pool.get().await {
+            match settlement::close_past_days(&c).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(closed = n, "settlement batches closed"),
+                Err(e) => tracing::warn!(error = %e, "cannot close settlement batches"),
+            }
+        }
+        tokio::select! {
+            _ = stop.changed() => return,
+            () = tokio::time::sleep(Duration::from_secs(60)) => {}
+        }
+    }
+}
+
+async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    use paymesh_core::status::{Reply, serve};
+    serve(
+        listener,
+        move |path| {
+            let w = worker.clone();
+            async move {
+                let (applied, dup, dead) = (w.applied.load(Ordering::Relaxed), w.duplicates.load(Ordering::Relaxed), w.dead_lettered.load(Ordering::Relaxed));
+                let kind = w.kind.as_str();
+                match path.as_str() {
+                    "/status" => Reply::json(format!("{{\"worker\":\"{}\",\"kind\":\"{kind}\",\"applied\":{applied},\"duplicates\":{dup},\"dead_lettered\":{dead}}}", w.name)),
+                    "/metrics" => {
+                        let l = format!("worker=\"{}\",kind=\"{kind}\"", w.name);
+                        Reply::metrics(format!(
+                            "# HELP paymesh_worker_applied_total Events applied.\n# TYPE paymesh_worker_applied_total counter\npaymesh_worker_applied_total{{{l}}} {applied}\n\
+                             # HELP paymesh_worker_duplicates_total Redelivered events skipped by the dedupe record.\n# TYPE paymesh_worker_duplicates_total counter\npaymesh_worker_duplicates_total{{{l}}} {dup}\n\
+                             # HELP paymesh_worker_dlq_total Messages sent to the DLQ.\n# TYPE paymesh_worker_dlq_total counter\npaymesh_worker_dlq_total{{{l}}} {dead}\n"
+                        ))
+                    }
+                    _ => Reply::not_found(&path, "/status, /metrics"),
+                }
+            }
+        },
+        async move {
+            let _ = stop.changed().await;
+        },
+    )
+    .await;
+}
