@@ -3,12 +3,12 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["payments/v1/payments.proto", "payments/v1/events.proto"];
+const PROTOS: &[&str] = &["payments/v1/payments.proto", "payments/v1/events.proto", "query/v1/query.proto"];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);
     let out = PathBuf::from(std::env::var("OUT_DIR")?);
-    for dir in ["payments", "google"] {
+    for dir in ["payments", "query", "google"] {
         println!("cargo:rerun-if-changed={}", root.join(dir).display());
     }
 

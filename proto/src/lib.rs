@@ -2,6 +2,7 @@
 //! processes; everything here is generated from them at build time.
 //!
 //! - [`payments::v1`]: the `Payments` service, its messages and the outbox events.
+//! - [`query::v1`]: `MerchantQueries`, cross-shard reads from the workers' models.
 //! - [`FILE_DESCRIPTOR_SET`]: every file of the contract with its imports and options
 //!   (including `google.api.http`), for server reflection and the edge's transcoder.
 
@@ -13,6 +14,16 @@ pub mod google {
     pub mod api {
         #![allow(missing_debug_implementations, clippy::all)]
         include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
+    }
+}
+
+/// Cross-shard queries over the workers' models.
+pub mod query {
+    pub mod v1 {
+        #![allow(missing_debug_implementations, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/query.v1.rs"));
+
+        pub const SERVICE_NAME: &str = "query.v1.MerchantQueries";
     }
 }
 
