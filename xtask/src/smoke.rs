@@ -30,6 +30,16 @@ fn smoke_config() -> Result<String, String> {
         text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 4\n\n", port()?);
     }
     text += "[payments]\nshutdown_grace = \"5s\"\n\n";
+    text += &format!("[workers]\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh_workers\"\n", port()?);
+    for (name, kind) in [("ledger-1", "ledger"), ("view-1", "view")] {
+        text += &format!("[[workers.instances]]\nname = \"{name}\"\nkind = \"{kind}\"\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
+    }
+    text += "[kafka]\nbootstrap = \"file:kafka.bootstrap\"\n[relay]\npoll_interval = \"50ms\"\n";
+    for s in 0..2 {
+        text += &format!("[[relay.instances]]\nname = \"relay-{s}\"\nshard = {s}\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
+    }
+    let query = port()?;
+    text += &format!("[query]\n[[query.instances]]\nname = \"query-1\"\nlisten = \"127.0.0.1:{query}\"\n\n");
     for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
         text += &format!("[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\n\n", i / 2, port()?);
     }
@@ -46,6 +56,14 @@ payments_instances = true
 service = "payments.v1.Payments"
 cluster = "payments"
 shard_keys = [{{ field = "merchant_id", kind = "merchant", header = "x-merchant-id" }}, {{ field = "payment_id", kind = "sharded_id" }}]
+
+[[edge.clusters]]
+name = "query"
+endpoints = [{{ address = "127.0.0.1:{query}" }}]
+
+[[edge.routes]]
+service = "query.v1.MerchantQueries"
+cluster = "query"
 
 [[edge.routes]]
 service = "grpc.reflection.v1alpha.ServerReflection"
@@ -100,6 +118,20 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
     let (status, _) = http(edge.admin_listen, "GET", "/clusters", None).await?;
     if status != 200 {
         return Err(format!("admin /clusters answered {status}"));
+    }
+
+    // The event pipeline: relay -> Kafka -> ledger and view -> query, through the edge.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let (status, balance) = http(edge.listen, "GET", &format!("/api/merchants/{merchant}/balance"), None).await?;
+        let (_, list) = http(edge.listen, "GET", &format!("/api/merchants/{merchant}/payments"), None).await?;
+        if status == 200 && balance.contains("\"balance\":\"50000\"") && list.contains("PAYMENT_STATUS_CAPTURED") {
+            break;
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("the pipeline never reflected the capture: balance {status} {balance}; payments {list}"));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
     // Straight at an instance of the wrong shard: refused, naming the shard.

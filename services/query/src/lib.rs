@@ -54,7 +54,9 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
             0 => DEFAULT_PAGE,
             n if (1..=MAX_PAGE).contains(&n) => n,
             n => {
-                return Err(Status::invalid_argument(format!("page_size: {n} is out of range; use 1 to {MAX_PAGE} (0 for {DEFAULT_PAGE})")));
+                return Err(Status::invalid_argument(format!(
+                    "page_size: {n} is out of range; use 1 to {MAX_PAGE} (0 for {DEFAULT_PAGE})"
+                )));
             }
         };
         let (after_us, after_id) = if r.page_token.is_empty() { (i64::MAX, String::new()) } else { decode_token(&r.page_token)? };

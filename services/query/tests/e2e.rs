@@ -116,22 +116,29 @@ cluster = "query"
             let _ = rx.changed().await;
         }
     };
+    let mut parts: Vec<(&str, tokio::task::JoinHandle<Result<(), String>>)> = Vec::new();
     for name in ["p0", "p1"] {
         let (cfg, s) = (config.clone(), stop());
-        tokio::spawn(async move { paymesh_payments::run(&cfg, name, s).await });
+        parts.push((name, tokio::spawn(async move { paymesh_payments::run(&cfg, name, s).await.map_err(|e| e.to_string()) })));
     }
     for name in ["r0", "r1"] {
         let (cfg, s) = (config.clone(), stop());
-        tokio::spawn(async move { paymesh_relay::run(&cfg, name, s).await });
+        parts.push((name, tokio::spawn(async move { paymesh_relay::run(&cfg, name, s).await.map_err(|e| e.to_string()) })));
     }
     for name in ["ledger-1", "view-1"] {
         let (cfg, s) = (config.clone(), stop());
-        tokio::spawn(async move { paymesh_workers::run(&cfg, name, s).await });
+        parts.push((name, tokio::spawn(async move { paymesh_workers::run(&cfg, name, s).await.map_err(|e| e.to_string()) })));
     }
     {
         let (cfg, s) = (config.clone(), stop());
-        tokio::spawn(async move { paymesh_query::run(&cfg, "q1", s).await });
+        parts.push(("q1", tokio::spawn(async move { paymesh_query::run(&cfg, "q1", s).await })));
     }
+    // A component that stops early has failed: say which, instead of timing out later.
+    let check = |parts: &Vec<(&str, tokio::task::JoinHandle<Result<(), String>>)>| {
+        for (name, h) in parts {
+            assert!(!h.is_finished(), "{name} stopped early");
+        }
+    };
     let state = paymesh_edge::prepare(&config).expect("edge config");
     let (edge_stop, shutdown) = paymesh_edge::ShutdownOnSignal::new();
     let edge_thread = std::thread::spawn(move || paymesh_edge::run(state, Box::new(shutdown)).expect("edge"));
@@ -171,6 +178,7 @@ cluster = "query"
         if st == 200 && statuses == ["PAYMENT_STATUS_VOIDED", "PAYMENT_STATUS_CAPTURED", "PAYMENT_STATUS_PARTIALLY_REFUNDED"] {
             break v;
         }
+        check(&parts);
         assert!(start.elapsed() < DEADLINE, "the view never showed the final states: {st} {v}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     };
@@ -197,11 +205,15 @@ cluster = "query"
         if st == 200 && b["balances"] == json!([{"currency": "KRW", "balance": "1300"}]) {
             break;
         }
+        check(&parts);
         assert!(start.elapsed() < DEADLINE, "the balance never became 1300: {st} {b}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
 
     let _ = stop_tx.send(true);
+    for (name, h) in parts {
+        h.await.expect("join").unwrap_or_else(|e| panic!("{name} failed: {e}"));
+    }
     let _ = edge_stop.send(());
     tokio::task::spawn_blocking(move || edge_thread.join()).await.expect("join").expect("edge");
 }

@@ -74,24 +74,22 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<deadpool_postgres:
     deadpool_postgres::Pool::builder(manager).max_size(db.pool_size).build().map_err(|e| e.to_string())
 }
 
-/// Applies every migration the database lacks (safe with several workers starting at once).
+/// Applies every migration the database lacks. Everything happens under one advisory lock,
+/// so workers and query services starting together against a fresh database do not race.
 pub async fn migrate(pool: &deadpool_postgres::Pool) -> Result<(), String> {
     let mut client = pool.get().await.map_err(|e| e.to_string())?;
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS worker_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .or_else(|e| if e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION) { Ok(()) } else { Err(e) })
-        .map_err(|e| e.to_string())?;
+    let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| e.to_string())?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS worker_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await
+    .map_err(|e| e.to_string())?;
     for (version, sql) in MIGRATIONS {
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await.map_err(|e| e.to_string())?;
         if tx.query_opt("SELECT 1 FROM worker_migrations WHERE version = $1", &[version]).await.map_err(|e| e.to_string())?.is_none() {
             tx.batch_execute(sql).await.map_err(|e| e.to_string())?;
             tx.execute("INSERT INTO worker_migrations (version) VALUES ($1)", &[version]).await.map_err(|e| e.to_string())?;
         }
-        tx.commit().await.map_err(|e| e.to_string())?;
     }
-    Ok(())
+    tx.commit().await.map_err(|e| e.to_string())
 }

@@ -91,30 +91,23 @@ CREATE TRIGGER outbox_event_notify AFTER INSERT ON outbox_event
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_event_notify();
 ";
 
-/// Applies every migration the database lacks. Returns how many were applied.
+/// Applies every migration the database lacks, all under one advisory lock so several
+/// instances starting at once against a fresh shard do not race. Returns how many were applied.
 pub async fn migrate(client: &mut Client) -> Result<usize, tokio_postgres::Error> {
-    client
-        .batch_execute(
-            "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-        )
-        .await
-        .or_else(|e| if is_unique_violation(&e) { Ok(()) } else { Err(e) })?;
+    let tx = client.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS schema_migrations (version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
     let mut applied = 0;
     for (version, sql) in MIGRATIONS {
-        let tx = client.transaction().await?;
-        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK]).await?;
-        let done = tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_some();
-        if !done {
+        if tx.query_opt("SELECT 1 FROM schema_migrations WHERE version = $1", &[version]).await?.is_none() {
             tx.batch_execute(sql).await?;
             tx.execute("INSERT INTO schema_migrations (version) VALUES ($1)", &[version]).await?;
             applied += 1;
         }
-        tx.commit().await?;
     }
+    tx.commit().await?;
     Ok(applied)
-}
-
-/// Two instances racing `CREATE TABLE IF NOT EXISTS` can collide on the catalog's unique index.
-fn is_unique_violation(e: &tokio_postgres::Error) -> bool {
-    e.code() == Some(&tokio_postgres::error::SqlState::UNIQUE_VIOLATION)
 }
