@@ -145,7 +145,7 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
         return Err(format!("a wrong-shard Authorize should fail with FailedPrecondition, got: {text}"));
     }
     println!(
-        "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin; direct: describe, wrong shard: all as expected"
+        "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin, the pipeline (balance and payments via query); direct: describe, wrong shard: all as expected"
     );
     Ok(())
 }
