@@ -217,7 +217,7 @@ impl Relay {
         }
         if !published.is_empty() {
             tx.execute(
-                "UPDATE outbox_event SET published = true, published_at = now(), last_error = NULL WHERE id = ANY($1)",
+                "UPDATE outbox_event SET published = true, published_at = clock_timestamp(), last_error = NULL WHERE id = ANY($1)",
                 &[&published],
             )
             .await?;
