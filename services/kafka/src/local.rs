@@ -42,6 +42,12 @@ impl LocalBroker {
         (1..=self.brokers).try_for_each(|id| self.cluster.broker_down(id))
     }
 
+    /// Makes every produce to `topic` fail with a non-retriable error (for tests of the
+    /// relay's retries and DLQ).
+    pub fn fail_topic(&self, topic: &str) -> KafkaResult<()> {
+        self.cluster.topic_error(topic, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_TOPIC_AUTHORIZATION_FAILED)
+    }
+
     pub fn up(&self) -> KafkaResult<()> {
         (1..=self.brokers).try_for_each(|id| self.cluster.broker_up(id))
     }

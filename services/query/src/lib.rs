@@ -30,7 +30,7 @@ fn decode_token(t: &str) -> Result<(i64, String), Status> {
     let bad = || {
         Status::invalid_argument("page_token: is not a token this service issued; pass next_page_token from the previous page, or nothing")
     };
-    if t.len() % 2 != 0 {
+    if !t.len().is_multiple_of(2) {
         return Err(bad());
     }
     let bytes: Vec<u8> =

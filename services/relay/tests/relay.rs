@@ -50,8 +50,8 @@ message_timeout = "1s"
 [relay]
 batch_size = 50
 poll_interval = "50ms"
-max_retries = 20
-retry_interval = "100ms"
+max_retries = 3
+retry_interval = "10ms"
 {breaker}
 [[relay.instances]]
 name = "r0"
@@ -278,6 +278,61 @@ async fn broker_outage_scenario() {
     ids.sort_unstable();
     ids.dedup();
     assert_eq!(ids.len(), rows.len(), "no event lost or duplicated");
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// An event that can never be published is retried `max_retries` times, then goes to the DLQ
+/// and is marked dead; it never blocks the others and is never silently dropped.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_event_that_keeps_failing_goes_to_the_dlq_and_is_marked_dead() {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
+    let cfg = "[relay.breaker]\nenabled = false\n";
+    let mut s = setup(&broker.bootstrap(), cfg).await;
+    flow(&mut s.client, "dlq", 0).await;
+    // A row for a topic the broker refuses: an event kind that would be a bug upstream.
+    broker.fail_topic("payment.poison").expect("topic error");
+    let (c, conn) = tokio_postgres::connect(&s.db_url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    c.execute(
+        "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload) VALUES (gen_random_uuid(), 'payment', 'pay_0_poison', 'payment.poison', '\\x00')",
+        &[],
+    )
+    .await
+    .expect("insert");
+    let relay = Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay");
+    let start = Instant::now();
+    loop {
+        relay.tick().await.expect("tick");
+        let row = c
+            .query_one(
+                "SELECT dead, published, retry_count, last_error IS NOT NULL FROM outbox_event WHERE event_type = 'payment.poison'",
+                &[],
+            )
+            .await
+            .expect("row");
+        if row.get::<_, bool>(0) {
+            assert!(!row.get::<_, bool>(1));
+            assert_eq!(row.get::<_, i32>(2), 3, "max_retries attempts");
+            assert!(row.get::<_, bool>(3), "the error is kept");
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the poison event never reached the DLQ");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let published: i64 = c.query_one("SELECT count(*) FROM outbox_event WHERE published", &[]).await.expect("count").get(0);
+    assert_eq!(published, 4, "the payment's own events were published meanwhile");
+
+    let consumer: StreamConsumer = paymesh_kafka::client::consumer(&broker.bootstrap(), "dlq-test", "t").expect("consumer");
+    consumer.subscribe(&["payment.dlq"]).expect("subscribe");
+    let m = tokio::time::timeout(DEADLINE, consumer.recv()).await.expect("a DLQ message").expect("message");
+    assert_eq!(m.key(), Some(b"pay_0_poison".as_slice()));
+    let header = |k: &str| {
+        m.headers().and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+    };
+    assert_eq!(header("event-type").as_deref(), Some("payment.poison"));
+    assert!(header("dlq-error").is_some_and(|e| !e.is_empty()));
     if let Some(tx) = s.stop.take() {
         let _ = tx.send(());
     }

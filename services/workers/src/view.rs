@@ -8,7 +8,7 @@ use tokio_postgres::Transaction;
 pub async fn apply(tx: &Transaction<'_>, e: &Event) -> Result<(), tokio_postgres::Error> {
     let p = &e.payment;
     let shard = paymesh_core::ids::shard_of(&p.payment_id).map(|s| s.0 as i32).unwrap_or(-1);
-    let ts = |t: &Option<prost_types::Timestamp>| t.clone().and_then(|t| std::time::SystemTime::try_from(t).ok()).unwrap_or(e.occurred_at);
+    let ts = |t: &Option<prost_types::Timestamp>| (*t).and_then(|t| std::time::SystemTime::try_from(t).ok()).unwrap_or(e.occurred_at);
     let (created, updated) = (ts(&p.created_at), ts(&p.updated_at));
     tx.execute(
         "INSERT INTO payments_view (payment_id, merchant_id, shard, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at)
