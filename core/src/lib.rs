@@ -9,6 +9,7 @@
 //! - [`shutdown`] and [`telemetry`]: process plumbing.
 
 pub mod breaker;
+pub mod cli;
 pub mod config;
 pub mod duration;
 pub mod ids;

@@ -1,46 +1,7 @@
 //! `relay --instance NAME [--config FILE]`: publishes one shard's outbox to Kafka.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
-    let mut instance = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--config", Some(v)) => config = PathBuf::from(v),
-            ("--instance", Some(v)) => instance = Some(v),
-            _ => {
-                eprintln!("usage: relay --instance NAME [--config FILE]");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let Some(instance) = instance else {
-        eprintln!("relay: --instance is required\nusage: relay --instance NAME [--config FILE]");
-        return ExitCode::from(2);
-    };
-    paymesh_core::telemetry::init("relay");
-    let cfg = match paymesh_core::config::MeshConfig::load(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(paymesh_relay::run(&cfg, &instance, paymesh_core::shutdown::signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("relay: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    paymesh_core::cli::run_instance("relay", |config, instance| async move {
+        paymesh_relay::run(&config, &instance, paymesh_core::shutdown::signal()).await
+    })
 }

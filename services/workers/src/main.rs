@@ -1,46 +1,7 @@
 //! `worker --instance NAME [--config FILE]`: runs one ledger, settlement or view worker.
 
-use std::path::PathBuf;
-use std::process::ExitCode;
-
-fn main() -> ExitCode {
-    let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
-    let mut instance = None;
-    let mut args = std::env::args().skip(1);
-    while let Some(a) = args.next() {
-        match (a.as_str(), args.next()) {
-            ("--config", Some(v)) => config = PathBuf::from(v),
-            ("--instance", Some(v)) => instance = Some(v),
-            _ => {
-                eprintln!("usage: worker --instance NAME [--config FILE]");
-                return ExitCode::from(2);
-            }
-        }
-    }
-    let Some(instance) = instance else {
-        eprintln!("worker: --instance is required\nusage: worker --instance NAME [--config FILE]");
-        return ExitCode::from(2);
-    };
-    paymesh_core::telemetry::init("worker");
-    let cfg = match paymesh_core::config::MeshConfig::load(&config) {
-        Ok(c) => c,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            return ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Runtime::new() {
-        Ok(r) => r,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            return ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(paymesh_workers::run(&cfg, &instance, paymesh_core::shutdown::signal())) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("worker: {e}");
-            ExitCode::FAILURE
-        }
-    }
+fn main() -> std::process::ExitCode {
+    paymesh_core::cli::run_instance("worker", |config, instance| async move {
+        paymesh_workers::run(&config, &instance, paymesh_core::shutdown::signal()).await
+    })
 }
