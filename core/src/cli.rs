@@ -41,7 +41,6 @@ where
         eprintln!("{program}: --instance is required\n{usage}");
         return ExitCode::from(2);
     };
-    crate::telemetry::init(program);
     let config = match MeshConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -56,7 +55,11 @@ where
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(config, instance)) {
+    let outcome = runtime.block_on(async {
+        let _telemetry = crate::telemetry::init(program);
+        run(config, instance).await
+    });
+    match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             tracing::error!(error = %e, "{program} failed");

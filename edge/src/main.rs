@@ -22,7 +22,15 @@ fn main() -> ExitCode {
             }
         }
     }
-    paymesh_core::telemetry::init("edge");
+    // pingora runs its own runtimes; this small one carries the trace exporter.
+    let telemetry_runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("edge: cannot start the telemetry runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let _telemetry = telemetry_runtime.block_on(async { paymesh_core::telemetry::init("edge") });
     let state = match paymesh_core::config::MeshConfig::load(&config)
         .map_err(|e| e.to_string())
         .and_then(|c| paymesh_edge::prepare(&c).map_err(|e| e.to_string()))

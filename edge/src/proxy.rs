@@ -52,6 +52,25 @@ pub struct RequestCtx {
     retrying: bool,
     /// Why no upstream could be picked, for the error answer.
     no_endpoint: Option<String>,
+    /// The request's trace span (closed when the context is dropped).
+    span: RequestSpan,
+}
+
+/// A span that defaults to none (the context is created before the request is seen).
+#[derive(Debug, Clone)]
+struct RequestSpan(tracing::Span);
+
+impl Default for RequestSpan {
+    fn default() -> Self {
+        Self(tracing::Span::none())
+    }
+}
+
+impl std::ops::Deref for RequestSpan {
+    type Target = tracing::Span;
+    fn deref(&self) -> &tracing::Span {
+        &self.0
+    }
 }
 
 #[derive(Debug)]
@@ -133,6 +152,10 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         ctx.started = Some(Instant::now());
+        // One span per request, a child of the caller's trace when it sent `traceparent`.
+        let span = tracing::info_span!("edge", otel.name = %session.req_header().uri.path(), http.method = %session.req_header().method, route = tracing::field::Empty, shard = tracing::field::Empty, instance = tracing::field::Empty, status = tracing::field::Empty);
+        paymesh_core::telemetry::continue_trace(&span, &|k| header(session, k));
+        ctx.span = RequestSpan(span.clone());
         if is_grpc(session) {
             let Some(target) = grpc::prepare(&self.state, session).await? else { return Ok(true) };
             if !self.guard_grpc(session, ctx, &target).await? {
@@ -141,8 +164,9 @@ impl ProxyHttp for EdgeProxy {
             ctx.grpc = Some(target);
             Ok(false)
         } else {
-            let outcome = rest::handle(&self.state, session).await?;
-            tracing::debug!(?outcome, "rest request done");
+            let outcome = tracing::Instrument::instrument(rest::handle(&self.state, session), span.clone()).await?;
+            span.record("status", format!("{outcome:?}"));
+            tracing::debug!(parent: &span, ?outcome, "rest request done");
             Ok(true)
         }
     }
@@ -164,6 +188,11 @@ impl ProxyHttp for EdgeProxy {
             }
         };
         ctx.tried.push(up.id);
+        ctx.span.record("route", target.service.name.as_str());
+        ctx.span.record("instance", up.name.as_str());
+        if let Some(s) = target.shard {
+            ctx.span.record("shard", s.0);
+        }
         ctx.failure = None;
         ctx.status = None;
         ctx.retrying = false;
@@ -191,6 +220,14 @@ impl ProxyHttp for EdgeProxy {
             && upstream.headers.get("grpc-timeout").is_none()
         {
             upstream.insert_header("grpc-timeout", format!("{}m", target.timeout.as_millis().max(1)))?;
+        }
+        // The upstream continues the edge's span.
+        let (tp, ts) = paymesh_core::telemetry::headers_of(&ctx.span);
+        if let Some(tp) = tp {
+            upstream.insert_header("traceparent", tp)?;
+        }
+        if let Some(ts) = ts {
+            upstream.insert_header("tracestate", ts)?;
         }
         Ok(())
     }
@@ -295,6 +332,9 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let now = Instant::now();
+        if let Some(code) = ctx.status {
+            ctx.span.record("status", code);
+        }
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.
             let failure = ctx.failure.or_else(|| ctx.status.filter(|c| *c != 0).map(Failure::Status));

@@ -87,6 +87,8 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
         Err(e) => return reject(session, Code::InvalidArgument, &e.0, &[]).await,
     };
     let service = &binding.service;
+    let span = tracing::Span::current();
+    span.record("route", binding.method.grpc_path.as_str());
     let hdr = |name: &str| header(session, name);
     let shard = if service.sharded {
         match shardkey::shard_of(&binding.method.keys, Some(&msg), &hdr, service.cluster.shards.unwrap_or(1)) {
@@ -142,6 +144,10 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
             }
         };
         tried.push(up.id);
+        span.record("instance", up.name.as_str());
+        if let Some(s) = up.shard {
+            span.record("shard", s.0);
+        }
         let channel = upstream::channel(&up, state.config.connect_timeout);
         let in_flight = up.load.start();
         let sent = Instant::now();
@@ -237,11 +243,19 @@ fn is_json(content_type: Option<&str>, session: &Session) -> bool {
     }
 }
 
+/// Metadata for the upstream call: the forwarded headers, with the trace context replaced by
+/// the edge's own span (a child of the caller's, if it sent one).
 fn forwarded_metadata(session: &Session) -> MetadataMap {
     let mut md = MetadataMap::new();
     for name in FORWARDED {
         if let Some(v) = header(session, name).and_then(|v| MetadataValue::try_from(v.as_str()).ok()) {
             md.insert(*name, v);
+        }
+    }
+    let (tp, ts) = paymesh_core::telemetry::headers_of(&tracing::Span::current());
+    for (k, v) in [("traceparent", tp), ("tracestate", ts)] {
+        if let Some(v) = v.and_then(|v| MetadataValue::try_from(v.as_str()).ok()) {
+            md.insert(k, v);
         }
     }
     md

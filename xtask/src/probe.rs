@@ -35,6 +35,11 @@ pub async fn wait_serving(addr: std::net::SocketAddr, service: &str, timeout: Du
 /// A minimal HTTP/1.1 exchange (Connection: close), enough for the admin API and smoke
 /// checks without an HTTP client dependency. Returns the status and body.
 pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, json_body: Option<&str>) -> Result<(u16, String), String> {
+    http_with(addr, method, path, json_body, &[]).await
+}
+
+/// [`http`] with extra request headers.
+pub async fn http_with(addr: std::net::SocketAddr, method: &str, path: &str, json_body: Option<&str>, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await
@@ -44,6 +49,9 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, json_bod
     let mut req = format!("{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: {}\r\n", body.len());
     if json_body.is_some() {
         req += "Content-Type: application/json\r\n";
+    }
+    for (k, v) in headers {
+        req += &format!("{k}: {v}\r\n");
     }
     req += "\r\n";
     req += body;

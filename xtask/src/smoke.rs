@@ -11,13 +11,54 @@ use paymesh_testkit::port::free_port;
 use crate::probe::http;
 use crate::stack::Stack;
 
-pub async fn run(grpcurl: &Path) -> Result<(), String> {
+/// Writes every span rotel receives as a JSON line (rotel's Python processor interface).
+const SPAN_WRITER: &str = r#"
+import json, os
+OUT = os.environ["PAYMESH_SPANS_FILE"]
+
+def _text(v):
+    inner = getattr(v, "value", v)
+    return inner if isinstance(inner, str) else str(inner)
+
+def process_spans(resource_spans):
+    service = ""
+    if resource_spans.resource is not None:
+        for kv in resource_spans.resource.attributes:
+            if kv.key == "service.name":
+                service = _text(kv.value)
+    with open(OUT, "a") as f:
+        for ss in resource_spans.scope_spans:
+            for s in ss.spans:
+                f.write(json.dumps({"service": service, "trace_id": bytes(s.trace_id).hex(), "span_id": bytes(s.span_id).hex(), "name": s.name}) + "\n")
+"#;
+
+pub async fn run(grpcurl: &Path, rotel: &Path) -> Result<(), String> {
     let dir = crate::root().join(".paymesh/smoke");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config = dir.join("paymesh.toml");
     std::fs::write(&config, smoke_config()?).map_err(|e| e.to_string())?;
-    let stack = Stack::start(&config, &dir, false).await?;
-    let outcome = drive(grpcurl, &stack).await;
+
+    // A real OTLP receiver: rotel, writing the spans it gets to a file.
+    let spans = dir.join("spans.jsonl");
+    let _ = std::fs::remove_file(&spans);
+    std::fs::write(dir.join("span_writer.py"), SPAN_WRITER).map_err(|e| e.to_string())?;
+    let (otlp, otlp_http) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
+    let _rotel = tokio::process::Command::new(rotel)
+        .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{otlp}"), "--otlp-http-endpoint", &format!("127.0.0.1:{otlp_http}"), "--exporter", "blackhole"])
+        .arg("--otlp-with-trace-processor")
+        .arg(dir.join("span_writer.py"))
+        .env("PAYMESH_SPANS_FILE", &spans)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start rotel: {e}"))?;
+    let env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://127.0.0.1:{otlp}")), ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned())];
+    let stack = Stack::start_with_env(&config, &dir, false, env).await?;
+    let outcome = match drive(grpcurl, &stack).await {
+        Ok(trace_id) => one_trace(&spans, &trace_id).await,
+        Err(e) => Err(e),
+    };
     let stopped = stack.stop().await;
     outcome?;
     stopped
@@ -75,7 +116,31 @@ cluster = "payments"
     Ok(text)
 }
 
-async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
+/// Waits until the spans file holds spans of `trace_id` from the edge, a payments instance,
+/// a relay and a worker: one trace across every hop.
+async fn one_trace(spans: &Path, trace_id: &str) -> Result<(), String> {
+    let want = ["edge", "payments", "relay", "worker"];
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let text = std::fs::read_to_string(spans).unwrap_or_default();
+        let services: std::collections::BTreeSet<String> = text
+            .lines()
+            .filter(|l| l.contains(&format!("\"trace_id\": \"{trace_id}\"")))
+            .filter_map(|l| l.split("\"service\": \"").nth(1).and_then(|r| r.split('"').next()).map(str::to_owned))
+            .collect();
+        if want.iter().all(|w| services.contains(*w)) {
+            println!("    one trace {trace_id} across {services:?}");
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("trace {trace_id} reached only {services:?} of {want:?} (spans in {})", spans.display()));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+}
+
+/// Drives the stack; returns the trace id the client started, which must reach every hop.
+async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     let edge = stack.config.edge.as_ref().ok_or("the smoke config has an edge")?;
     let e = edge.listen.to_string();
     let instance = stack.config.payments.instances[2].listen.to_string();
@@ -89,8 +154,10 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
     let merchant = (0..).map(|i| format!("smoke-{i}")).find(|m| shard_for_merchant(m, 2).0 == 1).ok_or("no merchant")?;
     let body = format!(r#"{{"merchantId":"{merchant}","amount":50000,"currency":"KRW","idempotencyKey":"smoke-1"}}"#);
 
-    // REST through the edge, as curl would.
-    let (status, first) = http(edge.listen, "POST", "/api/payments/authorize", Some(&body)).await?;
+    // REST through the edge, as curl would, continuing a trace the client started.
+    let trace_id = format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1));
+    let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
+    let (status, first) = crate::probe::http_with(edge.listen, "POST", "/api/payments/authorize", Some(&body), &[("traceparent", &traceparent)]).await?;
     if status != 200 {
         return Err(format!("POST /api/payments/authorize via the edge: {status} {first}"));
     }
@@ -147,7 +214,7 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<(), String> {
     println!(
         "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin, the pipeline (balance and payments via query); direct: describe, wrong shard: all as expected"
     );
-    Ok(())
+    Ok(trace_id)
 }
 
 fn grpcurl_ok(grpcurl: &Path, args: &[&str]) -> Result<String, String> {

@@ -20,15 +20,21 @@ pub struct Stack {
     /// Processes in start order: `(name, child)`.
     procs: Vec<(String, Child)>,
     bootstrap: Option<String>,
+    /// Environment added to every process (e.g. the OTLP endpoint).
+    env: Vec<(String, String)>,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
 
 impl Stack {
     pub async fn start(config_path: &Path, data_dir: &Path, release: bool) -> Result<Self, String> {
+        Self::start_with_env(config_path, data_dir, release, Vec::new()).await
+    }
+
+    /// [`Stack::start`], with `env` added to every process's environment.
+    pub async fn start_with_env(config_path: &Path, data_dir: &Path, release: bool, env: Vec<(String, String)>) -> Result<Self, String> {
         let config = MeshConfig::load(config_path).map_err(|e| e.to_string())?;
-        let mut stack =
-            Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), procs: Vec::new(), bootstrap: None };
+        let mut stack = Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), procs: Vec::new(), bootstrap: None, env };
 
         let mut urls: Vec<(String, String)> = config.shards.iter().map(|s| (format!("shard {}", s.id), s.database.url.clone())).collect();
         if let Some(w) = &config.workers {
@@ -127,6 +133,7 @@ impl Stack {
             .args(args)
             .arg("--config")
             .arg(&self.config_path)
+            .envs(self.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
             .stdin(Stdio::null())
             .process_group(0)
             .kill_on_drop(true)

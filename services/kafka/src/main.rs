@@ -19,7 +19,6 @@ fn main() -> ExitCode {
             }
         }
     }
-    paymesh_core::telemetry::init("broker");
     let cfg = match MeshConfig::load(&config) {
         Ok(c) => c,
         Err(e) => {
@@ -60,7 +59,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(paymesh_core::shutdown::signal());
+    runtime.block_on(async {
+        let _telemetry = paymesh_core::telemetry::init("broker");
+        paymesh_core::shutdown::signal().await
+    });
     drop(broker);
     ExitCode::SUCCESS
 }

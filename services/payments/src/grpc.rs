@@ -60,9 +60,15 @@ fn fingerprint(method: &'static str, request: &impl Message) -> Fingerprint {
     Fingerprint { method, request: request.encode_to_vec() }
 }
 
+/// Joins the caller's trace (W3C `traceparent` in the metadata) and returns this call's own
+/// context for the outbox, so the relay and the workers continue the same trace.
 fn trace_headers(metadata: &MetadataMap) -> TraceHeaders {
     let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 512).map(str::to_owned);
-    TraceHeaders { traceparent: get("traceparent"), tracestate: get("tracestate") }
+    let span = tracing::Span::current();
+    paymesh_core::telemetry::continue_trace(&span, &get);
+    let (traceparent, tracestate) = paymesh_core::telemetry::headers_of(&span);
+    // Without a tracer there is no context of our own: pass the caller's on.
+    TraceHeaders { traceparent: traceparent.or_else(|| get("traceparent")), tracestate: tracestate.or_else(|| get("tracestate")) }
 }
 
 #[tonic::async_trait]
@@ -111,6 +117,7 @@ impl pb::payments_server::Payments for PaymentsApi {
 
     #[tracing::instrument(name = "Payments/GetPayment", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
+        let _ = trace_headers(request.metadata());
         let id = validate::payment_id(&request.get_ref().payment_id)?;
         self.owns_payment(&id)?;
         Ok(Response::new(self.store.get(&id).await?))

@@ -190,8 +190,15 @@ impl Relay {
         }
         tick.refused = rows.len() - admitted.len();
         let sends = admitted.into_iter().map(|(row, permit)| async move {
+            // The publish joins the trace of the payment call that wrote the row.
+            let span = tracing::info_span!("relay.publish", otel.name = %format!("publish {}", row.event_type), shard = %self.shard, payment_id = %row.aggregate_id, event_id = %row.event_id);
+            paymesh_core::telemetry::continue_trace(&span, &|k| match k {
+                "traceparent" => row.traceparent.clone(),
+                "tracestate" => row.tracestate.clone(),
+                _ => None,
+            });
             let started = Instant::now();
-            let result = self.send(&row.event_type, row, &[]).await;
+            let result = tracing::Instrument::instrument(self.send(&row.event_type, row, &[]), span).await;
             (row, permit, started, result)
         });
         let results = join_all(sends).await;
@@ -234,10 +241,12 @@ impl Relay {
         let mut hdrs = OwnedHeaders::new()
             .insert(Header { key: headers::EVENT_ID, value: Some(row.event_id.as_str()) })
             .insert(Header { key: headers::EVENT_TYPE, value: Some(row.event_type.as_str()) });
-        if let Some(tp) = &row.traceparent {
+        // The consumer continues the publish span (or, untraced, the payment call's context).
+        let (tp, ts) = paymesh_core::telemetry::headers_of(&tracing::Span::current());
+        if let Some(tp) = tp.or_else(|| row.traceparent.clone()) {
             hdrs = hdrs.insert(Header { key: headers::TRACEPARENT, value: Some(tp.as_str()) });
         }
-        if let Some(ts) = &row.tracestate {
+        if let Some(ts) = ts.or_else(|| row.tracestate.clone()) {
             hdrs = hdrs.insert(Header { key: headers::TRACESTATE, value: Some(ts.as_str()) });
         }
         for (k, v) in extra {

@@ -130,8 +130,17 @@ impl Worker {
         }
     }
 
-    /// Decodes and applies one message exactly once.
+    /// Decodes and applies one message exactly once, in a span that joins the publisher's
+    /// trace (`traceparent` header).
     async fn process(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
+        use rdkafka::message::Headers as _;
+        let header = |k: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
+        let span = tracing::info_span!("worker.apply", otel.name = %format!("{} {}", self.kind.as_str(), m.topic()), worker = %self.name, topic = m.topic(), partition = m.partition(), offset = m.offset());
+        paymesh_core::telemetry::continue_trace(&span, &header);
+        tracing::Instrument::instrument(self.apply(m), span).await
+    }
+
+    async fn apply(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
         let e: Event = event::decode(m.topic(), m.payload().unwrap_or_default()).map_err(|e| e.to_string())?;
         let event_id = uuid::Uuid::parse_str(&e.event_id).map_err(|_| format!("event id '{}' is not a UUID", e.event_id))?;
         let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
