@@ -13,8 +13,8 @@
 use std::io::IsTerminal;
 
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
-use opentelemetry_otlp::WithExportConfig;
 use opentelemetry::trace::{TraceContextExt, TracerProvider as _};
+use opentelemetry_otlp::WithExportConfig;
 use opentelemetry_sdk::propagation::TraceContextPropagator;
 use opentelemetry_sdk::trace::{Sampler, SdkTracerProvider};
 use tracing_opentelemetry::OpenTelemetrySpanExt;
@@ -48,11 +48,13 @@ pub fn init(service: &str) -> TelemetryGuard {
         _ => !std::io::stderr().is_terminal(),
     };
     let service = std::env::var("OTEL_SERVICE_NAME").unwrap_or_else(|_| service.to_owned());
-    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).and_then(|endpoint| match tracer_provider(&service, &endpoint) {
-        Ok(p) => Some(p),
-        Err(e) => {
-            eprintln!("telemetry: cannot export traces to {endpoint}: {e}; continuing without");
-            None
+    let provider = std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT").ok().filter(|e| !e.is_empty()).and_then(|endpoint| {
+        match tracer_provider(&service, &endpoint) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                eprintln!("telemetry: cannot export traces to {endpoint}: {e}; continuing without");
+                None
+            }
         }
     });
     opentelemetry::global::set_text_map_propagator(TraceContextPropagator::new());
@@ -76,11 +78,7 @@ pub fn init(service: &str) -> TelemetryGuard {
 use tracing_subscriber::Layer as _;
 
 fn tracer_provider(service: &str, endpoint: &str) -> Result<SdkTracerProvider, String> {
-    let exporter = opentelemetry_otlp::SpanExporter::builder()
-        .with_tonic()
-        .with_endpoint(endpoint)
-        .build()
-        .map_err(|e| e.to_string())?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder().with_tonic().with_endpoint(endpoint).build().map_err(|e| e.to_string())?;
     let ratio = std::env::var("OTEL_TRACES_SAMPLER_ARG").ok().and_then(|r| r.parse::<f64>().ok()).unwrap_or(1.0).clamp(0.0, 1.0);
     let resource = opentelemetry_sdk::Resource::builder().with_service_name(service.to_owned()).build();
     Ok(SdkTracerProvider::builder()
@@ -153,7 +151,12 @@ where
     S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
     N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
 {
-    fn format_event(&self, _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>, mut w: tracing_subscriber::fmt::format::Writer<'_>, event: &tracing::Event<'_>) -> std::fmt::Result {
+    fn format_event(
+        &self,
+        _ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut w: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
         let mut fields = serde_json::Map::new();
         event.record(&mut Visitor(&mut fields));
         let message = fields.remove("message").unwrap_or(serde_json::Value::String(String::new()));

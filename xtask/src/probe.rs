@@ -39,7 +39,13 @@ pub async fn http(addr: std::net::SocketAddr, method: &str, path: &str, json_bod
 }
 
 /// [`http`] with extra request headers.
-pub async fn http_with(addr: std::net::SocketAddr, method: &str, path: &str, json_body: Option<&str>, headers: &[(&str, &str)]) -> Result<(u16, String), String> {
+pub async fn http_with(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    json_body: Option<&str>,
+    headers: &[(&str, &str)],
+) -> Result<(u16, String), String> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::time::timeout(Duration::from_secs(5), tokio::net::TcpStream::connect(addr))
         .await

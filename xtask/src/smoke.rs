@@ -44,7 +44,15 @@ pub async fn run(grpcurl: &Path, rotel: &Path) -> Result<(), String> {
     std::fs::write(dir.join("span_writer.py"), SPAN_WRITER).map_err(|e| e.to_string())?;
     let (otlp, otlp_http) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
     let _rotel = tokio::process::Command::new(rotel)
-        .args(["start", "--otlp-grpc-endpoint", &format!("127.0.0.1:{otlp}"), "--otlp-http-endpoint", &format!("127.0.0.1:{otlp_http}"), "--exporter", "blackhole"])
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{otlp}"),
+            "--otlp-http-endpoint",
+            &format!("127.0.0.1:{otlp_http}"),
+            "--exporter",
+            "blackhole",
+        ])
         .arg("--otlp-with-trace-processor")
         .arg(dir.join("span_writer.py"))
         .env("PAYMESH_SPANS_FILE", &spans)
@@ -53,7 +61,10 @@ pub async fn run(grpcurl: &Path, rotel: &Path) -> Result<(), String> {
         .kill_on_drop(true)
         .spawn()
         .map_err(|e| format!("cannot start rotel: {e}"))?;
-    let env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://127.0.0.1:{otlp}")), ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned())];
+    let env = vec![
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://127.0.0.1:{otlp}")),
+        ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+    ];
     let stack = Stack::start_with_env(&config, &dir, false, env).await?;
     let outcome = match drive(grpcurl, &stack).await {
         Ok(trace_id) => one_trace(&spans, &trace_id).await,
@@ -155,9 +166,11 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     let body = format!(r#"{{"merchantId":"{merchant}","amount":50000,"currency":"KRW","idempotencyKey":"smoke-1"}}"#);
 
     // REST through the edge, as curl would, continuing a trace the client started.
-    let trace_id = format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1));
+    let trace_id =
+        format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1));
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let (status, first) = crate::probe::http_with(edge.listen, "POST", "/api/payments/authorize", Some(&body), &[("traceparent", &traceparent)]).await?;
+    let (status, first) =
+        crate::probe::http_with(edge.listen, "POST", "/api/payments/authorize", Some(&body), &[("traceparent", &traceparent)]).await?;
     if status != 200 {
         return Err(format!("POST /api/payments/authorize via the edge: {status} {first}"));
     }

@@ -34,7 +34,14 @@ impl Stack {
     /// [`Stack::start`], with `env` added to every process's environment.
     pub async fn start_with_env(config_path: &Path, data_dir: &Path, release: bool, env: Vec<(String, String)>) -> Result<Self, String> {
         let config = MeshConfig::load(config_path).map_err(|e| e.to_string())?;
-        let mut stack = Self { config: config.clone(), config_path: config_path.to_owned(), databases: Vec::new(), procs: Vec::new(), bootstrap: None, env };
+        let mut stack = Self {
+            config: config.clone(),
+            config_path: config_path.to_owned(),
+            databases: Vec::new(),
+            procs: Vec::new(),
+            bootstrap: None,
+            env,
+        };
 
         let mut urls: Vec<(String, String)> = config.shards.iter().map(|s| (format!("shard {}", s.id), s.database.url.clone())).collect();
         if let Some(w) = &config.workers {

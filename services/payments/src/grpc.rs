@@ -10,6 +10,7 @@ use paymesh_proto::payments::v1 as pb;
 use prost::Message;
 use tonic::metadata::MetadataMap;
 use tonic::{Request, Response, Status};
+use tracing::Instrument;
 
 use crate::error::PaymentError;
 use crate::store::{Fingerprint, PaymentStore, TraceHeaders};
@@ -60,66 +61,91 @@ fn fingerprint(method: &'static str, request: &impl Message) -> Fingerprint {
     Fingerprint { method, request: request.encode_to_vec() }
 }
 
-/// Joins the caller's trace (W3C `traceparent` in the metadata) and returns this call's own
-/// context for the outbox, so the relay and the workers continue the same trace.
-fn trace_headers(metadata: &MetadataMap) -> TraceHeaders {
+/// The span of one call, a child of the caller's trace (W3C `traceparent` in the metadata),
+/// and this call's own context for the outbox, so the relay and the workers continue the
+/// same trace.
+fn rpc_span(method: &'static str, shard: ShardId, metadata: &MetadataMap) -> (tracing::Span, TraceHeaders) {
     let get = |k: &str| metadata.get(k).and_then(|v| v.to_str().ok()).filter(|v| v.len() <= 512).map(str::to_owned);
-    let span = tracing::Span::current();
+    let span = tracing::info_span!("rpc", otel.name = method, rpc.method = method, shard = %shard, merchant_id = tracing::field::Empty, payment_id = tracing::field::Empty);
+    // Before the span is entered: the parent of a started span cannot change.
     paymesh_core::telemetry::continue_trace(&span, &get);
     let (traceparent, tracestate) = paymesh_core::telemetry::headers_of(&span);
     // Without a tracer there is no context of our own: pass the caller's on.
-    TraceHeaders { traceparent: traceparent.or_else(|| get("traceparent")), tracestate: tracestate.or_else(|| get("tracestate")) }
+    let headers =
+        TraceHeaders { traceparent: traceparent.or_else(|| get("traceparent")), tracestate: tracestate.or_else(|| get("tracestate")) };
+    (span, headers)
 }
 
 #[tonic::async_trait]
 impl pb::payments_server::Payments for PaymentsApi {
-    #[tracing::instrument(name = "Payments/Authorize", skip_all, fields(shard = %self.shard(), merchant_id = %request.get_ref().merchant_id))]
     async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::Payment>, Status> {
-        let trace = trace_headers(request.metadata());
-        let req = request.into_inner();
-        let cmd = validate::authorize(&req)?;
-        self.owns_merchant(&cmd.merchant_id)?;
-        let fp = fingerprint("Authorize", &pb::AuthorizeRequest { idempotency_key: String::new(), ..req });
-        let payment = self.store.authorize(&cmd, &fp, &trace).await?;
-        tracing::Span::current().record("payment_id", payment.payment_id.as_str());
-        Ok(Response::new(payment))
+        let (span, trace) = rpc_span("Payments/Authorize", self.shard(), request.metadata());
+        span.record("merchant_id", request.get_ref().merchant_id.as_str());
+        async move {
+            let req = request.into_inner();
+            let cmd = validate::authorize(&req)?;
+            self.owns_merchant(&cmd.merchant_id)?;
+            let fp = fingerprint("Authorize", &pb::AuthorizeRequest { idempotency_key: String::new(), ..req });
+            let payment = self.store.authorize(&cmd, &fp, &trace).await?;
+            tracing::Span::current().record("payment_id", payment.payment_id.as_str());
+            Ok(Response::new(payment))
+        }
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(name = "Payments/Capture", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
     async fn capture(&self, request: Request<pb::CaptureRequest>) -> Result<Response<pb::Payment>, Status> {
-        let trace = trace_headers(request.metadata());
-        let req = request.into_inner();
-        let cmd = validate::capture(&req)?;
-        self.owns_payment(&cmd.payment_id)?;
-        let fp = fingerprint("Capture", &pb::CaptureRequest { idempotency_key: String::new(), ..req });
-        Ok(Response::new(self.store.capture(&cmd, &fp, &trace).await?))
+        let (span, trace) = rpc_span("Payments/Capture", self.shard(), request.metadata());
+        span.record("payment_id", request.get_ref().payment_id.as_str());
+        async move {
+            let req = request.into_inner();
+            let cmd = validate::capture(&req)?;
+            self.owns_payment(&cmd.payment_id)?;
+            let fp = fingerprint("Capture", &pb::CaptureRequest { idempotency_key: String::new(), ..req });
+            Ok(Response::new(self.store.capture(&cmd, &fp, &trace).await?))
+        }
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(name = "Payments/Refund", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
     async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
-        let trace = trace_headers(request.metadata());
-        let req = request.into_inner();
-        let cmd = validate::refund(&req)?;
-        self.owns_payment(&cmd.payment_id)?;
-        let fp = fingerprint("Refund", &pb::RefundRequest { idempotency_key: String::new(), ..req });
-        Ok(Response::new(self.store.refund(&cmd, &fp, &trace).await?))
+        let (span, trace) = rpc_span("Payments/Refund", self.shard(), request.metadata());
+        span.record("payment_id", request.get_ref().payment_id.as_str());
+        async move {
+            let req = request.into_inner();
+            let cmd = validate::refund(&req)?;
+            self.owns_payment(&cmd.payment_id)?;
+            let fp = fingerprint("Refund", &pb::RefundRequest { idempotency_key: String::new(), ..req });
+            Ok(Response::new(self.store.refund(&cmd, &fp, &trace).await?))
+        }
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(name = "Payments/Void", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
     async fn void(&self, request: Request<pb::VoidRequest>) -> Result<Response<pb::Payment>, Status> {
-        let trace = trace_headers(request.metadata());
-        let req = request.into_inner();
-        let cmd = validate::void(&req)?;
-        self.owns_payment(&cmd.payment_id)?;
-        let fp = fingerprint("Void", &pb::VoidRequest { idempotency_key: String::new(), ..req });
-        Ok(Response::new(self.store.void(&cmd, &fp, &trace).await?))
+        let (span, trace) = rpc_span("Payments/Void", self.shard(), request.metadata());
+        span.record("payment_id", request.get_ref().payment_id.as_str());
+        async move {
+            let req = request.into_inner();
+            let cmd = validate::void(&req)?;
+            self.owns_payment(&cmd.payment_id)?;
+            let fp = fingerprint("Void", &pb::VoidRequest { idempotency_key: String::new(), ..req });
+            Ok(Response::new(self.store.void(&cmd, &fp, &trace).await?))
+        }
+        .instrument(span)
+        .await
     }
 
-    #[tracing::instrument(name = "Payments/GetPayment", skip_all, fields(shard = %self.shard(), payment_id = %request.get_ref().payment_id))]
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
-        let _ = trace_headers(request.metadata());
-        let id = validate::payment_id(&request.get_ref().payment_id)?;
-        self.owns_payment(&id)?;
-        Ok(Response::new(self.store.get(&id).await?))
+        let (span, trace) = rpc_span("Payments/GetPayment", self.shard(), request.metadata());
+        span.record("payment_id", request.get_ref().payment_id.as_str());
+        async move {
+            let _ = trace;
+            let id = validate::payment_id(&request.get_ref().payment_id)?;
+            self.owns_payment(&id)?;
+            Ok(Response::new(self.store.get(&id).await?))
+        }
+        .instrument(span)
+        .await
     }
 }

@@ -189,6 +189,9 @@ impl Relay {
             }
         }
         tick.refused = rows.len() - admitted.len();
+        // Failures while the breaker is probing the broker (half-open) say nothing about the
+        // events: they do not count toward `max_retries`, so an outage never dead-letters.
+        let count_failures = self.breaker.state() != paymesh_core::breaker::State::HalfOpen;
         let sends = admitted.into_iter().map(|(row, permit)| async move {
             // The publish joins the trace of the payment call that wrote the row.
             let span = tracing::info_span!("relay.publish", otel.name = %format!("publish {}", row.event_type), shard = %self.shard, payment_id = %row.aggregate_id, event_id = %row.event_id);
@@ -216,7 +219,7 @@ impl Relay {
                     self.breaker.record(permit, true, started.elapsed(), now);
                     tick.failed += 1;
                     self.counters.failed.fetch_add(1, Ordering::Relaxed);
-                    if self.fail(&tx, row, &e).await? {
+                    if self.fail(&tx, row, &e, count_failures).await? {
                         tick.dead += 1;
                     }
                 }
@@ -257,9 +260,9 @@ impl Relay {
     }
 
     /// Records a failed attempt. Returns true if the row went to the DLQ and is now dead.
-    async fn fail(&self, tx: &tokio_postgres::Transaction<'_>, row: &Row, error: &str) -> Result<bool, RelayError> {
-        let retries = row.retry_count + 1;
-        if retries >= self.cfg.max_retries {
+    async fn fail(&self, tx: &tokio_postgres::Transaction<'_>, row: &Row, error: &str, counts: bool) -> Result<bool, RelayError> {
+        let retries = row.retry_count + i32::from(counts);
+        if counts && retries >= self.cfg.max_retries {
             let origin = format!("{}#{}", row.event_type, row.id);
             if self.send(topics::RELAY_DLQ, row, &[(headers::ERROR, error), (headers::ORIGIN, origin.as_str())]).await.is_ok() {
                 tx.execute(

@@ -29,7 +29,7 @@ struct Setup {
 }
 
 /// One shard with one payments instance, and a relay config pointing at `bootstrap`.
-async fn setup(bootstrap: &str, breaker: &str) -> Setup {
+async fn setup(bootstrap: &str, breaker: &str, max_retries: u32) -> Setup {
     let pg = PgServer::shared().expect("postgres");
     let db_url = pg.url(&pg.fresh_database("relay").expect("createdb"));
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
@@ -50,7 +50,7 @@ message_timeout = "1s"
 [relay]
 batch_size = 50
 poll_interval = "50ms"
-max_retries = 3
+max_retries = {max_retries}
 retry_interval = "10ms"
 {breaker}
 [[relay.instances]]
@@ -177,7 +177,7 @@ async fn drain(relays: &[Arc<Relay>], db_url: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_mutation_is_published_once_in_order_even_with_several_relays() {
     let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
-    let mut s = setup(&broker.bootstrap(), "").await;
+    let mut s = setup(&broker.bootstrap(), "", 20).await;
     let mut ids = Vec::new();
     for i in 0..15 {
         ids.push(flow(&mut s.client, "once", i).await);
@@ -222,7 +222,7 @@ async fn every_mutation_is_published_once_in_order_even_with_several_relays() {
 async fn broker_outage_scenario() {
     let broker = LocalBroker::start(3, 6, 3).expect("mock cluster");
     let breaker = "[relay.breaker]\nminimum_calls = 5\nwait_in_open = \"1s\"\nhalf_open_calls = 3\nslow_call_duration = \"5s\"\n";
-    let mut s = setup(&broker.bootstrap(), breaker).await;
+    let mut s = setup(&broker.bootstrap(), breaker, 20).await;
     let relay = Arc::new(Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay"));
 
     // 1. Warm-up: events flow.
@@ -289,7 +289,7 @@ async fn broker_outage_scenario() {
 async fn an_event_that_keeps_failing_goes_to_the_dlq_and_is_marked_dead() {
     let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
     let cfg = "[relay.breaker]\nenabled = false\n";
-    let mut s = setup(&broker.bootstrap(), cfg).await;
+    let mut s = setup(&broker.bootstrap(), cfg, 3).await;
     flow(&mut s.client, "dlq", 0).await;
     // A row for a topic the broker refuses: an event kind that would be a bug upstream.
     broker.fail_topic("payment.poison").expect("topic error");

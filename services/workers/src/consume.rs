@@ -134,7 +134,9 @@ impl Worker {
     /// trace (`traceparent` header).
     async fn process(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
         use rdkafka::message::Headers as _;
-        let header = |k: &str| m.headers().and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())));
+        let header = |k: &str| {
+            m.headers().and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
+        };
         let span = tracing::info_span!("worker.apply", otel.name = %format!("{} {}", self.kind.as_str(), m.topic()), worker = %self.name, topic = m.topic(), partition = m.partition(), offset = m.offset());
         paymesh_core::telemetry::continue_trace(&span, &header);
         tracing::Instrument::instrument(self.apply(m), span).await

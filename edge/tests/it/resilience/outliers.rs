@@ -14,15 +14,15 @@ async fn consecutive_failures_eject_and_the_instance_returns() {
     let stack = FlakyStack::start(NO_BREAKER, "", OUTLIER).await;
     let a = stack.account_on(0, 0);
     stack.set(&["f0a"], Mode::Fail(Code::Internal));
-    // Writes without keys are not retried, so failures reach the caller and count.
+    // Writes without keys are not retried, so failures reach the caller and count. The
+    // ejection counter is monotonic (the ejection itself lasts only 300 ms).
     let mut sent = 0;
-    while !stack.admin_get("/clusters").await.json()["clusters"][0]["endpoints"][0]["ejected"].as_bool().unwrap_or(false) {
+    while stack.admin_get("/clusters").await.json()["clusters"][0]["endpoints"][0]["ejections"].as_u64().unwrap_or(0) == 0 {
         stack.write(&a, None).await;
         sent += 1;
         assert!(sent < 500, "f0a was never ejected");
     }
-    let ejections = stack.admin_get("/clusters").await.json()["clusters"][0]["endpoints"][0]["ejections"].clone();
-    assert_eq!(ejections, 1);
+    assert!(sent >= 3, "not before 3 consecutive failures reached f0a");
     stack.set(&["f0a"], Mode::Normal);
     stack.wait_endpoint("f0a", "back", |e| e["ejected"] == false).await;
     stack.stop().await;
