@@ -1,12 +1,97 @@
 //! The edge's state in Prometheus text format (`GET /metrics` on the admin listener),
 //! rendered from the live structures at scrape time, so there is no second bookkeeping.
 
+use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 use crate::cluster::{Cluster, Upstream};
 use crate::resilience::breaker::State;
 use crate::state::EdgeState;
+
+/// Upper bounds (seconds) of the request latency histogram.
+const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
+
+/// Requests by protocol, route, shard and outcome, with a latency histogram per protocol,
+/// route and shard. Labels come from config (routes, shards) and the fixed set of gRPC
+/// codes, so cardinality is bounded.
+#[derive(Debug, Default)]
+pub struct RequestMetrics {
+    counts: Mutex<BTreeMap<(&'static str, String, String, &'static str), u64>>,
+    latency: Mutex<BTreeMap<(&'static str, String, String), Histogram>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct Histogram {
+    buckets: [u64; 13],
+    count: u64,
+    sum: f64,
+}
+
+impl RequestMetrics {
+    /// Records one request. `route` is the gRPC method path (or `unmatched`), `code` the
+    /// gRPC status name of the answer.
+    pub fn record(&self, protocol: &'static str, route: &str, shard: Option<u32>, code: &'static str, took: Duration) {
+        let shard = shard.map(|s| s.to_string()).unwrap_or_default();
+        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry((protocol, route.to_owned(), shard.clone(), code)).or_default() += 1;
+        let mut lat = self.latency.lock().unwrap_or_else(|e| e.into_inner());
+        let h = lat.entry((protocol, route.to_owned(), shard)).or_default();
+        let secs = took.as_secs_f64();
+        for (i, b) in BUCKETS.iter().enumerate() {
+            if secs <= *b {
+                h.buckets[i] += 1;
+            }
+        }
+        h.count += 1;
+        h.sum += secs;
+    }
+
+    fn render(&self, out: &mut String) {
+        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        family(
+            out,
+            "paymesh_edge_requests_total",
+            "counter",
+            "Requests answered, by protocol, route (gRPC method), shard and gRPC status.",
+            counts.into_iter().map(|((p, r, s, c), n)| (format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\",code=\"{c}\""), n.to_string())),
+        );
+        let lat = self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let name = "paymesh_edge_request_duration_seconds";
+        let _ = writeln!(out, "# HELP {name} Time from the request reaching the edge to its answer.\n# TYPE {name} histogram");
+        for ((p, r, s), h) in lat {
+            let l = format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\"");
+            for (i, b) in BUCKETS.iter().enumerate() {
+                let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {}", h.buckets[i]);
+            }
+            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}", h.count, h.sum, h.count);
+        }
+    }
+}
+
+/// The gRPC code name of a numeric status, as the metrics label it.
+pub fn code_name(code: i32) -> &'static str {
+    const NAMES: [&str; 17] = [
+        "OK",
+        "CANCELLED",
+        "UNKNOWN",
+        "INVALID_ARGUMENT",
+        "DEADLINE_EXCEEDED",
+        "NOT_FOUND",
+        "ALREADY_EXISTS",
+        "PERMISSION_DENIED",
+        "RESOURCE_EXHAUSTED",
+        "FAILED_PRECONDITION",
+        "ABORTED",
+        "OUT_OF_RANGE",
+        "UNIMPLEMENTED",
+        "INTERNAL",
+        "UNAVAILABLE",
+        "DATA_LOSS",
+        "UNAUTHENTICATED",
+    ];
+    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
+}
 
 /// One metric family: name, type, help, and `(labels, value)` rows.
 fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: impl IntoIterator<Item = (String, String)>) {
@@ -19,6 +104,7 @@ fn family(out: &mut String, name: &str, kind: &str, help: &str, rows: impl IntoI
 pub fn render(state: &EdgeState) -> String {
     let now = Instant::now();
     let mut out = String::with_capacity(8192);
+    state.requests.render(&mut out);
 
     let snaps: Vec<_> = state.routes_in_order().flat_map(|r| r.guards.breakers.iter()).map(|b| b.snapshot(now)).collect();
     let by_breaker =

@@ -335,6 +335,17 @@ impl ProxyHttp for EdgeProxy {
         if let Some(code) = ctx.status {
             ctx.span.record("status", code);
         }
+        if is_grpc(session) {
+            let (route, shard) = match &ctx.grpc {
+                Some(t) => (session.req_header().uri.path().to_owned(), t.shard.map(|s| s.0)),
+                None => ("unmatched".to_owned(), None),
+            };
+            // A call the edge answered itself carries its status in the response it wrote.
+            let written = session.as_downstream().response_written().and_then(|h| grpc_status(&h.headers));
+            let code = ctx.status.or(written).unwrap_or(if e.is_some() { Code::Unavailable as i32 } else { 0 });
+            let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
+            self.state.requests.record("grpc", &route, shard, crate::metrics::code_name(code), took);
+        }
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.
             let failure = ctx.failure.or_else(|| ctx.status.filter(|c| *c != 0).map(Failure::Status));

@@ -46,9 +46,33 @@ pub fn is_server_failure(code: i32) -> bool {
     matches!(Code::from_i32(code), Code::Unavailable | Code::Internal | Code::Unknown | Code::DataLoss | Code::DeadlineExceeded)
 }
 
-/// Handles one REST request completely, including writing the response.
+impl Outcome {
+    pub fn code(self) -> Code {
+        match self {
+            Self::Rejected(c) | Self::Upstream(c) => c,
+            Self::Unavailable => Code::Unavailable,
+        }
+    }
+}
+
+/// Handles one REST request completely, including writing the response, and records it in
+/// the request metrics.
 pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result<Outcome> {
     let started = Instant::now();
+    let mut seen = Seen::default();
+    let outcome = exchange(state, session, &mut seen, started).await?;
+    state.requests.record("rest", seen.route.unwrap_or("unmatched"), seen.shard, crate::metrics::code_name(outcome.code() as i32), started.elapsed());
+    Ok(outcome)
+}
+
+/// Route and shard of a request, once known.
+#[derive(Debug, Default)]
+struct Seen<'a> {
+    route: Option<&'a str>,
+    shard: Option<u32>,
+}
+
+async fn exchange<'s>(state: &'s EdgeState, session: &mut Session, seen: &mut Seen<'s>, started: Instant) -> pingora::Result<Outcome> {
     let verb = session.req_header().method.clone();
     let uri = session.req_header().uri.clone();
     let path = uri.path();
@@ -89,6 +113,7 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
     let service = &binding.service;
     let span = tracing::Span::current();
     span.record("route", binding.method.grpc_path.as_str());
+    seen.route = Some(binding.method.grpc_path.as_str());
     let hdr = |name: &str| header(session, name);
     let shard = if service.sharded {
         match shardkey::shard_of(&binding.method.keys, Some(&msg), &hdr, service.cluster.shards.unwrap_or(1)) {
@@ -98,6 +123,7 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
     } else {
         None
     };
+    seen.shard = shard.map(|s| s.0);
 
     // Guards, cheapest and most caller-specific first.
     let guards = &service.guards;

@@ -13,6 +13,7 @@ pub struct EdgeState {
     pub config: EdgeConfig,
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub catalog: Catalog,
+    pub requests: crate::metrics::RequestMetrics,
 }
 
 impl EdgeState {
@@ -20,7 +21,7 @@ impl EdgeState {
         let clusters: HashMap<String, Arc<Cluster>> =
             config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &config.outlier)))).collect();
         let catalog = Catalog::build(&config, &clusters)?;
-        Ok(Arc::new(Self { config, clusters, catalog }))
+        Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default() }))
     }
 
     /// Routes in config order.

@@ -53,6 +53,21 @@ async fn clusters_routes_and_ready() {
     assert!(grpc.iter().any(|g| g["service"] == "inventory.v1.Inventory" && g["timeout_ms"] == json!(2000)), "{routes}");
 
     assert_eq!(http_client::get(stack.admin, "/ready").await.json(), json!({"ready": true}));
+
+    // Prometheus text: every sample line is `name{labels} value`, and the request we made is
+    // counted under its route, shard and code.
+    let metrics = String::from_utf8_lossy(&http_client::get(stack.admin, "/metrics").await.body).into_owned();
+    for line in metrics.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("no value in {line:?}"));
+        assert!(value.parse::<f64>().is_ok() || value == "+Inf", "bad value in {line:?}");
+        let name = series.split('{').next().unwrap_or("");
+        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'), "bad name in {line:?}");
+        assert!(!series.contains('{') || series.ends_with('}'), "bad labels in {line:?}");
+    }
+    let shard = paymesh_core::shard::shard_for_merchant(&m, 2).0;
+    let want = format!("paymesh_edge_requests_total{{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\",shard=\"{shard}\",code=\"OK\"}} 1");
+    assert!(metrics.contains(&want), "{want} missing from\n{metrics}");
+    assert!(metrics.contains("paymesh_edge_request_duration_seconds_count{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\""), "{metrics}");
     assert_eq!(http_client::get(stack.admin, "/nope").await.status, 404);
     stack.stop().await;
 }
