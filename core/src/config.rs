@@ -97,6 +97,8 @@ pub struct PaymentsInstance {
     pub name: String,
     pub shard: ShardId,
     pub listen: SocketAddr,
+    /// HTTP `/metrics` (Prometheus) and `/status`, if set.
+    pub status_listen: Option<SocketAddr>,
 }
 
 impl MeshConfig {
@@ -190,7 +192,11 @@ impl MeshConfig {
             if listen.port() != 0 && !addrs.insert(listen) {
                 return Err(err(key("listen"), format!("{listen} is used by another instance")));
             }
-            instances.push(PaymentsInstance { name: inst.name, shard: ShardId(inst.shard), listen });
+            let status_listen = match inst.status_listen {
+                None => None,
+                Some(a) => Some(a.parse().map_err(|_| err(key("status_listen"), format!("'{a}' is not an address; write host:port")))?),
+            };
+            instances.push(PaymentsInstance { name: inst.name, shard: ShardId(inst.shard), listen, status_listen });
         }
         if let Some(orphan) = served.iter().position(|s| !s) {
             return Err(err(
@@ -688,6 +694,8 @@ mod raw {
         pub name: String,
         pub shard: u32,
         pub listen: String,
+        #[serde(default)]
+        pub status_listen: Option<String>,
     }
 
     fn default_pool_size() -> usize {

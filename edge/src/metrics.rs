@@ -54,7 +54,9 @@ impl RequestMetrics {
             "paymesh_edge_requests_total",
             "counter",
             "Requests answered, by protocol, route (gRPC method), shard and gRPC status.",
-            counts.into_iter().map(|((p, r, s, c), n)| (format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\",code=\"{c}\""), n.to_string())),
+            counts
+                .into_iter()
+                .map(|((p, r, s, c), n)| (format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\",code=\"{c}\""), n.to_string())),
         );
         let lat = self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let name = "paymesh_edge_request_duration_seconds";
@@ -64,7 +66,8 @@ impl RequestMetrics {
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {}", h.buckets[i]);
             }
-            let _ = writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}", h.count, h.sum, h.count);
+            let _ =
+                writeln!(out, "{name}_bucket{{{l},le=\"+Inf\"}} {}\n{name}_sum{{{l}}} {}\n{name}_count{{{l}}} {}", h.count, h.sum, h.count);
         }
     }
 }

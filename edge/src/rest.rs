@@ -61,7 +61,13 @@ pub async fn handle(state: &EdgeState, session: &mut Session) -> pingora::Result
     let started = Instant::now();
     let mut seen = Seen::default();
     let outcome = exchange(state, session, &mut seen, started).await?;
-    state.requests.record("rest", seen.route.unwrap_or("unmatched"), seen.shard, crate::metrics::code_name(outcome.code() as i32), started.elapsed());
+    state.requests.record(
+        "rest",
+        seen.route.unwrap_or("unmatched"),
+        seen.shard,
+        crate::metrics::code_name(outcome.code() as i32),
+        started.elapsed(),
+    );
     Ok(outcome)
 }
 

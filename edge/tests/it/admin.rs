@@ -65,9 +65,14 @@ async fn clusters_routes_and_ready() {
         assert!(!series.contains('{') || series.ends_with('}'), "bad labels in {line:?}");
     }
     let shard = paymesh_core::shard::shard_for_merchant(&m, 2).0;
-    let want = format!("paymesh_edge_requests_total{{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\",shard=\"{shard}\",code=\"OK\"}} 1");
+    let want = format!(
+        "paymesh_edge_requests_total{{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\",shard=\"{shard}\",code=\"OK\"}} 1"
+    );
     assert!(metrics.contains(&want), "{want} missing from\n{metrics}");
-    assert!(metrics.contains("paymesh_edge_request_duration_seconds_count{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\""), "{metrics}");
+    assert!(
+        metrics.contains("paymesh_edge_request_duration_seconds_count{protocol=\"rest\",route=\"/payments.v1.Payments/Authorize\""),
+        "{metrics}"
+    );
     assert_eq!(http_client::get(stack.admin, "/nope").await.status, 404);
     stack.stop().await;
 }

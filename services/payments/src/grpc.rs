@@ -21,11 +21,17 @@ use crate::validate;
 pub struct PaymentsApi {
     store: PaymentStore,
     shard_count: u32,
+    metrics: std::sync::Arc<crate::metrics::RpcMetrics>,
 }
 
 impl PaymentsApi {
-    pub fn new(store: PaymentStore, shard_count: u32) -> Self {
-        Self { store, shard_count }
+    pub fn new(store: PaymentStore, shard_count: u32, metrics: std::sync::Arc<crate::metrics::RpcMetrics>) -> Self {
+        Self { store, shard_count, metrics }
+    }
+
+    fn observe<T>(&self, method: &'static str, started: std::time::Instant, result: Result<T, Status>) -> Result<T, Status> {
+        self.metrics.record(method, result.as_ref().err().map_or(tonic::Code::Ok, Status::code), started.elapsed());
+        result
     }
 
     fn shard(&self) -> ShardId {
@@ -79,9 +85,10 @@ fn rpc_span(method: &'static str, shard: ShardId, metadata: &MetadataMap) -> (tr
 #[tonic::async_trait]
 impl pb::payments_server::Payments for PaymentsApi {
     async fn authorize(&self, request: Request<pb::AuthorizeRequest>) -> Result<Response<pb::Payment>, Status> {
+        let started = std::time::Instant::now();
         let (span, trace) = rpc_span("Payments/Authorize", self.shard(), request.metadata());
         span.record("merchant_id", request.get_ref().merchant_id.as_str());
-        async move {
+        let result = async move {
             let req = request.into_inner();
             let cmd = validate::authorize(&req)?;
             self.owns_merchant(&cmd.merchant_id)?;
@@ -91,13 +98,15 @@ impl pb::payments_server::Payments for PaymentsApi {
             Ok(Response::new(payment))
         }
         .instrument(span)
-        .await
+        .await;
+        self.observe("Authorize", started, result)
     }
 
     async fn capture(&self, request: Request<pb::CaptureRequest>) -> Result<Response<pb::Payment>, Status> {
+        let started = std::time::Instant::now();
         let (span, trace) = rpc_span("Payments/Capture", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
-        async move {
+        let result = async move {
             let req = request.into_inner();
             let cmd = validate::capture(&req)?;
             self.owns_payment(&cmd.payment_id)?;
@@ -105,13 +114,15 @@ impl pb::payments_server::Payments for PaymentsApi {
             Ok(Response::new(self.store.capture(&cmd, &fp, &trace).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        self.observe("Capture", started, result)
     }
 
     async fn refund(&self, request: Request<pb::RefundRequest>) -> Result<Response<pb::RefundResponse>, Status> {
+        let started = std::time::Instant::now();
         let (span, trace) = rpc_span("Payments/Refund", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
-        async move {
+        let result = async move {
             let req = request.into_inner();
             let cmd = validate::refund(&req)?;
             self.owns_payment(&cmd.payment_id)?;
@@ -119,13 +130,15 @@ impl pb::payments_server::Payments for PaymentsApi {
             Ok(Response::new(self.store.refund(&cmd, &fp, &trace).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        self.observe("Refund", started, result)
     }
 
     async fn void(&self, request: Request<pb::VoidRequest>) -> Result<Response<pb::Payment>, Status> {
+        let started = std::time::Instant::now();
         let (span, trace) = rpc_span("Payments/Void", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
-        async move {
+        let result = async move {
             let req = request.into_inner();
             let cmd = validate::void(&req)?;
             self.owns_payment(&cmd.payment_id)?;
@@ -133,19 +146,22 @@ impl pb::payments_server::Payments for PaymentsApi {
             Ok(Response::new(self.store.void(&cmd, &fp, &trace).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        self.observe("Void", started, result)
     }
 
     async fn get_payment(&self, request: Request<pb::GetPaymentRequest>) -> Result<Response<pb::Payment>, Status> {
+        let started = std::time::Instant::now();
         let (span, trace) = rpc_span("Payments/GetPayment", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
-        async move {
+        let result = async move {
             let _ = trace;
             let id = validate::payment_id(&request.get_ref().payment_id)?;
             self.owns_payment(&id)?;
             Ok(Response::new(self.store.get(&id).await?))
         }
         .instrument(span)
-        .await
+        .await;
+        self.observe("GetPayment", started, result)
     }
 }

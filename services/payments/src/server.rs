@@ -61,6 +61,29 @@ pub async fn serve(
     let watcher = tokio::spawn(health::watch_database(reporter.clone(), pool.clone(), config.payments.health_check_interval));
 
     let store = PaymentStore::new(pool.clone(), inst.shard, config.payments.idempotency_retention);
+    let metrics = std::sync::Arc::new(crate::metrics::RpcMetrics::default());
+    let (status_stop, status_rx) = tokio::sync::watch::channel(false);
+    if let Some(addr) = inst.status_listen {
+        let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+        let (metrics, pool, labels) = (metrics.clone(), pool.clone(), format!("instance=\"{}\",shard=\"{}\"", inst.name, inst.shard));
+        let mut rx = status_rx.clone();
+        tokio::spawn(paymesh_core::status::serve(
+            listener,
+            move |path| {
+                let (metrics, pool, labels) = (metrics.clone(), pool.clone(), labels.clone());
+                async move {
+                    match path.as_str() {
+                        "/metrics" => paymesh_core::status::Reply::metrics(metrics.render(&labels, &pool)),
+                        "/status" => paymesh_core::status::Reply::json(format!("{{{}}}", labels.replace('=', ":"))),
+                        _ => paymesh_core::status::Reply::not_found(&path, "/metrics, /status"),
+                    }
+                }
+            },
+            async move {
+                let _ = rx.changed().await;
+            },
+        ));
+    }
     let expiry = tokio::spawn(expire_keys(store.clone()));
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -91,7 +114,7 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(PaymentsServer::new(PaymentsApi::new(store, config.shard_count())))
+        .add_service(PaymentsServer::new(PaymentsApi::new(store, config.shard_count(), metrics)))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     let grace = config.payments.shutdown_grace;
     let result = tokio::select! {
@@ -103,6 +126,7 @@ pub async fn serve(
     };
     watcher.abort();
     expiry.abort();
+    let _ = status_stop.send(true);
     pool.close();
     tracing::info!(instance = %inst.name, "payments instance stopped");
     result

@@ -44,7 +44,10 @@ pub fn config_text(db_urls: &[String]) -> String {
     }
     text += "[payments]\nhealth_check_interval = \"100ms\"\nshutdown_grace = \"10s\"\n\n";
     for i in 0..db_urls.len() {
-        text += &format!("[[payments.instances]]\nname = \"payments-{i}\"\nshard = {i}\nlisten = \"127.0.0.1:0\"\n\n");
+        let status = paymesh_testkit::port::free_port().expect("port");
+        text += &format!(
+            "[[payments.instances]]\nname = \"payments-{i}\"\nshard = {i}\nlisten = \"127.0.0.1:0\"\nstatus_listen = \"127.0.0.1:{status}\"\n\n"
+        );
     }
     text
 }

@@ -138,3 +138,27 @@ async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
     server.await.expect("join").expect("clean exit");
     drop(blocker);
 }
+
+#[tokio::test]
+async fn metrics_count_calls_by_method_and_code_and_show_the_pool() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mesh = TestMesh::start(1).await;
+    let m = mesh.merchant_on(0, 0);
+    let mut c = mesh.client(0).await;
+    c.authorize(authorize_req(&m, 10, "USD")).await.expect("authorize");
+    let _ = c.authorize(authorize_req(&m, 0, "USD")).await.expect_err("invalid");
+    let addr = mesh.config.payments.instances[0].status_listen.expect("status listener");
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").await.expect("write");
+    let mut body = String::new();
+    s.read_to_string(&mut body).await.expect("read");
+    for want in [
+        "paymesh_payments_requests_total{instance=\"payments-0\",shard=\"0\",method=\"Authorize\",code=\"OK\"} 1",
+        "paymesh_payments_requests_total{instance=\"payments-0\",shard=\"0\",method=\"Authorize\",code=\"INVALID_ARGUMENT\"} 1",
+        "paymesh_payments_request_duration_seconds_count{instance=\"payments-0\",shard=\"0\",method=\"Authorize\"} 2",
+        "paymesh_payments_pool_max_connections{instance=\"payments-0\",shard=\"0\"} 8",
+    ] {
+        assert!(body.contains(want), "{want} missing from\n{body}");
+    }
+    mesh.stop().await;
+}
