@@ -56,6 +56,23 @@ pub fn grpcurl() -> Result<PathBuf, String> {
     which("grpcurl").ok_or_else(|| "grpcurl was installed but is not on PATH; add pip's script directory to PATH".into())
 }
 
+/// Makes sure Debian's Prometheus is installed (the smoke run scrapes the stack with it).
+pub fn prometheus() -> Result<PathBuf, String> {
+    if let Some(p) = which("prometheus") {
+        return Ok(p);
+    }
+    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus";
+    if !is_root() {
+        return Err(format!("Prometheus is needed for the tests. Install it with:\n    sudo sh -c '{cmd}'"));
+    }
+    println!("==> installing Prometheus: {cmd}");
+    let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("installing Prometheus failed ({status})"));
+    }
+    which("prometheus").ok_or_else(|| "prometheus was installed but is not on PATH".into())
+}
+
 /// Finds rotel's agent (an OTLP receiver from PyPI), installing it if needed.
 pub fn rotel() -> Result<PathBuf, String> {
     let locate = || {

@@ -7,6 +7,7 @@
 //!   run of the stack `up` starts (on free ports) driven by grpcurl.
 
 mod bench;
+mod compose_check;
 mod install;
 mod probe;
 mod smoke;
@@ -78,11 +79,12 @@ fn test(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     let grpcurl = install::grpcurl()?;
     let rotel = install::rotel()?;
+    let prometheus = install::prometheus()?;
     println!("==> cargo test --workspace");
     run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).env("PAYMESH_GRPCURL", &grpcurl).current_dir(root()))?;
     println!("==> smoke: the local stack, driven by grpcurl");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
-    runtime.block_on(smoke::run(&grpcurl, &rotel))?;
+    runtime.block_on(smoke::run(&grpcurl, &rotel, &prometheus))?;
     println!("==> all tests passed");
     Ok(())
 }

@@ -32,7 +32,7 @@ def process_spans(resource_spans):
                 f.write(json.dumps({"service": service, "trace_id": bytes(s.trace_id).hex(), "span_id": bytes(s.span_id).hex(), "name": s.name}) + "\n")
 "#;
 
-pub async fn run(grpcurl: &Path, rotel: &Path) -> Result<(), String> {
+pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), String> {
     let dir = crate::root().join(".paymesh/smoke");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
     let config = dir.join("paymesh.toml");
@@ -67,7 +67,10 @@ pub async fn run(grpcurl: &Path, rotel: &Path) -> Result<(), String> {
     ];
     let stack = Stack::start_with_env(&config, &dir, false, env).await?;
     let outcome = match drive(grpcurl, &stack).await {
-        Ok(trace_id) => one_trace(&spans, &trace_id).await,
+        Ok(trace_id) => match one_trace(&spans, &trace_id).await {
+            Ok(()) => scrape(prometheus, &stack, &dir).await,
+            Err(e) => Err(e),
+        },
         Err(e) => Err(e),
     };
     let stopped = stack.stop().await;
@@ -93,7 +96,12 @@ fn smoke_config() -> Result<String, String> {
     let query = port()?;
     text += &format!("[query]\n[[query.instances]]\nname = \"query-1\"\nlisten = \"127.0.0.1:{query}\"\n\n");
     for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
-        text += &format!("[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\n\n", i / 2, port()?);
+        text += &format!(
+            "[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\nstatus_listen = \"127.0.0.1:{}\"\n\n",
+            i / 2,
+            port()?,
+            port()?
+        );
     }
     text += &format!(
         r#"[edge]
@@ -125,6 +133,67 @@ cluster = "payments"
         port()?
     );
     Ok(text)
+}
+
+/// Debian's Prometheus, with a generated config, scrapes every process of the stack: all
+/// targets must be up, and PromQL must see the edge's request counter.
+async fn scrape(prometheus: &Path, stack: &Stack, dir: &Path) -> Result<(), String> {
+    let c = &stack.config;
+    let mut targets: Vec<(String, String)> = Vec::new();
+    if let Some(e) = &c.edge {
+        targets.push(("edge".into(), e.admin_listen.to_string()));
+    }
+    for i in &c.payments.instances {
+        if let Some(s) = i.status_listen {
+            targets.push(("payments".into(), s.to_string()));
+        }
+    }
+    for r in c.relay.iter().flat_map(|r| &r.instances) {
+        targets.push(("relay".into(), r.status_listen.to_string()));
+    }
+    for w in c.workers.iter().flat_map(|w| &w.instances) {
+        targets.push(("workers".into(), w.status_listen.to_string()));
+    }
+    let mut yml = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
+    for (job, addr) in &targets {
+        yml += &format!("  - job_name: {job}-{}\n    static_configs:\n      - targets: [\"{addr}\"]\n", addr.replace([':', '.'], "-"));
+    }
+    std::fs::write(dir.join("prometheus.yml"), yml).map_err(|e| e.to_string())?;
+    let port = free_port().map_err(|e| e.to_string())?;
+    let data = dir.join("prometheus-data");
+    let _ = std::fs::remove_dir_all(&data);
+    let _prom = tokio::process::Command::new(prometheus)
+        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
+        .arg(format!("--storage.tsdb.path={}", data.display()))
+        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| format!("cannot start prometheus: {e}"))?;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|_| "addr")?;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let up = http(addr, "GET", "/api/v1/query?query=sum(up)", None).await.ok();
+        let edge = http(addr, "GET", "/api/v1/query?query=sum(paymesh_edge_requests_total)", None).await.ok();
+        let value = |r: &Option<(u16, String)>| {
+            r.as_ref()
+                .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(b).ok())
+                .and_then(|v| v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()))
+        };
+        if value(&up) == Some(targets.len() as f64) && value(&edge).is_some_and(|n| n > 0.0) {
+            println!(
+                "    Prometheus: all {} targets up; PromQL sum(paymesh_edge_requests_total) = {}",
+                targets.len(),
+                value(&edge).unwrap_or_default()
+            );
+            return Ok(());
+        }
+        if std::time::Instant::now() > deadline {
+            return Err(format!("Prometheus never saw every target up and the edge counter: up={:?} edge={:?}", value(&up), value(&edge)));
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
 }
 
 /// Waits until the spans file holds spans of `trace_id` from the edge, a payments instance,
