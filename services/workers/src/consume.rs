@@ -48,6 +48,8 @@ pub struct Worker {
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Messages behind the head of the assigned partitions, measured every few seconds.
+    pub lag: AtomicU64,
 }
 
 impl std::fmt::Debug for Worker {
@@ -77,11 +79,29 @@ impl Worker {
             applied: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            lag: AtomicU64::new(0),
         })
     }
 
     pub fn pool(&self) -> &deadpool_postgres::Pool {
         &self.pool
+    }
+
+    /// Sum over the assigned partitions of (high watermark - committed position).
+    pub fn measure_lag(&self) -> Option<u64> {
+        let assignment = self.consumer.assignment().ok()?;
+        let committed = self.consumer.committed_offsets(assignment, Duration::from_secs(2)).ok()?;
+        let mut lag = 0u64;
+        for e in committed.elements() {
+            let (_, high) = self.consumer.fetch_watermarks(e.topic(), e.partition(), Duration::from_secs(2)).ok()?;
+            let pos = match e.offset() {
+                rdkafka::Offset::Offset(o) => o,
+                _ => 0,
+            };
+            lag += u64::try_from(high - pos).unwrap_or(0);
+        }
+        self.lag.store(lag, Ordering::Relaxed);
+        Some(lag)
     }
 
     /// Consumes until `shutdown` resolves.
@@ -209,6 +229,19 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl std::future::Fu
         .map_err(|e| WorkerError::Config(format!("cannot listen on {}: {e}", inst.status_listen)))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let status = tokio::spawn(status(listener, worker.clone(), stop_rx.clone()));
+    tokio::spawn({
+        let (w, mut stop) = (worker.clone(), stop_rx.clone());
+        async move {
+            loop {
+                let w2 = w.clone();
+                let _ = tokio::task::spawn_blocking(move || w2.measure_lag()).await;
+                tokio::select! {
+                    _ = stop.changed() => return,
+                    () = tokio::time::sleep(Duration::from_secs(5)) => {}
+                }
+            }
+        }
+    });
     if inst.kind == WorkerKind::Settlement {
         tokio::spawn(close_batches(worker.clone(), stop_rx.clone()));
     }
@@ -245,6 +278,7 @@ async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop
             let w = worker.clone();
             async move {
                 let (applied, dup, dead) = (w.applied.load(Ordering::Relaxed), w.duplicates.load(Ordering::Relaxed), w.dead_lettered.load(Ordering::Relaxed));
+                let lag = w.lag.load(Ordering::Relaxed);
                 let kind = w.kind.as_str();
                 match path.as_str() {
                     "/status" => Reply::json(format!("{{\"worker\":\"{}\",\"kind\":\"{kind}\",\"applied\":{applied},\"duplicates\":{dup},\"dead_lettered\":{dead}}}", w.name)),
@@ -253,7 +287,8 @@ async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop
                         Reply::metrics(format!(
                             "# HELP paymesh_worker_applied_total Events applied.\n# TYPE paymesh_worker_applied_total counter\npaymesh_worker_applied_total{{{l}}} {applied}\n\
                              # HELP paymesh_worker_duplicates_total Redelivered events skipped by the dedupe record.\n# TYPE paymesh_worker_duplicates_total counter\npaymesh_worker_duplicates_total{{{l}}} {dup}\n\
-                             # HELP paymesh_worker_dlq_total Messages sent to the DLQ.\n# TYPE paymesh_worker_dlq_total counter\npaymesh_worker_dlq_total{{{l}}} {dead}\n"
+                             # HELP paymesh_worker_dlq_total Messages sent to the DLQ.\n# TYPE paymesh_worker_dlq_total counter\npaymesh_worker_dlq_total{{{l}}} {dead}\n\
+                             # HELP paymesh_worker_lag_messages Messages of the assigned partitions not yet committed.\n# TYPE paymesh_worker_lag_messages gauge\npaymesh_worker_lag_messages{{{l}}} {lag}\n"
                         ))
                     }
                     _ => Reply::not_found(&path, "/status, /metrics"),

@@ -157,6 +157,12 @@ async fn the_ledger_applies_each_event_once_and_balances() {
     }
     assert_eq!(count(&s.db_url, "SELECT count(*) FROM ledger_entries").await, events.len() as i64);
     assert_eq!(count(&s.db_url, "SELECT (sum(debit) - sum(credit))::bigint FROM ledger_postings").await, 0, "debits equal credits");
+    // Everything applied and committed: no lag left.
+    let start_l = Instant::now();
+    while w.measure_lag() != Some(0) {
+        assert!(start_l.elapsed() < DEADLINE, "lag never reached 0: {:?}", w.measure_lag());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let c = db(&s.db_url).await;
     for m in 0..4 {
         let b = paymesh_workers::ledger::balances(&c, &format!("m{m}")).await.expect("balance");
