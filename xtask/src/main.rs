@@ -9,6 +9,7 @@
 mod bench;
 mod compose_check;
 mod install;
+mod observe;
 mod probe;
 mod smoke;
 mod stack;
@@ -17,7 +18,9 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
 
 const USAGE: &str = "usage: cargo xtask <command>
-  up [--config FILE] [--release]   start the local stack (Ctrl-C stops it)
+  up [--config FILE] [--release] [--observe]
+                                   start the local stack (Ctrl-C stops it); --observe adds an
+                                   OTLP receiver (rotel) and Prometheus scraping everything
   test                             install prerequisites and run every test
   bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge";
 
@@ -50,20 +53,40 @@ fn root() -> PathBuf {
 fn up(args: &[String]) -> Result<(), String> {
     let mut config = root().join("mesh-config/paymesh.toml");
     let mut release = false;
+    let mut observe = false;
     let mut it = args.iter();
     while let Some(a) = it.next() {
         match a.as_str() {
             "--config" => config = PathBuf::from(it.next().ok_or("--config needs a file")?),
             "--release" => release = true,
+            "--observe" => observe = true,
             other => return Err(format!("unknown option '{other}' for up\n{USAGE}")),
         }
     }
     install::postgres()?;
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let dir = root().join(".paymesh/up");
+    std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let mut stack = stack::Stack::start(&config, &root().join(".paymesh/up"), release).await?;
+        let (receiver, env) = if observe {
+            let r = observe::start_receiver(&install::rotel()?, &dir)?;
+            let env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), r.endpoint.clone())];
+            (Some(r), env)
+        } else {
+            (None, Vec::new())
+        };
+        let mut stack = stack::Stack::start_with_env(&config, &dir, release, env).await?;
+        let prometheus = if observe { Some(observe::start_prometheus(&install::prometheus()?, &stack.config, &dir)?) } else { None };
         stack.print_endpoints();
+        if let (Some(r), Some(p)) = (&receiver, &prometheus) {
+            println!("\nObservability:");
+            println!("  traces (OTLP at {}): one JSON line per span in {}", r.endpoint, r.spans.display());
+            println!(
+                "  Prometheus scraping {} targets: http://{}/graph  (e.g. sum by (route, code) (rate(paymesh_edge_requests_total[1m])))",
+                p.targets, p.addr
+            );
+        }
         println!("\nThe stack is up. Press Ctrl-C to stop it.");
         let outcome = stack.wait_for_ctrl_c_or_failure().await;
         let stopped = stack.stop().await;

@@ -11,27 +11,6 @@ use paymesh_testkit::port::free_port;
 use crate::probe::http;
 use crate::stack::Stack;
 
-/// Writes every span rotel receives as a JSON line (rotel's Python processor interface).
-const SPAN_WRITER: &str = r#"
-import json, os
-OUT = os.environ["PAYMESH_SPANS_FILE"]
-
-def _text(v):
-    inner = getattr(v, "value", v)
-    return inner if isinstance(inner, str) else str(inner)
-
-def process_spans(resource_spans):
-    service = ""
-    if resource_spans.resource is not None:
-        for kv in resource_spans.resource.attributes:
-            if kv.key == "service.name":
-                service = _text(kv.value)
-    with open(OUT, "a") as f:
-        for ss in resource_spans.scope_spans:
-            for s in ss.spans:
-                f.write(json.dumps({"service": service, "trace_id": bytes(s.trace_id).hex(), "span_id": bytes(s.span_id).hex(), "name": s.name}) + "\n")
-"#;
-
 pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), String> {
     let dir = crate::root().join(".paymesh/smoke");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
@@ -39,30 +18,10 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     std::fs::write(&config, smoke_config()?).map_err(|e| e.to_string())?;
 
     // A real OTLP receiver: rotel, writing the spans it gets to a file.
-    let spans = dir.join("spans.jsonl");
-    let _ = std::fs::remove_file(&spans);
-    std::fs::write(dir.join("span_writer.py"), SPAN_WRITER).map_err(|e| e.to_string())?;
-    let (otlp, otlp_http) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-    let _rotel = tokio::process::Command::new(rotel)
-        .args([
-            "start",
-            "--otlp-grpc-endpoint",
-            &format!("127.0.0.1:{otlp}"),
-            "--otlp-http-endpoint",
-            &format!("127.0.0.1:{otlp_http}"),
-            "--exporter",
-            "blackhole",
-        ])
-        .arg("--otlp-with-trace-processor")
-        .arg(dir.join("span_writer.py"))
-        .env("PAYMESH_SPANS_FILE", &spans)
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start rotel: {e}"))?;
+    let receiver = crate::observe::start_receiver(rotel, &dir)?;
+    let spans = receiver.spans.clone();
     let env = vec![
-        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), format!("http://127.0.0.1:{otlp}")),
+        ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
     ];
     let stack = Stack::start_with_env(&config, &dir, false, env).await?;
@@ -138,40 +97,8 @@ cluster = "payments"
 /// Debian's Prometheus, with a generated config, scrapes every process of the stack: all
 /// targets must be up, and PromQL must see the edge's request counter.
 async fn scrape(prometheus: &Path, stack: &Stack, dir: &Path) -> Result<(), String> {
-    let c = &stack.config;
-    let mut targets: Vec<(String, String)> = Vec::new();
-    if let Some(e) = &c.edge {
-        targets.push(("edge".into(), e.admin_listen.to_string()));
-    }
-    for i in &c.payments.instances {
-        if let Some(s) = i.status_listen {
-            targets.push(("payments".into(), s.to_string()));
-        }
-    }
-    for r in c.relay.iter().flat_map(|r| &r.instances) {
-        targets.push(("relay".into(), r.status_listen.to_string()));
-    }
-    for w in c.workers.iter().flat_map(|w| &w.instances) {
-        targets.push(("workers".into(), w.status_listen.to_string()));
-    }
-    let mut yml = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
-    for (job, addr) in &targets {
-        yml += &format!("  - job_name: {job}-{}\n    static_configs:\n      - targets: [\"{addr}\"]\n", addr.replace([':', '.'], "-"));
-    }
-    std::fs::write(dir.join("prometheus.yml"), yml).map_err(|e| e.to_string())?;
-    let port = free_port().map_err(|e| e.to_string())?;
-    let data = dir.join("prometheus-data");
-    let _ = std::fs::remove_dir_all(&data);
-    let _prom = tokio::process::Command::new(prometheus)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(std::process::Stdio::null())
-        .stderr(std::process::Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start prometheus: {e}"))?;
-    let addr: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().map_err(|_| "addr")?;
+    let prom = crate::observe::start_prometheus(prometheus, &stack.config, dir)?;
+    let (addr, targets) = (prom.addr, prom.targets);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
         let up = http(addr, "GET", "/api/v1/query?query=sum(up)", None).await.ok();
@@ -181,10 +108,10 @@ async fn scrape(prometheus: &Path, stack: &Stack, dir: &Path) -> Result<(), Stri
                 .and_then(|(_, b)| serde_json::from_str::<serde_json::Value>(b).ok())
                 .and_then(|v| v["data"]["result"][0]["value"][1].as_str().and_then(|s| s.parse::<f64>().ok()))
         };
-        if value(&up) == Some(targets.len() as f64) && value(&edge).is_some_and(|n| n > 0.0) {
+        if value(&up) == Some(targets as f64) && value(&edge).is_some_and(|n| n > 0.0) {
             println!(
                 "    Prometheus: all {} targets up; PromQL sum(paymesh_edge_requests_total) = {}",
-                targets.len(),
+                targets,
                 value(&edge).unwrap_or_default()
             );
             return Ok(());
