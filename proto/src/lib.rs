@@ -6,6 +6,8 @@
 //! - [`FILE_DESCRIPTOR_SET`]: every file of the contract with its imports and options
 //!   (including `google.api.http`), for server reflection and the edge's transcoder.
 
+pub mod codec;
+
 /// The encoded `google.protobuf.FileDescriptorSet` of every Paymesh proto and its imports.
 pub const FILE_DESCRIPTOR_SET: &[u8] = include_bytes!(concat!(env!("OUT_DIR"), "/paymesh_descriptor.bin"));
 
