@@ -4,8 +4,13 @@
 //!
 //! - [`stats`]: latencies into count, rate and percentiles;
 //! - [`load`]: the worker loop with warm-up and duration;
-//! - [`target`]: how one Authorize is sent to each kind of target.
+//! - [`target`]: how one Authorize is sent to each kind of target (the side-by-side runs);
+//! - [`call`], [`template`], [`report`]: ghz's interface for any method: dynamic messages
+//!   from descriptors, per-request templating, ghz's JSON report.
 
+pub mod call;
 pub mod load;
+pub mod report;
 pub mod stats;
 pub mod target;
+pub mod template;

@@ -16,20 +16,60 @@ pub struct Plan {
     pub duration: Duration,
     /// Open-loop pacing: call `n` is not sent before `start + n / rps` (ghz's `--rps`).
     pub rps: Option<f64>,
+    /// Stop after this many calls (ghz's `-n`), warm-up included.
+    pub total: Option<u64>,
+    /// Print a progress line to stderr every second.
+    pub progress: bool,
+}
+
+/// How one call went: its status name (`OK` on success) and, if it failed, why.
+#[derive(Debug, Clone)]
+pub struct Outcome {
+    pub status: String,
+    pub error: Option<String>,
+}
+
+impl From<String> for Outcome {
+    fn from(status: String) -> Self {
+        Self { status, error: None }
+    }
 }
 
 /// Runs `call(seq)` from `plan.concurrency` workers; `seq` is unique across workers. The
 /// call returns its status name (`OK` for success).
-pub async fn run<F, Fut>(plan: Plan, call: F) -> Summary
+pub async fn run<F, Fut, O>(plan: Plan, call: F) -> Summary
 where
     F: Fn(u64) -> Fut + Send + Sync + 'static,
-    Fut: Future<Output = String> + Send,
+    Fut: Future<Output = O> + Send,
+    O: Into<Outcome>,
+{
+    run_recording(plan, call).await.0
+}
+
+/// [`run`], also returning everything recorded (for ghz's report) and the measured time.
+pub async fn run_recording<F, Fut, O>(plan: Plan, call: F) -> (Summary, Recorder, Duration)
+where
+    F: Fn(u64) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = O> + Send,
+    O: Into<Outcome>,
 {
     let call = Arc::new(call);
     let seq = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
     let measure_from = start + plan.warmup;
     let end = measure_from + plan.duration;
+    let progress = plan.progress.then(|| {
+        let seq = seq.clone();
+        tokio::spawn(async move {
+            let mut last = 0;
+            loop {
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                let n = seq.load(Ordering::Relaxed);
+                eprintln!("[{:>5.1}s] {n} calls sent, {} in the last second", start.elapsed().as_secs_f64(), n - last);
+                last = n;
+            }
+        })
+    });
     let mut workers = Vec::with_capacity(plan.concurrency);
     for _ in 0..plan.concurrency {
         let (call, seq) = (call.clone(), seq.clone());
@@ -37,6 +77,9 @@ where
             let mut rec = Recorder::default();
             loop {
                 let n = seq.fetch_add(1, Ordering::Relaxed);
+                if plan.total.is_some_and(|t| n >= t) {
+                    return rec;
+                }
                 if let Some(rps) = plan.rps {
                     let at = start + Duration::from_secs_f64(n as f64 / rps);
                     if at >= end {
@@ -48,9 +91,12 @@ where
                 if sent >= end {
                     return rec;
                 }
-                let status = call(n).await;
+                let outcome: Outcome = call(n).await.into();
                 if sent >= measure_from {
-                    rec.record(sent.elapsed(), &status);
+                    rec.record(sent.elapsed(), &outcome.status);
+                    if let Some(e) = &outcome.error {
+                        rec.record_error(e);
+                    }
                 }
             }
         }));
@@ -61,5 +107,10 @@ where
             all.merge(rec);
         }
     }
-    all.summary(plan.duration)
+    if let Some(p) = progress {
+        p.abort();
+    }
+    // With -n the run may end before the duration: measure what it took.
+    let measured = start.elapsed().saturating_sub(plan.warmup).min(plan.duration).max(Duration::from_micros(1));
+    (all.clone().summary(measured), all, measured)
 }

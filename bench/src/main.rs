@@ -13,7 +13,14 @@ use std::time::Duration;
 use paymesh_bench::load::{Plan, run};
 use paymesh_bench::target;
 
-const USAGE: &str = "usage: paymesh-bench --mode grpc-direct|grpc-edge|rest-edge
+const USAGE: &str = "usage (ghz-compatible):
+  paymesh-bench --call package.Service/Method -d JSON [-n N | -z DUR] [-c C] [--rps R] [--connections K]
+                [--protoset FILE] [-m NAME=VALUE ...] [--warmup DUR] HOST:PORT
+  paymesh-bench --rest METHOD:/path -d JSON [same flags] HOST:PORT
+  -d is templated per request: {{.RequestNumber}} {{.WorkerID}} {{.UUID}} {{newUUID}} {{.TimestampUnix}}
+  {{randomInt A B}} {{mod .RequestNumber N}}. Prints ghz's JSON report; a progress line on stderr.
+side-by-side modes (used by cargo xtask bench):
+  paymesh-bench --mode grpc-direct|grpc-edge|rest-edge
     [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
     [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--rps N] [--connections 4] [--merchants 1000]
     [--header NAME=VALUE ...] [--run-id ID]";
@@ -27,6 +34,11 @@ struct Args {
     merchants: u64,
     run_id: String,
     headers: Vec<(String, String)>,
+    call: Option<String>,
+    rest: Option<String>,
+    data: String,
+    protosets: Vec<String>,
+    target: Option<String>,
 }
 
 fn parse() -> Result<Args, String> {
@@ -34,10 +46,22 @@ fn parse() -> Result<Args, String> {
         mode: String::new(),
         addr: None,
         shard_addrs: Vec::new(),
-        plan: Plan { concurrency: 32, warmup: Duration::from_secs(2), duration: Duration::from_secs(10), rps: None },
+        plan: Plan {
+            concurrency: 32,
+            warmup: Duration::from_secs(2),
+            duration: Duration::from_secs(10),
+            rps: None,
+            total: None,
+            progress: false,
+        },
         connections: 4,
         merchants: 1_000,
         headers: Vec::new(),
+        call: None,
+        rest: None,
+        data: String::from("{}"),
+        protosets: Vec::new(),
+        target: None,
         run_id: format!("bench-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)),
     };
     let mut it = std::env::args().skip(1);
@@ -64,7 +88,25 @@ fn parse() -> Result<Args, String> {
                 let (k, val) = v.split_once('=').ok_or("--header wants NAME=VALUE")?;
                 a.headers.push((k.to_ascii_lowercase(), val.to_owned()));
             }
+            "--call" => a.call = Some(value()?),
+            "--rest" => a.rest = Some(value()?),
+            "-d" | "--data" => a.data = value()?,
+            "-n" | "--total" => a.plan.total = Some(value()?.parse().map_err(|_| "-n wants a number")?),
+            "--protoset" => a.protosets.push(value()?),
+            "-m" | "--metadata" => {
+                let v = value()?;
+                let (k, val) = v.split_once('=').ok_or("-m wants NAME=VALUE")?;
+                a.headers.push((k.to_ascii_lowercase(), val.to_owned()));
+            }
+            "--insecure" | "--plaintext" => {}
+            "-O" | "--format" => {
+                let f = value()?;
+                if f != "json" {
+                    return Err(format!("-O {f}: only json is supported"));
+                }
+            }
             "-h" | "--help" => return Err(USAGE.into()),
+            other if !other.starts_with('-') && a.target.is_none() => a.target = Some(other.to_owned()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
@@ -92,7 +134,53 @@ async fn main() -> ExitCode {
     }
 }
 
+/// ghz's mode: any method, templated bodies, ghz's report.
+async fn ghz(mut a: Args) -> Result<serde_json::Value, String> {
+    let addr: SocketAddr = a.target.clone().ok_or("give the target as HOST:PORT")?.parse().map_err(|_| "the target must be HOST:PORT")?;
+    if a.plan.total.is_some() && !std::env::args().any(|x| x == "-z" || x == "--duration") {
+        // -n without -z: run until the calls are done.
+        a.plan.duration = Duration::from_secs(24 * 3_600);
+        a.plan.warmup = Duration::ZERO;
+    }
+    a.plan.progress = true;
+    let target = match (&a.call, &a.rest) {
+        (Some(call), None) => {
+            let pool = paymesh_bench::call::pool(&a.protosets)?;
+            let (path, input) = paymesh_bench::call::method(&pool, call)?;
+            paymesh_bench::call::Target::Grpc { channels: target::channels(addr, a.connections).await?, path, input }
+        }
+        (None, Some(rest)) => {
+            let (method, path) = rest.split_once(':').ok_or("--rest wants METHOD:/path")?;
+            let method = method.parse().map_err(|_| format!("--rest: '{method}' is not an HTTP method"))?;
+            paymesh_bench::call::Target::Rest {
+                client: Box::new(target::http_client()),
+                base: format!("http://{addr}"),
+                method,
+                path: path.to_owned(),
+            }
+        }
+        _ => return Err("give exactly one of --call and --rest".into()),
+    };
+    let options = serde_json::json!({
+        "call": a.call, "rest": a.rest, "host": addr.to_string(), "concurrency": a.plan.concurrency,
+        "total": a.plan.total, "duration": a.plan.duration.as_secs_f64(), "rps": a.plan.rps, "connections": a.connections, "data": a.data,
+    });
+    let (data, headers, concurrency) =
+        (std::sync::Arc::new(a.data.clone()), std::sync::Arc::new(a.headers.clone()), a.plan.concurrency.max(1));
+    let t = std::sync::Arc::new(target);
+    let (_, rec, took) = paymesh_bench::load::run_recording(a.plan, move |seq| {
+        let (t, data, headers) = (t.clone(), data.clone(), headers.clone());
+        async move { paymesh_bench::call::call(&t, &data, &headers, seq, (seq as usize) % concurrency).await }
+    })
+    .await;
+    let (mut lat, statuses, errors) = rec.into_parts();
+    Ok(paymesh_bench::report::ghz(&mut lat, &statuses, &errors, took, options))
+}
+
 async fn bench(a: Args) -> Result<serde_json::Value, String> {
+    if a.call.is_some() || a.rest.is_some() {
+        return ghz(a).await;
+    }
     let (run_id, merchants) = (a.run_id.clone(), a.merchants);
     let headers: target::Headers = std::sync::Arc::new(a.headers.clone());
     let summary = match a.mode.as_str() {

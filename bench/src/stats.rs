@@ -10,6 +10,7 @@ pub struct Recorder {
     latencies_us: Vec<u64>,
     ok_latencies_us: Vec<u64>,
     statuses: BTreeMap<String, u64>,
+    errors: BTreeMap<String, u64>,
 }
 
 impl Recorder {
@@ -21,11 +22,26 @@ impl Recorder {
         *self.statuses.entry(status.to_owned()).or_default() += 1;
     }
 
+    /// Counts a failed call's message (at most 100 distinct messages are kept).
+    pub fn record_error(&mut self, message: &str) {
+        if self.errors.len() < 100 || self.errors.contains_key(message) {
+            *self.errors.entry(message.to_owned()).or_default() += 1;
+        }
+    }
+
+    /// Every latency (microseconds), status counts and error counts.
+    pub fn into_parts(self) -> (Vec<u64>, BTreeMap<String, u64>, BTreeMap<String, u64>) {
+        (self.latencies_us, self.statuses, self.errors)
+    }
+
     pub fn merge(&mut self, other: Recorder) {
         self.latencies_us.extend(other.latencies_us);
         self.ok_latencies_us.extend(other.ok_latencies_us);
         for (k, v) in other.statuses {
             *self.statuses.entry(k).or_default() += v;
+        }
+        for (k, v) in other.errors {
+            *self.errors.entry(k).or_default() += v;
         }
     }
 

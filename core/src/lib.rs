@@ -10,6 +10,7 @@
 
 pub mod breaker;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod ids;

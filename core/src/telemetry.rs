@@ -161,7 +161,7 @@ where
         event.record(&mut Visitor(&mut fields));
         let message = fields.remove("message").unwrap_or(serde_json::Value::String(String::new()));
         let mut line = serde_json::json!({
-            "ts": rfc3339(std::time::SystemTime::now()),
+            "ts": crate::clock::rfc3339(std::time::SystemTime::now()),
             "level": event.metadata().level().as_str(),
             "service": self.service,
             "target": event.metadata().target(),
@@ -177,45 +177,6 @@ where
             line["fields"] = serde_json::Value::Object(fields);
         }
         writeln!(w, "{line}")
-    }
-}
-
-/// `2026-11-21T11:49:26.210894Z`.
-fn rfc3339(t: std::time::SystemTime) -> String {
-    let d = t.duration_since(std::time::UNIX_EPOCH).unwrap_or_default();
-    let secs = d.as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since the epoch (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!("{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:06}Z", rem / 3_600, rem % 3_600 / 60, rem % 60, d.subsec_micros())
-}
-
-#[cfg(test)]
-mod tests {
-    use std::time::{Duration, UNIX_EPOCH};
-
-    #[test]
-    fn rfc3339_timestamps() {
-        assert_eq!(super::rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000000Z");
-        assert_eq!(super::rfc3339(UNIX_EPOCH + Duration::from_micros(1_795_261_765_729_518)), "2026-11-21T11:49:25.729518Z");
-        assert_eq!(super::rfc3339(UNIX_EPOCH + Duration::from_secs(951_782_400)), "2000-02-29T00:00:00.000000Z");
-    }
-
-    #[test]
-    fn trace_context_round_trips_through_headers() {
-        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
-        let cx = super::extract(&|k| (k == "traceparent").then(|| tp.to_owned()));
-        let mut out = Vec::new();
-        super::inject(&cx, &mut |k, v| out.push((k.to_owned(), v)));
-        assert!(out.iter().any(|(k, v)| k == "traceparent" && v == tp), "{out:?}");
     }
 }
 
@@ -236,5 +197,18 @@ impl tracing::field::Visit for Visitor<'_> {
     }
     fn record_bool(&mut self, field: &tracing::field::Field, value: bool) {
         self.0.insert(field.name().to_owned(), value.into());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+
+    #[test]
+    fn trace_context_round_trips_through_headers() {
+        let tp = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+        let cx = super::extract(&|k| (k == "traceparent").then(|| tp.to_owned()));
+        let mut out = Vec::new();
+        super::inject(&cx, &mut |k, v| out.push((k.to_owned(), v)));
+        assert!(out.iter().any(|(k, v)| k == "traceparent" && v == tp), "{out:?}");
     }
 }

@@ -16,9 +16,12 @@ const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 /// Requests by protocol, route, shard and outcome, with a latency histogram per protocol,
 /// route and shard. Labels come from config (routes, shards) and the fixed set of gRPC
 /// codes, so cardinality is bounded.
+/// Protocol, route, shard and outcome of a counted request.
+type CountKey = (&'static str, String, String, &'static str);
+
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    counts: Mutex<BTreeMap<(&'static str, String, String, &'static str), u64>>,
+    counts: Mutex<BTreeMap<CountKey, u64>>,
     latency: Mutex<BTreeMap<(&'static str, String, String), Histogram>>,
 }
 

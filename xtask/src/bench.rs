@@ -294,7 +294,7 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
             m(|x| x.cpu_machine),
         );
     }
-    let date = today();
+    let date = paymesh_core::clock::today();
     let header = format!(
         "# Benchmark {date}\n\nCommand: `cargo xtask bench{}`. Authorize only, closed loop, concurrency {}, warm-up {}, {} per mode per round, {} round(s) alternating the modes; medians across rounds (requests and errors are totals). Stack: 2 PostgreSQL shards, 2 payments instances per shard, the edge (2 threads), all release builds on this machine ({} cores), load generator on the same machine.\n\n",
         if s.rounds == 1 { " --quick" } else { "" },
@@ -314,27 +314,10 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
     Ok(())
 }
 
-/// Today's date (UTC) as YYYY-MM-DD.
-fn today() -> String {
-    let days = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs() / 86_400).unwrap_or(0) as i64;
-    // Civil-from-days (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1_460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    format!("{y:04}-{m:02}-{d:02}")
-}
-
 #[cfg(test)]
 mod tests {
     #[test]
-    fn civil_dates() {
-        assert!(super::today().starts_with("20"));
+    fn median_of_unsorted_runs() {
         assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
     }
 }

@@ -8,10 +8,13 @@ use std::time::Duration;
 
 const BUCKETS: [f64; 12] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0];
 
+/// Cumulative bucket counts, observation count and sum (seconds) of one method's latency.
+type Histogram = ([u64; 12], u64, f64);
+
 #[derive(Debug, Default)]
 pub struct RpcMetrics {
     calls: Mutex<BTreeMap<(&'static str, &'static str), u64>>,
-    latency: Mutex<BTreeMap<&'static str, ([u64; 12], u64, f64)>>,
+    latency: Mutex<BTreeMap<&'static str, Histogram>>,
 }
 
 impl RpcMetrics {
