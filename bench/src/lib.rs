@@ -6,9 +6,11 @@
 //! - [`load`]: the worker loop with warm-up and duration;
 //! - [`target`]: how one Authorize is sent to each kind of target (the side-by-side runs);
 //! - [`call`], [`template`], [`report`]: ghz's interface for any method: dynamic messages
-//!   from descriptors, per-request templating, ghz's JSON report.
+//!   from descriptors, per-request templating, ghz's JSON report; [`ghz_config`] reads
+//!   ghz's `--config` files.
 
 pub mod call;
+pub mod ghz_config;
 pub mod load;
 pub mod report;
 pub mod stats;

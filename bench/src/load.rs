@@ -18,6 +18,9 @@ pub struct Plan {
     pub rps: Option<f64>,
     /// Stop after this many calls (ghz's `-n`), warm-up included.
     pub total: Option<u64>,
+    /// Calls sent but not recorded before recording starts (ghz's `--skipFirst`), on top of
+    /// the time-based warm-up.
+    pub skip_first: u64,
     /// Print a progress line to stderr every second.
     pub progress: bool,
 }
@@ -92,7 +95,7 @@ where
                     return rec;
                 }
                 let outcome: Outcome = call(n).await.into();
-                if sent >= measure_from {
+                if sent >= measure_from && n >= plan.skip_first {
                     rec.record(sent.elapsed(), &outcome.status);
                     if let Some(e) = &outcome.error {
                         rec.record_error(e);

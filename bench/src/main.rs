@@ -15,7 +15,8 @@ use paymesh_bench::target;
 
 const USAGE: &str = "usage (ghz-compatible):
   paymesh-bench --call package.Service/Method -d JSON [-n N | -z DUR] [-c C] [--rps R] [--connections K]
-                [--protoset FILE] [-m NAME=VALUE ...] [--warmup DUR] HOST:PORT
+                [--protoset FILE] [-m NAME=VALUE ...] [--warmup DUR] [--skipFirst N] HOST:PORT
+  paymesh-bench --config bench/ghz/authorize.json [flags that override it] [HOST:PORT]
   paymesh-bench --rest METHOD:/path -d JSON [same flags] HOST:PORT
   -d is templated per request: {{.RequestNumber}} {{.WorkerID}} {{.UUID}} {{newUUID}} {{.TimestampUnix}}
   {{randomInt A B}} {{mod .RequestNumber N}}. Prints ghz's JSON report; a progress line on stderr.
@@ -39,6 +40,8 @@ struct Args {
     data: String,
     protosets: Vec<String>,
     target: Option<String>,
+    /// `-z` was given (with `-n` alone the run lasts until the calls are done).
+    duration_set: bool,
 }
 
 fn parse() -> Result<Args, String> {
@@ -52,6 +55,7 @@ fn parse() -> Result<Args, String> {
             duration: Duration::from_secs(10),
             rps: None,
             total: None,
+            skip_first: 0,
             progress: false,
         },
         connections: 4,
@@ -62,9 +66,26 @@ fn parse() -> Result<Args, String> {
         data: String::from("{}"),
         protosets: Vec::new(),
         target: None,
+        duration_set: false,
         run_id: format!("bench-{}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)),
     };
-    let mut it = std::env::args().skip(1);
+    let cli: Vec<String> = std::env::args().skip(1).collect();
+    let mut args = Vec::new();
+    let mut rest = cli.iter();
+    while let Some(f) = rest.next() {
+        if let Some(path) =
+            f.strip_prefix("--config=").map(str::to_owned).or_else(|| (f == "--config").then(|| rest.next().cloned()).flatten())
+        {
+            let text = std::fs::read_to_string(&path).map_err(|e| format!("--config {path}: {e}"))?;
+            args.splice(0..0, paymesh_bench::ghz_config::to_flags(&text).map_err(|e| format!("--config {path}: {e}"))?);
+        } else if f == "--config" {
+            return Err("--config needs a file".into());
+        } else {
+            args.push(f.clone());
+        }
+    }
+    let mut duration_set = false;
+    let mut it = args.into_iter();
     while let Some(flag) = it.next() {
         let mut value = || it.next().ok_or_else(|| format!("{flag} needs a value"));
         let dur = |v: String| paymesh_core::duration::parse(&v);
@@ -77,7 +98,11 @@ fn parse() -> Result<Args, String> {
                 a.shard_addrs.push((s.parse().map_err(|_| "bad shard")?, addr.parse().map_err(|_| "bad address")?));
             }
             "-c" | "--concurrency" => a.plan.concurrency = value()?.parse().map_err(|_| "-c wants a number")?,
-            "-z" | "--duration" => a.plan.duration = dur(value()?)?,
+            "-z" | "--duration" => {
+                a.plan.duration = dur(value()?)?;
+                duration_set = true;
+            }
+            "--skipFirst" => a.plan.skip_first = value()?.parse().map_err(|_| "--skipFirst wants a number")?,
             "--warmup" => a.plan.warmup = dur(value()?)?,
             "--connections" => a.connections = value()?.parse().map_err(|_| "--connections wants a number")?,
             "--merchants" => a.merchants = value()?.parse().map_err(|_| "--merchants wants a number")?,
@@ -106,10 +131,11 @@ fn parse() -> Result<Args, String> {
                 }
             }
             "-h" | "--help" => return Err(USAGE.into()),
-            other if !other.starts_with('-') && a.target.is_none() => a.target = Some(other.to_owned()),
+            other if !other.starts_with('-') => a.target = Some(other.to_owned()),
             other => return Err(format!("unknown flag {other}\n{USAGE}")),
         }
     }
+    a.duration_set = duration_set;
     Ok(a)
 }
 
@@ -137,7 +163,7 @@ async fn main() -> ExitCode {
 /// ghz's mode: any method, templated bodies, ghz's report.
 async fn ghz(mut a: Args) -> Result<serde_json::Value, String> {
     let addr: SocketAddr = a.target.clone().ok_or("give the target as HOST:PORT")?.parse().map_err(|_| "the target must be HOST:PORT")?;
-    if a.plan.total.is_some() && !std::env::args().any(|x| x == "-z" || x == "--duration") {
+    if a.plan.total.is_some() && !a.duration_set {
         // -n without -z: run until the calls are done.
         a.plan.duration = Duration::from_secs(24 * 3_600);
         a.plan.warmup = Duration::ZERO;

@@ -32,8 +32,8 @@ impl pb::payments_server::Payments for Evens {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn counts_grpc_statuses_and_reports_like_ghz() {
+/// Serves [`Evens`] on a free port.
+async fn evens_server() -> std::net::SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
     tokio::spawn(
@@ -41,6 +41,12 @@ async fn counts_grpc_statuses_and_reports_like_ghz() {
             .add_service(pb::payments_server::PaymentsServer::new(Evens))
             .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
     );
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn counts_grpc_statuses_and_reports_like_ghz() {
+    let addr = evens_server().await;
     let bin = env!("CARGO_BIN_EXE_paymesh-bench");
     let out = tokio::task::spawn_blocking(move || {
         Command::new(bin)
@@ -62,6 +68,37 @@ async fn counts_grpc_statuses_and_reports_like_ghz() {
         assert!(r.get(field).is_some(), "{field} missing from {r}");
     }
     assert_eq!(r["latencyDistribution"].as_array().map(Vec::len), Some(7));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runs_a_ghz_config_file_and_skips_the_first_calls() {
+    let addr = evens_server().await;
+    let dir = std::env::temp_dir().join(format!("paymesh-ghz-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let config = dir.join("authorize.json");
+    let text = serde_json::json!({
+        "proto": "proto/payments/v1/payments.proto",
+        "call": "payments.v1.Payments/Authorize",
+        "host": addr.to_string(),
+        "insecure": true,
+        "total": 20,
+        "concurrency": 1,
+        "skipFirst": 6,
+        "data": {"merchant_id": "m", "amount": "{{.RequestNumber}}", "currency": "USD", "idempotency_key": "{{.UUID}}"},
+    });
+    std::fs::write(&config, text.to_string()).expect("write config");
+    let bin = env!("CARGO_BIN_EXE_paymesh-bench");
+    let out = tokio::task::spawn_blocking(move || Command::new(bin).arg("--config").arg(&config).output())
+        .await
+        .expect("join")
+        .expect("run paymesh-bench");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).expect("a JSON report");
+    // Calls 0..=5 are sent but not recorded; of 6..=19, the even amounts fail.
+    assert_eq!(r["count"], 14, "{r}");
+    assert_eq!(r["statusCodeDistribution"]["OK"], 7);
+    assert_eq!(r["statusCodeDistribution"]["Unavailable"], 7);
 }
 
 #[test]
