@@ -21,7 +21,8 @@ const USAGE: &str = "usage (ghz-compatible):
   -d is templated per request: {{.RequestNumber}} {{.WorkerID}} {{.UUID}} {{newUUID}} {{.TimestampUnix}}
   {{randomInt A B}} {{mod .RequestNumber N}}. Prints ghz's JSON report; a progress line on stderr.
 side-by-side modes (used by cargo xtask bench):
-  paymesh-bench --mode grpc-direct|grpc-edge|rest-edge
+  paymesh-bench --mode grpc-direct|grpc-edge|rest-edge|flow-rest-edge
+    (flow-rest-edge: authorize -> capture -> refund over REST as one unit, the seeds' full flow)
     [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
     [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--rps N] [--connections 4] [--merchants 1000]
     [--header NAME=VALUE ...] [--run-id ID]";
@@ -245,10 +246,20 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
             })
             .await
         }
+        "flow-rest-edge" => {
+            let edge = a.addr.ok_or("--addr is required")?;
+            let client = target::http_client();
+            run(a.plan, move |seq| {
+                let (client, headers, req) = (client.clone(), headers.clone(), target::authorize_request(&run_id, seq, merchants));
+                async move { target::rest_flow(client, edge, req, &headers).await }
+            })
+            .await
+        }
         other => return Err(format!("unknown mode '{other}'\n{USAGE}")),
     };
     let mut json = summary.to_json();
     json["mode"] = serde_json::json!(a.mode);
+    json["requests_per_call"] = serde_json::json!(if a.mode.starts_with("flow-") { 3 } else { 1 });
     json["concurrency"] = serde_json::json!(a.plan.concurrency);
     json["duration_s"] = serde_json::json!(a.plan.duration.as_secs_f64());
     json["rps_target"] = serde_json::json!(a.plan.rps);

@@ -69,25 +69,56 @@ pub fn http_client() -> HttpClient {
     Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(connector)
 }
 
-/// REST Authorize through the edge; returns `OK` or `HTTP <status>`.
-pub async fn rest_authorize(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest, headers: &Headers) -> String {
-    let body = format!(
-        r#"{{"merchantId":"{}","amount":{},"currency":"{}","idempotencyKey":"{}"}}"#,
-        req.merchant_id, req.amount, req.currency, req.idempotency_key
-    );
-    let mut builder = http::Request::post(format!("http://{edge}/api/payments/authorize")).header("content-type", "application/json");
+/// POSTs a JSON body through the edge; the response body on 2xx, else `HTTP <status>` or
+/// the transport error.
+async fn rest_post(client: &HttpClient, url: String, body: String, headers: &Headers) -> Result<Bytes, String> {
+    let mut builder = http::Request::post(url).header("content-type", "application/json");
     for (k, v) in headers.iter() {
         builder = builder.header(k.as_str(), v.as_str());
     }
-    let request = builder.body(Full::new(Bytes::from(body)));
-    let Ok(request) = request else { return "bad request".into() };
-    match client.request(request).await {
-        Ok(resp) => {
-            let status = resp.status();
-            // Read the whole body so the connection is reused.
-            let _ = resp.into_body().collect().await;
-            if status.is_success() { "OK".into() } else { format!("HTTP {}", status.as_u16()) }
+    let request = builder.body(Full::new(Bytes::from(body))).map_err(|_| "bad request".to_owned())?;
+    let resp = client.request(request).await.map_err(|e| format!("transport: {e}"))?;
+    let status = resp.status();
+    // Read the whole body so the connection is reused.
+    let body = resp.into_body().collect().await.map(|b| b.to_bytes()).map_err(|e| format!("transport: {e}"))?;
+    if status.is_success() { Ok(body) } else { Err(format!("HTTP {}", status.as_u16())) }
+}
+
+/// REST Authorize through the edge; returns `OK` or `HTTP <status>`.
+pub async fn rest_authorize(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest, headers: &Headers) -> String {
+    match rest_post(&client, format!("http://{edge}/api/payments/authorize"), authorize_json(&req), headers).await {
+        Ok(_) => "OK".into(),
+        Err(e) => e,
+    }
+}
+
+fn authorize_json(req: &pb::AuthorizeRequest) -> String {
+    format!(
+        r#"{{"merchantId":"{}","amount":{},"currency":"{}","idempotencyKey":"{}"}}"#,
+        req.merchant_id, req.amount, req.currency, req.idempotency_key
+    )
+}
+
+/// The seeds' full flow as one unit, REST through the edge: authorize, capture the whole
+/// amount, refund it. `OK`, or the failed step and its status (`capture HTTP 409`).
+pub async fn rest_flow(client: HttpClient, edge: SocketAddr, req: pb::AuthorizeRequest, headers: &Headers) -> String {
+    let key = req.idempotency_key.clone();
+    let step = async {
+        let body = rest_post(&client, format!("http://{edge}/api/payments/authorize"), authorize_json(&req), headers)
+            .await
+            .map_err(|e| format!("authorize {e}"))?;
+        let id = serde_json::from_slice::<serde_json::Value>(&body)
+            .ok()
+            .and_then(|v| v.get("paymentId").and_then(|i| i.as_str()).map(str::to_owned))
+            .ok_or("authorize answered without a paymentId")?;
+        for op in ["capture", "refund"] {
+            let body = format!(r#"{{"idempotencyKey":"{key}-{op}"}}"#);
+            rest_post(&client, format!("http://{edge}/api/payments/{id}/{op}"), body, headers).await.map_err(|e| format!("{op} {e}"))?;
         }
-        Err(e) => format!("transport: {e}"),
+        Ok::<_, String>(())
+    };
+    match step.await {
+        Ok(()) => "OK".into(),
+        Err(e) => e,
     }
 }

@@ -5,7 +5,11 @@
 //! - `grpc-direct`: straight at the payments instances (the client routes by shard, so the
 //!   backends are the same four as behind the edge);
 //! - `grpc-edge`: gRPC through the edge;
-//! - `rest-edge`: REST/JSON through the edge (transcoded).
+//! - `rest-edge`: REST/JSON through the edge (transcoded);
+//! - `flow-rest-edge`: the seeds' full flow, authorize -> capture -> refund over REST
+//!   through the edge, timed as one unit;
+//! - `pgbench`: the database ceiling, pgbench running Authorize's statements
+//!   (`bench/authorize.pgbench.sql`) against both shards with the same number of clients.
 //!
 //! Rounds alternate the modes, and the report quotes medians across rounds, with the CPU
 //! seconds each kind of process used, since this machine is shared and noisy.
@@ -16,7 +20,7 @@ use paymesh_testkit::port::free_port;
 
 use crate::stack::Stack;
 
-const MODES: [&str; 3] = ["grpc-direct", "grpc-edge", "rest-edge"];
+const MODES: [&str; 5] = ["grpc-direct", "grpc-edge", "rest-edge", "flow-rest-edge", "pgbench"];
 
 /// The per-API-key limit (requests per second, and burst) of the overload scenario. Only
 /// requests carrying `x-api-key` are limited, so the side-by-side modes are not.
@@ -107,6 +111,14 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
     let mut out = Vec::new();
     for round in 1..=s.rounds {
         for mode in MODES {
+            if mode == "pgbench" {
+                let before = cpu(stack);
+                let j = pgbench(stack, s, &format!("r{round}")).await?;
+                let after = cpu(stack);
+                out.push((round, mode, sample_of(&j, before, after)));
+                print_sample(round, mode, &out[out.len() - 1].2);
+                continue;
+            }
             let mut cmd = tokio::process::Command::new(&bin);
             cmd.args([
                 "--mode",
@@ -134,28 +146,92 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
                 return Err(format!("{mode}: {}", String::from_utf8_lossy(&output.stderr)));
             }
             let json: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("{mode}: bad output: {e}"))?;
-            let f = |k: &str| json[k].as_f64().unwrap_or(0.0);
-            let sample = Sample {
-                rps: f("rps"),
-                p50: f("p50_ms"),
-                p90: f("p90_ms"),
-                p95: f("p95_ms"),
-                p99: f("p99_ms"),
-                count: json["count"].as_u64().unwrap_or(0),
-                errors: json["errors"].as_u64().unwrap_or(0),
-                cpu_edge: after.0 - before.0,
-                cpu_payments: after.1 - before.1,
-                cpu_postgres: after.2 - before.2,
-                cpu_machine: after.3 - before.3,
-            };
-            println!(
-                "    round {round} {mode:<11} {:>8.0} req/s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {}  cpu s: edge {:.1} payments {:.1} postgres {:.1}",
-                sample.rps, sample.p50, sample.p99, sample.errors, sample.cpu_edge, sample.cpu_payments, sample.cpu_postgres
-            );
+            let sample = sample_of(&json, before, after);
+            print_sample(round, mode, &sample);
             out.push((round, mode, sample));
         }
     }
     Ok(out)
+}
+
+fn sample_of(json: &serde_json::Value, before: (f64, f64, f64, f64), after: (f64, f64, f64, f64)) -> Sample {
+    let f = |k: &str| json[k].as_f64().unwrap_or(0.0);
+    Sample {
+        rps: f("rps"),
+        p50: f("p50_ms"),
+        p90: f("p90_ms"),
+        p95: f("p95_ms"),
+        p99: f("p99_ms"),
+        count: json["count"].as_u64().unwrap_or(0),
+        errors: json["errors"].as_u64().unwrap_or(0),
+        cpu_edge: after.0 - before.0,
+        cpu_payments: after.1 - before.1,
+        cpu_postgres: after.2 - before.2,
+        cpu_machine: after.3 - before.3,
+    }
+}
+
+fn print_sample(round: usize, mode: &str, s: &Sample) {
+    println!(
+        "    round {round} {mode:<14} {:>8.0} /s  p50 {:>6.2} ms  p99 {:>7.2} ms  errors {}  cpu s: edge {:.1} payments {:.1} postgres {:.1}",
+        s.rps, s.p50, s.p99, s.errors, s.cpu_edge, s.cpu_payments, s.cpu_postgres
+    );
+}
+
+/// The database ceiling: one pgbench per shard, together `concurrency` clients, for the
+/// same duration, running Authorize's statements. The summary has the load tool's fields
+/// (rps = transactions per second over both shards, percentiles from pgbench's per-transaction log).
+async fn pgbench(stack: &Stack, s: &Settings, tag: &str) -> Result<serde_json::Value, String> {
+    let bin = paymesh_testkit::postgres::find_bindir().map_err(|e| e.to_string())?.join("pgbench");
+    let script = crate::root().join("bench/authorize.pgbench.sql");
+    let secs = paymesh_core::duration::parse(s.duration)?.as_secs().max(1);
+    let logs = crate::root().join(".paymesh/bench/pgbench").join(tag);
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).map_err(|e| e.to_string())?;
+    let shards = stack.config.shards.len().max(1);
+    let clients = (s.concurrency / shards).max(1);
+    let mut runs = Vec::new();
+    for shard in &stack.config.shards {
+        let mut cmd = tokio::process::Command::new(&bin);
+        cmd.args(["-n", "-M", "prepared", "-c", &clients.to_string(), "-j", "1", "-T", &secs.to_string()])
+            .arg("-f")
+            .arg(&script)
+            .arg("-l")
+            .arg(format!("--log-prefix={}", logs.join(format!("shard{}", shard.id.0)).display()))
+            .arg(&shard.database.url)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        // Spawned together, so the shards are loaded at the same time.
+        runs.push(cmd.spawn().map_err(|e| format!("cannot run {}: {e}", bin.display()))?);
+    }
+    let (mut tps, mut failed) = (0.0, 0u64);
+    for run in runs {
+        let out = run.wait_with_output().await.map_err(|e| format!("pgbench: {e}"))?;
+        let text = String::from_utf8_lossy(&out.stdout);
+        if !out.status.success() {
+            return Err(format!("pgbench failed: {}{}", text, String::from_utf8_lossy(&out.stderr)));
+        }
+        tps += pgbench_value(&text, "tps = ").ok_or_else(|| format!("no tps in pgbench output:\n{text}"))?;
+        failed += pgbench_value(&text, "number of failed transactions: ").unwrap_or(0.0) as u64;
+    }
+    let mut lat_us: Vec<u64> = Vec::new();
+    for entry in std::fs::read_dir(&logs).map_err(|e| e.to_string())?.flatten() {
+        let text = std::fs::read_to_string(entry.path()).map_err(|e| e.to_string())?;
+        // client_id transaction_no latency_us script_no epoch epoch_us
+        lat_us.extend(text.lines().filter_map(|l| l.split_whitespace().nth(2)?.parse::<u64>().ok()));
+    }
+    lat_us.sort_unstable();
+    let p = |q: f64| lat_us.get(((q / 100.0 * lat_us.len() as f64).ceil() as usize).saturating_sub(1)).map_or(0.0, |v| *v as f64 / 1_000.0);
+    Ok(serde_json::json!({
+        "rps": tps, "count": lat_us.len(), "errors": failed,
+        "p50_ms": p(50.0), "p90_ms": p(90.0), "p95_ms": p(95.0), "p99_ms": p(99.0),
+    }))
+}
+
+/// The number after `label` on pgbench's summary line, e.g. `tps = 1234.5 (without ...)`.
+fn pgbench_value(text: &str, label: &str) -> Option<f64> {
+    text.lines().find_map(|l| l.trim_start().strip_prefix(label)?.split_whitespace().next()?.parse().ok())
 }
 
 /// One paced REST run with an API key: (offered rps, summary JSON).
@@ -237,7 +313,7 @@ fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
             d.flatten()
                 .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
                 .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
-                .map(proc_cpu)
+                .map(|pid| proc_cpu(pid) + reaped_children_cpu(pid))
                 .sum()
         })
         .unwrap_or(0.0);
@@ -255,6 +331,16 @@ fn proc_cpu(pid: u32) -> f64 {
     (ticks(11) + ticks(12)) / TICKS
 }
 
+/// CPU seconds of a process's children that have exited and been waited for: the
+/// postmaster's count of its finished backends (pgbench's connections end with its run).
+fn reaped_children_cpu(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
+    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    (ticks(13) + ticks(14)) / TICKS
+}
+
 fn machine_cpu() -> f64 {
     let Ok(stat) = std::fs::read_to_string("/proc/stat") else { return 0.0 };
     let Some(line) = stat.lines().next() else { return 0.0 };
@@ -269,18 +355,35 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
+const FOOTNOTE: &str = "A unit is one Authorize, except `flow-rest-edge` (authorize, capture and refund in turn, timed as one flow; HTTP requests/s = 3 x flows/s) and `pgbench` (one Authorize's statements straight on the shards, no service or edge: the database ceiling; pgbench has no warm-up, and its CPU is in \"postgres\" and \"machine\").";
+
 fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &str) -> Result<(), String> {
     let of = |mode: &str| samples.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, s)| s.clone()).collect::<Vec<_>>();
     let direct_rps = median(of("grpc-direct").iter().map(|x| x.rps).collect());
     let mut table = String::from(
         "| path | req/s | vs direct | p50 ms | p90 ms | p95 ms | p99 ms | requests | errors | CPU s edge | CPU s payments | CPU s postgres | CPU s machine |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
+    let mut json = serde_json::Map::new();
     for mode in MODES {
         let v = of(mode);
         let m = |f: fn(&Sample) -> f64| median(v.iter().map(f).collect());
         let rps = m(|x| x.rps);
+        json.insert(
+            mode.to_owned(),
+            serde_json::json!({
+                "rps": rps, "p50_ms": m(|x| x.p50), "p90_ms": m(|x| x.p90), "p95_ms": m(|x| x.p95), "p99_ms": m(|x| x.p99),
+                "count": v.iter().map(|x| x.count).sum::<u64>(), "errors": v.iter().map(|x| x.errors).sum::<u64>(),
+                "cpu_s": { "edge": m(|x| x.cpu_edge), "payments": m(|x| x.cpu_payments), "postgres": m(|x| x.cpu_postgres), "machine": m(|x| x.cpu_machine) },
+                "rounds": v.iter().map(|x| x.rps).collect::<Vec<_>>(),
+            }),
+        );
+        let label = match mode {
+            "flow-rest-edge" => "flow-rest-edge (flows/s; 3 requests each)",
+            "pgbench" => "pgbench (transactions/s)",
+            other => other,
+        };
         table += &format!(
-            "| {mode} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
+            "| {label} | {rps:.0} | {:.2} | {:.2} | {:.2} | {:.2} | {:.2} | {} | {} | {:.1} | {:.1} | {:.1} | {:.1} |\n",
             if direct_rps > 0.0 { rps / direct_rps } else { 0.0 },
             m(|x| x.p50),
             m(|x| x.p90),
@@ -296,7 +399,7 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
     }
     let date = paymesh_core::clock::today();
     let header = format!(
-        "# Benchmark {date}\n\nCommand: `cargo xtask bench{}`. Authorize only, closed loop, concurrency {}, warm-up {}, {} per mode per round, {} round(s) alternating the modes; medians across rounds (requests and errors are totals). Stack: 2 PostgreSQL shards, 2 payments instances per shard, the edge (2 threads), all release builds on this machine ({} cores), load generator on the same machine.\n\n",
+        "# Benchmark {date}\n\nCommand: `cargo xtask bench{}`. Closed loop, concurrency {}, warm-up {}, {} per mode per round, {} round(s) alternating the modes; medians across rounds (requests and errors are totals). Stack: 2 PostgreSQL shards, 2 payments instances per shard, the edge (2 threads), all release builds on this machine ({} cores), load generator on the same machine.\n\n",
         if s.rounds == 1 { " --quick" } else { "" },
         s.concurrency,
         s.warmup,
@@ -304,13 +407,16 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
         s.rounds,
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     );
-    let text = format!("{header}{table}{overloaded}");
+    let text = format!("{header}{table}\n{FOOTNOTE}\n{overloaded}");
     println!("\n{text}");
     let results = crate::root().join("bench/results");
     std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
     let path = results.join(format!("{date}.md"));
     std::fs::write(&path, &text).map_err(|e| e.to_string())?;
-    println!("written to {}", path.display());
+    let json = serde_json::json!({ "date": date, "quick": s.rounds == 1, "concurrency": s.concurrency, "duration": s.duration, "rounds": s.rounds, "modes": json });
+    let json_path = results.join(format!("{date}.json"));
+    std::fs::write(&json_path, serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
+    println!("written to {} and {}", path.display(), json_path.display());
     Ok(())
 }
 
@@ -319,5 +425,13 @@ mod tests {
     #[test]
     fn median_of_unsorted_runs() {
         assert_eq!(super::median(vec![3.0, 1.0, 2.0]), 2.0);
+    }
+
+    #[test]
+    fn reads_pgbench_summary_lines() {
+        let out = "number of failed transactions: 3 (0.010%)\nlatency average = 5.1 ms\ntps = 1523.25 (without initial connection time)\n";
+        assert_eq!(super::pgbench_value(out, "tps = "), Some(1523.25));
+        assert_eq!(super::pgbench_value(out, "number of failed transactions: "), Some(3.0));
+        assert_eq!(super::pgbench_value(out, "nothing = "), None);
     }
 }
