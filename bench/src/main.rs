@@ -21,7 +21,8 @@ const USAGE: &str = "usage (ghz-compatible):
   -d is templated per request: {{.RequestNumber}} {{.WorkerID}} {{.UUID}} {{newUUID}} {{.TimestampUnix}}
   {{randomInt A B}} {{mod .RequestNumber N}}. Prints ghz's JSON report; a progress line on stderr.
 side-by-side modes (used by cargo xtask bench):
-  paymesh-bench --mode grpc-direct|grpc-edge|rest-edge|flow-rest-edge
+  paymesh-bench --mode grpc-direct|grpc-edge|grpc-nginx|rest-edge|flow-rest-edge
+    (grpc-nginx: sends x-paymesh-shard for a proxy that is not shard-aware; --shards N, default 2)
     (flow-rest-edge: authorize -> capture -> refund over REST as one unit, the seeds' full flow)
     [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
     [-c CONCURRENCY=32] [-z DURATION=10s] [--warmup 2s] [--rps N] [--connections 4] [--merchants 1000]
@@ -34,6 +35,8 @@ struct Args {
     plan: Plan,
     connections: usize,
     merchants: u64,
+    /// Shard count, for modes where the client names the shard (`grpc-nginx`).
+    shards: u32,
     run_id: String,
     headers: Vec<(String, String)>,
     call: Option<String>,
@@ -61,6 +64,7 @@ fn parse() -> Result<Args, String> {
         },
         connections: 4,
         merchants: 1_000,
+        shards: 2,
         headers: Vec::new(),
         call: None,
         rest: None,
@@ -108,6 +112,7 @@ fn parse() -> Result<Args, String> {
             "--connections" => a.connections = value()?.parse().map_err(|_| "--connections wants a number")?,
             "--merchants" => a.merchants = value()?.parse().map_err(|_| "--merchants wants a number")?,
             "--run-id" => a.run_id = value()?,
+            "--shards" => a.shards = value()?.parse().ok().filter(|n| *n > 0).ok_or("--shards wants a positive number")?,
             "--rps" => a.plan.rps = Some(value()?.parse::<f64>().ok().filter(|r| *r > 0.0).ok_or("--rps wants a positive number")?),
             "--header" => {
                 let v = value()?;
@@ -234,6 +239,21 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
                 let req = target::authorize_request(&run_id, seq, merchants);
                 let (ch, headers) = (channels[(seq as usize) % channels.len()].clone(), headers.clone());
                 async move { target::grpc_authorize(ch, req, &headers).await }
+            })
+            .await
+        }
+        "grpc-nginx" => {
+            // A proxy that is not shard-aware: the client names the shard in a header
+            // (`x-paymesh-shard`) and the proxy maps it to that shard's upstream group.
+            let channels = target::channels(a.addr.ok_or("--addr is required")?, a.connections).await?;
+            let shards = a.shards;
+            run(a.plan, move |seq| {
+                let req = target::authorize_request(&run_id, seq, merchants);
+                let shard = paymesh_core::shard::shard_for_merchant(&req.merchant_id, shards).0;
+                let mut h = headers.as_ref().clone();
+                h.push(("x-paymesh-shard".into(), shard.to_string()));
+                let ch = channels[(seq as usize) % channels.len()].clone();
+                async move { target::grpc_authorize(ch, req, &std::sync::Arc::new(h)).await }
             })
             .await
         }

@@ -5,6 +5,9 @@
 //! - `grpc-direct`: straight at the payments instances (the client routes by shard, so the
 //!   backends are the same four as behind the edge);
 //! - `grpc-edge`: gRPC through the edge;
+//! - `grpc-nginx`: gRPC through Debian's nginx (`grpc_pass`) as the peer proxy; nginx is
+//!   not shard-aware, so the client names the shard in a header that nginx maps to the
+//!   shard's upstream group;
 //! - `rest-edge`: REST/JSON through the edge (transcoded);
 //! - `flow-rest-edge`: the seeds' full flow, authorize -> capture -> refund over REST
 //!   through the edge, timed as one unit;
@@ -20,7 +23,7 @@ use paymesh_testkit::port::free_port;
 
 use crate::stack::Stack;
 
-const MODES: [&str; 5] = ["grpc-direct", "grpc-edge", "rest-edge", "flow-rest-edge", "pgbench"];
+const MODES: [&str; 6] = ["grpc-direct", "grpc-edge", "grpc-nginx", "rest-edge", "flow-rest-edge", "pgbench"];
 
 /// The per-API-key limit (requests per second, and burst) of the overload scenario. Only
 /// requests carrying `x-api-key` are limited, so the side-by-side modes are not.
@@ -69,8 +72,17 @@ pub async fn run(quick: bool) -> Result<(), String> {
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let config = dir.join("paymesh.toml");
     std::fs::write(&config, bench_config()?).map_err(|e| e.to_string())?;
+    let nginx_bin = crate::install::nginx()?;
     let stack = Stack::start(&config, &dir, true).await?;
-    let outcome = measure(&stack, &s).await;
+    let nginx = match Nginx::start(&nginx_bin, &stack, &dir.join("nginx")).await {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = stack.stop().await;
+            return Err(e);
+        }
+    };
+    let outcome = measure(&stack, &nginx, &s).await;
+    nginx.stop().await;
     let overloaded = if outcome.is_ok() { overload(&stack, &s).await } else { Ok(String::new()) };
     let stopped = stack.stop().await;
     let samples = outcome?;
@@ -100,7 +112,7 @@ fn bench_config() -> Result<String, String> {
     Ok(text)
 }
 
-async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str, Sample)>, String> {
+async fn measure(stack: &Stack, nginx: &Nginx, s: &Settings) -> Result<Vec<(usize, &'static str, Sample)>, String> {
     let edge = stack.config.edge.as_ref().ok_or("bench config has an edge")?;
     let bin = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -136,6 +148,8 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
                 for inst in &stack.config.payments.instances {
                     cmd.args(["--shard-addr", &format!("{}={}", inst.shard.0, inst.listen)]);
                 }
+            } else if mode == "grpc-nginx" {
+                cmd.args(["--addr", &nginx.listen.to_string(), "--shards", &stack.config.shards.len().to_string()]);
             } else {
                 cmd.args(["--addr", &edge.listen.to_string()]);
             }
@@ -152,6 +166,75 @@ async fn measure(stack: &Stack, s: &Settings) -> Result<Vec<(usize, &'static str
         }
     }
     Ok(out)
+}
+
+/// Debian's nginx as a gRPC proxy in front of the same payments instances, on a free port.
+struct Nginx {
+    listen: std::net::SocketAddr,
+    child: tokio::process::Child,
+}
+
+impl Nginx {
+    async fn start(bin: &Path, stack: &Stack, dir: &Path) -> Result<Self, String> {
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
+        let port = free_port().map_err(|e| format!("no free port: {e}"))?;
+        let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
+        let mut upstreams = String::new();
+        let mut map = String::new();
+        for shard in &stack.config.shards {
+            let id = shard.id.0;
+            upstreams += &format!("    upstream shard{id} {{\n");
+            for inst in stack.config.payments.instances.iter().filter(|i| i.shard == shard.id) {
+                upstreams += &format!("        server {};\n", inst.listen);
+            }
+            upstreams += "        keepalive 64;\n    }\n";
+            map += &format!("        {id} shard{id};\n");
+        }
+        let d = dir.display();
+        let conf = format!(
+            "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
+             http {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n\
+             {upstreams}    map $http_x_paymesh_shard $shard_upstream {{\n        default shard0;\n{map}    }}\n\
+                 server {{\n        listen {listen} http2;\n        location / {{ grpc_pass grpc://$shard_upstream; }}\n    }}\n}}\n"
+        );
+        let conf_path = dir.join("nginx.conf");
+        std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
+        let child = tokio::process::Command::new(bin)
+            .arg("-p")
+            .arg(dir)
+            .arg("-e")
+            .arg(dir.join("error.log"))
+            .arg("-c")
+            .arg(&conf_path)
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut nginx = Self { listen, child };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while tokio::net::TcpStream::connect(listen).await.is_err() {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                let log = std::fs::read_to_string(dir.join("error.log")).unwrap_or_default();
+                return Err(format!("nginx exited ({status}):\n{log}"));
+            }
+            if std::time::Instant::now() > deadline {
+                nginx.stop().await;
+                return Err(format!("nginx did not listen on {listen} within 20 s; see {}", dir.join("error.log").display()));
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+        println!("==> nginx (grpc_pass) on {listen}");
+        Ok(nginx)
+    }
+
+    async fn stop(mut self) {
+        // SIGQUIT is nginx's graceful shutdown; kill if it lingers.
+        if let Some(pid) = self.child.id() {
+            let _ = tokio::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status().await;
+        }
+        if tokio::time::timeout(std::time::Duration::from_secs(10), self.child.wait()).await.is_err() {
+            let _ = self.child.kill().await;
+        }
+    }
 }
 
 fn sample_of(json: &serde_json::Value, before: (f64, f64, f64, f64), after: (f64, f64, f64, f64)) -> Sample {
@@ -306,17 +389,10 @@ async fn overload(stack: &Stack, s: &Settings) -> Result<String, String> {
 /// whole machine).
 fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
     let (edge, payments) = stack.pids();
-    let edge = edge.map(proc_cpu).unwrap_or(0.0);
+    // The proxy column: the edge, plus nginx's processes (only busy in the grpc-nginx mode).
+    let edge = edge.map(proc_cpu).unwrap_or(0.0) + comm_cpu("nginx");
     let payments = payments.into_iter().map(proc_cpu).sum();
-    let postgres = std::fs::read_dir("/proc")
-        .map(|d| {
-            d.flatten()
-                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-                .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == "postgres"))
-                .map(|pid| proc_cpu(pid) + reaped_children_cpu(pid))
-                .sum()
-        })
-        .unwrap_or(0.0);
+    let postgres = comm_cpu("postgres");
     (edge, payments, postgres, machine_cpu())
 }
 
@@ -329,6 +405,20 @@ fn proc_cpu(pid: u32) -> f64 {
     let fields: Vec<&str> = after.split_whitespace().collect();
     let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     (ticks(11) + ticks(12)) / TICKS
+}
+
+/// CPU seconds of every live process named `comm`, with their exited children's (so
+/// PostgreSQL's finished backends still count).
+fn comm_cpu(comm: &str) -> f64 {
+    std::fs::read_dir("/proc")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
+                .filter(|pid| std::fs::read_to_string(format!("/proc/{pid}/comm")).is_ok_and(|c| c.trim() == comm))
+                .map(|pid| proc_cpu(pid) + reaped_children_cpu(pid))
+                .sum()
+        })
+        .unwrap_or(0.0)
 }
 
 /// CPU seconds of a process's children that have exited and been waited for: the
@@ -361,7 +451,7 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
     let of = |mode: &str| samples.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, s)| s.clone()).collect::<Vec<_>>();
     let direct_rps = median(of("grpc-direct").iter().map(|x| x.rps).collect());
     let mut table = String::from(
-        "| path | req/s | vs direct | p50 ms | p90 ms | p95 ms | p99 ms | requests | errors | CPU s edge | CPU s payments | CPU s postgres | CPU s machine |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
+        "| path | req/s | vs direct | p50 ms | p90 ms | p95 ms | p99 ms | requests | errors | CPU s proxy | CPU s payments | CPU s postgres | CPU s machine |\n|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n",
     );
     let mut json = serde_json::Map::new();
     for mode in MODES {

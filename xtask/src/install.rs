@@ -73,6 +73,29 @@ pub fn prometheus() -> Result<PathBuf, String> {
     which("prometheus").ok_or_else(|| "prometheus was installed but is not on PATH".into())
 }
 
+/// Makes sure Debian's nginx is installed (`cargo xtask bench` compares the edge with its
+/// `grpc_pass`). The package's service is kept from starting: the benchmark runs its own
+/// nginx on a free 127.0.0.1 port.
+pub fn nginx() -> Result<PathBuf, String> {
+    let found = || which("nginx").or_else(|| Some(PathBuf::from("/usr/sbin/nginx")).filter(|p| p.is_file()));
+    if let Some(p) = found() {
+        return Ok(p);
+    }
+    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y nginx-light";
+    if !is_root() {
+        return Err(format!("nginx is needed for the benchmark's proxy comparison. Install it with:\n    sudo sh -c '{cmd}'"));
+    }
+    println!("==> installing nginx: {cmd}");
+    // policy-rc.d exit 101 tells the package scripts not to start the service.
+    let guard = "made=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\\nexit 101\\n' > /usr/sbin/policy-rc.d && chmod +x /usr/sbin/policy-rc.d && made=1; fi";
+    let script = format!("{guard}; {cmd}; rc=$?; [ -n \"$made\" ] && rm -f /usr/sbin/policy-rc.d; exit $rc");
+    let status = Command::new("sh").args(["-c", &script]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if !status.success() {
+        return Err(format!("installing nginx failed ({status})"));
+    }
+    found().ok_or_else(|| "nginx was installed but is not in /usr/sbin or on PATH".into())
+}
+
 /// Finds rotel's agent (an OTLP receiver from PyPI), installing it if needed.
 pub fn rotel() -> Result<PathBuf, String> {
     let locate = || {
