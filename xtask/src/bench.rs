@@ -162,6 +162,9 @@ async fn measure(stack: &Stack, nginx: &Nginx, s: &Settings) -> Result<Vec<(usiz
             let json: serde_json::Value = serde_json::from_slice(&output.stdout).map_err(|e| format!("{mode}: bad output: {e}"))?;
             let sample = sample_of(&json, before, after);
             print_sample(round, mode, &sample);
+            if sample.errors > 0 {
+                println!("      outcomes: {}", json["statusCodeDistribution"]);
+            }
             out.push((round, mode, sample));
         }
     }
@@ -187,7 +190,7 @@ impl Nginx {
             for inst in stack.config.payments.instances.iter().filter(|i| i.shard == shard.id) {
                 upstreams += &format!("        server {};\n", inst.listen);
             }
-            upstreams += "        keepalive 64;\n    }\n";
+            upstreams += "        keepalive 64;\n        keepalive_requests 1000000;\n    }\n";
             map += &format!("        {id} shard{id};\n");
         }
         let d = dir.display();
@@ -195,7 +198,7 @@ impl Nginx {
             "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
              http {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n\
              {upstreams}    map $http_x_paymesh_shard $shard_upstream {{\n        default shard0;\n{map}    }}\n\
-                 server {{\n        listen {listen} http2;\n        location / {{ grpc_pass grpc://$shard_upstream; }}\n    }}\n}}\n"
+                 server {{\n        listen {listen} http2;\n        # The default (1000 requests per connection, then GOAWAY) fails in-flight calls of\n        # a busy multiplexed client; a gRPC proxy keeps its connections.\n        keepalive_requests 1000000;\n        location / {{ grpc_pass grpc://$shard_upstream; }}\n    }}\n}}\n"
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
