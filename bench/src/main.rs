@@ -21,7 +21,8 @@ const USAGE: &str = "usage (ghz-compatible):
   -d is templated per request: {{.RequestNumber}} {{.WorkerID}} {{.UUID}} {{newUUID}} {{.TimestampUnix}}
   {{randomInt A B}} {{mod .RequestNumber N}}. Prints ghz's JSON report; a progress line on stderr.
 side-by-side modes (used by cargo xtask bench):
-  paymesh-bench --mode grpc-direct|grpc-edge|grpc-nginx|rest-edge|flow-rest-edge
+  paymesh-bench --mode grpc-direct|grpc-edge|grpc-nginx|rest-edge|flow-rest-edge|reads-edge
+    (reads-edge: GetPayment through the edge over 256 payments it creates first)
     (grpc-nginx: sends x-paymesh-shard for a proxy that is not shard-aware; --shards N, default 2)
     (flow-rest-edge: authorize -> capture -> refund over REST as one unit, the seeds' full flow)
     [--addr HOST:PORT] (edge modes)   [--shard-addr N=HOST:PORT ...] (grpc-direct)
@@ -239,6 +240,17 @@ async fn bench(a: Args) -> Result<serde_json::Value, String> {
                 let req = target::authorize_request(&run_id, seq, merchants);
                 let (ch, headers) = (channels[(seq as usize) % channels.len()].clone(), headers.clone());
                 async move { target::grpc_authorize(ch, req, &headers).await }
+            })
+            .await
+        }
+        "reads-edge" => {
+            // GetPayment through the edge over 256 payments created first (not timed).
+            let channels = target::channels(a.addr.ok_or("--addr is required")?, a.connections).await?;
+            let ids = std::sync::Arc::new(target::seed_payments(&channels[0], &run_id, 256, merchants, &headers).await?);
+            run(a.plan, move |seq| {
+                let id = ids[(seq as usize) % ids.len()].clone();
+                let (ch, headers) = (channels[(seq as usize) % channels.len()].clone(), headers.clone());
+                async move { target::grpc_get(ch, id, &headers).await }
             })
             .await
         }

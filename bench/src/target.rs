@@ -43,14 +43,40 @@ pub type Headers = std::sync::Arc<Vec<(String, String)>>;
 /// gRPC Authorize on `channel`; returns the status name.
 pub async fn grpc_authorize(channel: Channel, req: pb::AuthorizeRequest, headers: &Headers) -> String {
     let mut request = tonic::Request::new(req);
+    add_metadata(&mut request, headers);
+    match PaymentsClient::new(channel).authorize(request).await {
+        Ok(_) => "OK".into(),
+        Err(s) => format!("{:?}", s.code()),
+    }
+}
+
+/// Creates `n` payments through `channel` for a read benchmark; their ids.
+pub async fn seed_payments(channel: &Channel, run: &str, n: u64, merchants: u64, headers: &Headers) -> Result<Vec<String>, String> {
+    let mut ids = Vec::with_capacity(n as usize);
+    for seq in 0..n {
+        let mut request = tonic::Request::new(authorize_request(&format!("{run}-seed"), seq, merchants));
+        add_metadata(&mut request, headers);
+        let p = PaymentsClient::new(channel.clone()).authorize(request).await.map_err(|s| format!("seeding payment {seq}: {s}"))?;
+        ids.push(p.into_inner().payment_id);
+    }
+    Ok(ids)
+}
+
+/// gRPC GetPayment on `channel`; returns the status name.
+pub async fn grpc_get(channel: Channel, payment_id: String, headers: &Headers) -> String {
+    let mut request = tonic::Request::new(pb::GetPaymentRequest { payment_id });
+    add_metadata(&mut request, headers);
+    match PaymentsClient::new(channel).get_payment(request).await {
+        Ok(_) => "OK".into(),
+        Err(s) => format!("{:?}", s.code()),
+    }
+}
+
+fn add_metadata<T>(request: &mut tonic::Request<T>, headers: &Headers) {
     for (k, v) in headers.iter() {
         if let (Ok(k), Ok(v)) = (k.parse::<tonic::metadata::MetadataKey<tonic::metadata::Ascii>>(), v.parse()) {
             request.metadata_mut().insert(k, v);
         }
-    }
-    match PaymentsClient::new(channel).authorize(request).await {
-        Ok(_) => "OK".into(),
-        Err(s) => format!("{:?}", s.code()),
     }
 }
 

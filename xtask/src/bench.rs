@@ -11,6 +11,7 @@
 //! - `rest-edge`: REST/JSON through the edge (transcoded);
 //! - `flow-rest-edge`: the seeds' full flow, authorize -> capture -> refund over REST
 //!   through the edge, timed as one unit;
+//! - `reads-edge`: GetPayment through the edge (gRPC), the read path;
 //! - `pgbench`: the database ceiling, pgbench running Authorize's statements
 //!   (`bench/authorize.pgbench.sql`) against both shards with the same number of clients.
 //!
@@ -23,7 +24,7 @@ use paymesh_testkit::port::free_port;
 
 use crate::stack::Stack;
 
-const MODES: [&str; 6] = ["grpc-direct", "grpc-edge", "grpc-nginx", "rest-edge", "flow-rest-edge", "pgbench"];
+const MODES: [&str; 7] = ["grpc-direct", "grpc-edge", "grpc-nginx", "rest-edge", "flow-rest-edge", "reads-edge", "pgbench"];
 
 /// The per-API-key limit (requests per second, and burst) of the overload scenario. Only
 /// requests carrying `x-api-key` are limited, so the side-by-side modes are not.
@@ -448,7 +449,7 @@ fn median(mut v: Vec<f64>) -> f64 {
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
 
-const FOOTNOTE: &str = "A unit is one Authorize, except `flow-rest-edge` (authorize, capture and refund in turn, timed as one flow; HTTP requests/s = 3 x flows/s) and `pgbench` (one Authorize's statements straight on the shards, no service or edge: the database ceiling; pgbench has no warm-up, and its CPU is in \"postgres\" and \"machine\").";
+const FOOTNOTE: &str = "A unit is one Authorize, except `flow-rest-edge` (authorize, capture and refund in turn, timed as one flow; HTTP requests/s = 3 x flows/s), `reads-edge` (one GetPayment through the edge) and `pgbench` (one Authorize's statements straight on the shards, no service or edge: the database ceiling; pgbench has no warm-up, and its CPU is in \"postgres\" and \"machine\").";
 
 fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &str) -> Result<(), String> {
     let of = |mode: &str| samples.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, s)| s.clone()).collect::<Vec<_>>();
@@ -473,6 +474,7 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
         let label = match mode {
             "flow-rest-edge" => "flow-rest-edge (flows/s; 3 requests each)",
             "pgbench" => "pgbench (transactions/s)",
+            "reads-edge" => "reads-edge (GetPayment)",
             other => other,
         };
         table += &format!(
