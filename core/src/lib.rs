@@ -13,6 +13,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod duration;
+pub mod grpc_code;
 pub mod ids;
 pub mod money;
 pub mod shard;

@@ -409,13 +409,18 @@ fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
 
 const TICKS: f64 = 100.0;
 
+/// CPU seconds of a process (utime + stime).
 fn proc_cpu(pid: u32) -> f64 {
+    stat_seconds(pid, [11, 12])
+}
+
+/// The sum of two tick fields of `/proc/<pid>/stat`, in seconds; fields are counted from
+/// the state (field 3), after the command name, which may contain spaces.
+fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
     let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    // Fields after the command name (which may contain spaces) start at state (field 3).
     let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(11) + ticks(12)) / TICKS
+    let values: Vec<&str> = after.split_whitespace().collect();
+    fields.iter().map(|i| values.get(*i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0)).sum::<f64>() / TICKS
 }
 
 /// CPU seconds of every live process named `comm`, with their exited children's (so
@@ -435,11 +440,7 @@ fn comm_cpu(comm: &str) -> f64 {
 /// CPU seconds of a process's children that have exited and been waited for: the
 /// postmaster's count of its finished backends (pgbench's connections end with its run).
 fn reaped_children_cpu(pid: u32) -> f64 {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return 0.0 };
-    let after = stat.rsplit_once(')').map_or("", |(_, r)| r);
-    let fields: Vec<&str> = after.split_whitespace().collect();
-    let ticks = |i: usize| fields.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    (ticks(13) + ticks(14)) / TICKS
+    stat_seconds(pid, [13, 14])
 }
 
 fn machine_cpu() -> f64 {

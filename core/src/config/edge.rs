@@ -320,27 +320,6 @@ pub(super) fn validate(
     })
 }
 
-/// gRPC status code names, by number.
-const CODE_NAMES: [&str; 17] = [
-    "OK",
-    "CANCELLED",
-    "UNKNOWN",
-    "INVALID_ARGUMENT",
-    "DEADLINE_EXCEEDED",
-    "NOT_FOUND",
-    "ALREADY_EXISTS",
-    "PERMISSION_DENIED",
-    "RESOURCE_EXHAUSTED",
-    "FAILED_PRECONDITION",
-    "ABORTED",
-    "OUT_OF_RANGE",
-    "UNIMPLEMENTED",
-    "INTERNAL",
-    "UNAVAILABLE",
-    "DATA_LOSS",
-    "UNAUTHENTICATED",
-];
-
 type KeyErr<'a> = &'a dyn Fn(&str, String) -> super::ConfigError;
 
 pub(super) fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, super::ConfigError> {
@@ -366,14 +345,12 @@ pub(super) fn breaker(b: raw::EdgeBreaker, err: KeyErr<'_>) -> Result<Breaker, s
     }
     let mut failure_codes = Vec::with_capacity(b.failure_codes.len());
     for c in &b.failure_codes {
-        let n = CODE_NAMES
-            .iter()
-            .position(|n| n.eq_ignore_ascii_case(c))
+        let n = crate::grpc_code::from_name(c)
             .ok_or_else(|| err("failure_codes", format!("'{c}' is not a gRPC status code name such as UNAVAILABLE")))?;
         if n == 0 {
             return Err(err("failure_codes", "OK cannot be a failure".into()));
         }
-        failure_codes.push(n as i32);
+        failure_codes.push(n);
     }
     Ok(Breaker {
         enabled: b.enabled,

@@ -64,16 +64,5 @@ impl RpcMetrics {
 }
 
 fn code_name(c: tonic::Code) -> &'static str {
-    match c {
-        tonic::Code::Ok => "OK",
-        tonic::Code::InvalidArgument => "INVALID_ARGUMENT",
-        tonic::Code::FailedPrecondition => "FAILED_PRECONDITION",
-        tonic::Code::NotFound => "NOT_FOUND",
-        tonic::Code::AlreadyExists => "ALREADY_EXISTS",
-        tonic::Code::Unavailable => "UNAVAILABLE",
-        tonic::Code::Internal => "INTERNAL",
-        tonic::Code::DeadlineExceeded => "DEADLINE_EXCEEDED",
-        tonic::Code::Cancelled => "CANCELLED",
-        _ => "OTHER",
-    }
+    paymesh_core::grpc_code::name(c as i32)
 }
