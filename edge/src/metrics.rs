@@ -15,14 +15,21 @@ const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 
 
 /// Requests by protocol, route, shard and outcome, with a latency histogram per protocol,
 /// route and shard. Labels come from config (routes, shards) and the fixed set of gRPC
-/// codes, so cardinality is bounded.
-/// Protocol, route, shard and outcome of a counted request.
-type CountKey = (&'static str, String, String, &'static str);
-
+/// codes, so cardinality is bounded. One lock per request, and a route's key is allocated
+/// only the first time it is seen.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    counts: Mutex<BTreeMap<CountKey, u64>>,
-    latency: Mutex<BTreeMap<(&'static str, String, String), Histogram>>,
+    by_route: Mutex<BTreeMap<String, RouteSeries>>,
+}
+
+/// A route's series by protocol and shard.
+type RouteSeries = BTreeMap<(&'static str, Option<u32>), Series>;
+
+/// One protocol, route and shard: answers by gRPC code, and their latency.
+#[derive(Debug, Default, Clone)]
+struct Series {
+    codes: BTreeMap<&'static str, u64>,
+    latency: Histogram,
 }
 
 #[derive(Debug, Default, Clone)]
@@ -36,10 +43,14 @@ impl RequestMetrics {
     /// Records one request. `route` is the gRPC method path (or `unmatched`), `code` the
     /// gRPC status name of the answer.
     pub fn record(&self, protocol: &'static str, route: &str, shard: Option<u32>, code: &'static str, took: Duration) {
-        let shard = shard.map(|s| s.to_string()).unwrap_or_default();
-        *self.counts.lock().unwrap_or_else(|e| e.into_inner()).entry((protocol, route.to_owned(), shard.clone(), code)).or_default() += 1;
-        let mut lat = self.latency.lock().unwrap_or_else(|e| e.into_inner());
-        let h = lat.entry((protocol, route.to_owned(), shard)).or_default();
+        let mut by_route = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        let series = match by_route.get_mut(route) {
+            Some(r) => r,
+            None => by_route.entry(route.to_owned()).or_default(),
+        };
+        let s = series.entry((protocol, shard)).or_default();
+        *s.codes.entry(code).or_default() += 1;
+        let h = &mut s.latency;
         let secs = took.as_secs_f64();
         for (i, b) in BUCKETS.iter().enumerate() {
             if secs <= *b {
@@ -51,21 +62,26 @@ impl RequestMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        let counts = self.counts.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let by_route = self.by_route.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let series = || {
+            by_route.iter().flat_map(|(r, m)| {
+                m.iter().map(move |((p, shard), s)| {
+                    let shard = shard.map(|n| n.to_string()).unwrap_or_default();
+                    (format!("protocol=\"{p}\",route=\"{r}\",shard=\"{shard}\""), s)
+                })
+            })
+        };
         family(
             out,
             "paymesh_edge_requests_total",
             "counter",
             "Requests answered, by protocol, route (gRPC method), shard and gRPC status.",
-            counts
-                .into_iter()
-                .map(|((p, r, s, c), n)| (format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\",code=\"{c}\""), n.to_string())),
+            series().flat_map(|(l, s)| s.codes.iter().map(move |(c, n)| (format!("{l},code=\"{c}\""), n.to_string()))),
         );
-        let lat = self.latency.lock().unwrap_or_else(|e| e.into_inner()).clone();
         let name = "paymesh_edge_request_duration_seconds";
         let _ = writeln!(out, "# HELP {name} Time from the request reaching the edge to its answer.\n# TYPE {name} histogram");
-        for ((p, r, s), h) in lat {
-            let l = format!("protocol=\"{p}\",route=\"{r}\",shard=\"{s}\"");
+        for (l, s) in series() {
+            let h = &s.latency;
             for (i, b) in BUCKETS.iter().enumerate() {
                 let _ = writeln!(out, "{name}_bucket{{{l},le=\"{b}\"}} {}", h.buckets[i]);
             }
@@ -77,26 +93,7 @@ impl RequestMetrics {
 
 /// The gRPC code name of a numeric status, as the metrics label it.
 pub fn code_name(code: i32) -> &'static str {
-    const NAMES: [&str; 17] = [
-        "OK",
-        "CANCELLED",
-        "UNKNOWN",
-        "INVALID_ARGUMENT",
-        "DEADLINE_EXCEEDED",
-        "NOT_FOUND",
-        "ALREADY_EXISTS",
-        "PERMISSION_DENIED",
-        "RESOURCE_EXHAUSTED",
-        "FAILED_PRECONDITION",
-        "ABORTED",
-        "OUT_OF_RANGE",
-        "UNIMPLEMENTED",
-        "INTERNAL",
-        "UNAVAILABLE",
-        "DATA_LOSS",
-        "UNAUTHENTICATED",
-    ];
-    usize::try_from(code).ok().and_then(|i| NAMES.get(i)).copied().unwrap_or("UNKNOWN")
+    paymesh_core::grpc_code::name(code)
 }
 
 /// One metric family: name, type, help, and `(labels, value)` rows.
