@@ -78,13 +78,21 @@ pub struct PgServer {
 
 const READY_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The supervisor: start postgres, wait for stdin to close, stop postgres, tidy up.
+/// The supervisor: start postgres, obey commands on stdin until it closes, stop postgres,
+/// tidy up. Commands (one per line): `crash` stops the server the way a power cut would
+/// (SIGQUIT: immediate shutdown, no checkpoint, crash recovery on the next start), `start`
+/// starts it again on the same data directory and port.
 /// Arguments: $1 postgres binary, $2 base dir, $3 port, $4 keep-data flag, $5.. extra -c settings.
 const SUPERVISOR: &str = r#"
 bin="$1"; base="$2"; port="$3"; keep="$4"; shift 4
-"$bin" -D "$base/data" -p "$port" -k "$base" -c listen_addresses=127.0.0.1 "$@" >>"$base/server.log" 2>&1 &
-pid=$!
-read _ignored
+launch() { "$bin" -D "$base/data" -p "$port" -k "$base" -c listen_addresses=127.0.0.1 "$@" >>"$base/server.log" 2>&1 & pid=$!; }
+launch "$@"
+while read cmd; do
+  case "$cmd" in
+    crash) kill -QUIT "$pid" 2>/dev/null; wait "$pid" ;;
+    start) launch "$@" ;;
+  esac
+done
 kill -INT "$pid" 2>/dev/null
 wait "$pid"
 [ "$keep" = keep ] || rm -rf "$base"
@@ -175,11 +183,7 @@ impl PgServer {
     fn wait_ready(&mut self) -> Result<(), PgError> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let ready = Command::new(self.bin.join("pg_isready"))
-                .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
-                .status()
-                .map_err(io("running pg_isready"))?;
-            if ready.success() {
+            if self.is_ready()? {
                 return Ok(());
             }
             let exited = self.supervisor.try_wait().map_err(io("checking the supervisor"))?.is_some();
@@ -260,6 +264,47 @@ impl PgServer {
             });
         }
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Stops the server at once, as a crash would (immediate shutdown: no checkpoint, every
+    /// connection cut), and waits until it no longer answers. [`PgServer::start_again`]
+    /// brings it back on the same port with crash recovery.
+    pub fn crash(&mut self) -> Result<(), PgError> {
+        self.command("crash")?;
+        let deadline = Instant::now() + READY_TIMEOUT;
+        while self.is_ready()? {
+            if Instant::now() > deadline {
+                return Err(PgError::Command { what: "crash".into(), detail: "the server still answers".into() });
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Ok(())
+    }
+
+    /// Starts the server again after [`PgServer::crash`] and waits until it is ready.
+    pub fn start_again(&mut self) -> Result<(), PgError> {
+        self.command("start")?;
+        self.wait_ready()
+    }
+
+    /// An immediate-mode restart: [`PgServer::crash`] then [`PgServer::start_again`].
+    pub fn restart_immediate(&mut self) -> Result<(), PgError> {
+        self.crash()?;
+        self.start_again()
+    }
+
+    fn command(&mut self, cmd: &str) -> Result<(), PgError> {
+        use std::io::Write;
+        let stdin = self.stdin.as_mut().ok_or_else(|| PgError::Command { what: cmd.into(), detail: "the server is stopped".into() })?;
+        writeln!(stdin, "{cmd}").and_then(|()| stdin.flush()).map_err(io(format!("telling the PostgreSQL supervisor to {cmd}")))
+    }
+
+    fn is_ready(&self) -> Result<bool, PgError> {
+        let status = Command::new(self.bin.join("pg_isready"))
+            .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
+            .status()
+            .map_err(io("running pg_isready"))?;
+        Ok(status.success())
     }
 
     /// Stops the server and waits for it (also what `Drop` does).
