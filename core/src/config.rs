@@ -57,6 +57,31 @@ pub struct DatabaseConfig {
     /// Maximum pooled connections per service instance.
     pub pool_size: usize,
     pub connect_timeout: Duration,
+    /// How long a statement waits for a row lock (`lock_timeout`) before the call fails
+    /// ABORTED: one hot payment never stalls an instance.
+    pub lock_timeout: Duration,
+    /// The longest any statement runs (`statement_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl DatabaseConfig {
+    /// A config with the default timeouts (for tests and tools).
+    pub fn new(url: impl Into<String>, pool_size: usize) -> Self {
+        Self {
+            url: url.into(),
+            password: None,
+            pool_size,
+            connect_timeout: Duration::from_secs(2),
+            lock_timeout: Duration::from_secs(2),
+            statement_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// The session settings that enforce the timeouts, for `tokio_postgres::Config::options`
+    /// (sent once at connect: no statement per transaction).
+    pub fn session_options(&self) -> String {
+        format!("-c lock_timeout={} -c statement_timeout={}", self.lock_timeout.as_millis(), self.statement_timeout.as_millis())
+    }
 }
 
 /// A value that must never be logged. Its `Debug` prints `<redacted>`.
@@ -149,7 +174,15 @@ impl MeshConfig {
             if s.id as usize != i {
                 return Err(err(key("id"), format!("expected {i}, found {}: shard ids count up from 0 in file order", s.id)));
             }
-            let database = database(&format!("shards[{i}]"), &s.database_url, s.password_env, s.pool_size, &s.connect_timeout, env, &err)?;
+            let keys = DbKeys {
+                url: &s.database_url,
+                password_env: s.password_env,
+                pool_size: s.pool_size,
+                connect_timeout: &s.connect_timeout,
+                lock_timeout: &s.lock_timeout,
+                statement_timeout: &s.statement_timeout,
+            };
+            let database = database(&format!("shards[{i}]"), keys, env, &err)?;
             shards.push(Shard { id: ShardId(i as u32), database });
         }
 
@@ -215,7 +248,15 @@ impl MeshConfig {
         let workers = match raw.workers {
             None => None,
             Some(w) => {
-                let db = database("workers", &w.database_url, w.password_env.clone(), w.pool_size, &w.connect_timeout, env, &perr)?;
+                let keys = DbKeys {
+                    url: &w.database_url,
+                    password_env: w.password_env.clone(),
+                    pool_size: w.pool_size,
+                    connect_timeout: &w.connect_timeout,
+                    lock_timeout: &w.lock_timeout,
+                    statement_timeout: &w.statement_timeout,
+                };
+                let db = database("workers", keys, env, &perr)?;
                 Some(pipeline::workers(w, &perr, db)?)
             }
         };
@@ -239,17 +280,24 @@ impl MeshConfig {
     }
 }
 
+/// One database's keys as written.
+struct DbKeys<'a> {
+    url: &'a str,
+    password_env: Option<String>,
+    pool_size: usize,
+    connect_timeout: &'a str,
+    lock_timeout: &'a str,
+    statement_timeout: &'a str,
+}
+
 /// Validates one database's settings (`key` names its section in messages).
 fn database(
     key: &str,
-    url: &str,
-    password_env: Option<String>,
-    pool_size: usize,
-    connect_timeout: &str,
+    k: DbKeys<'_>,
     env: &dyn Fn(&str) -> Option<String>,
     err: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<DatabaseConfig, ConfigError> {
-    let url = url.trim().to_owned();
+    let url = k.url.trim().to_owned();
     if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
         return Err(err(format!("{key}.database_url"), "must be a URL of the form postgres://user@host:port/dbname".into()));
     }
@@ -259,24 +307,74 @@ fn database(
             "contains a password; keep secrets out of config: set password_env to the name of an environment variable that holds it".into(),
         ));
     }
-    let password = match password_env {
+    let password = match k.password_env {
         None => None,
         Some(var) => Some(Secret::new(
             env(&var).ok_or_else(|| err(format!("{key}.password_env"), format!("environment variable {var} is not set")))?,
         )),
     };
-    if !(1..=1_000).contains(&pool_size) {
-        return Err(err(format!("{key}.pool_size"), format!("{pool_size} is out of range; use 1 to 1000")));
+    if !(1..=1_000).contains(&k.pool_size) {
+        return Err(err(format!("{key}.pool_size"), format!("{} is out of range; use 1 to 1000", k.pool_size)));
     }
-    let connect_timeout = duration::parse(connect_timeout).map_err(|m| err(format!("{key}.connect_timeout"), m))?;
-    Ok(DatabaseConfig { url, password, pool_size, connect_timeout })
+    let time = |name: &str, v: &str| {
+        let d = duration::parse(v).map_err(|m| err(format!("{key}.{name}"), m))?;
+        if d.is_zero() {
+            return Err(err(format!("{key}.{name}"), "must be more than 0 (0 would mean no limit)".into()));
+        }
+        Ok(d)
+    };
+    let connect_timeout = time("connect_timeout", k.connect_timeout)?;
+    let lock_timeout = time("lock_timeout", k.lock_timeout)?;
+    let statement_timeout = time("statement_timeout", k.statement_timeout)?;
+    if lock_timeout > statement_timeout {
+        return Err(err(
+            format!("{key}.lock_timeout"),
+            format!("{} is longer than statement_timeout ({}); make it shorter", k.lock_timeout, k.statement_timeout),
+        ));
+    }
+    Ok(DatabaseConfig { url, password, pool_size: k.pool_size, connect_timeout, lock_timeout, statement_timeout })
 }
 
-/// `user:password@` in the authority part of a URL.
+/// Redacts anything secret-looking from a database URL (a password in the authority or in a
+/// query parameter) so the URL can be logged.
+pub fn redact_url(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let (authority, tail) = rest.split_at(rest.find(['/', '?']).unwrap_or(rest.len()));
+    let authority = match authority.rsplit_once('@') {
+        Some((userinfo, host)) => match userinfo.split_once(':') {
+            Some((user, _)) => format!("{user}:<redacted>@{host}"),
+            None => authority.to_owned(),
+        },
+        None => authority.to_owned(),
+    };
+    let tail = match tail.split_once('?') {
+        Some((path, query)) => {
+            let params: Vec<String> = query
+                .split('&')
+                .map(|p| match p.split_once('=') {
+                    Some((k, _)) if is_secret_param(k) => format!("{k}=<redacted>"),
+                    _ => p.to_owned(),
+                })
+                .collect();
+            format!("{path}?{}", params.join("&"))
+        }
+        None => tail.to_owned(),
+    };
+    if scheme.is_empty() { format!("{authority}{tail}") } else { format!("{scheme}://{authority}{tail}") }
+}
+
+fn is_secret_param(name: &str) -> bool {
+    name.to_ascii_lowercase().contains("password")
+}
+
+/// `user:password@` in the authority part of a URL, or a `password=` (or `sslpassword=`)
+/// query parameter.
 fn url_has_password(url: &str) -> bool {
     let rest = url.split_once("://").map_or(url, |(_, r)| r);
     let authority = rest.split(['/', '?']).next().unwrap_or("");
-    authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'))
+    let in_authority = authority.rsplit_once('@').is_some_and(|(userinfo, _)| userinfo.contains(':'));
+    let in_query = rest.split_once('?').is_some_and(|(_, q)| q.split('&').any(|p| is_secret_param(p.split('=').next().unwrap_or(""))));
+    in_authority || in_query
 }
 
 /// A config problem: which file, which key, what is wrong and how to fix it.
@@ -365,6 +463,10 @@ mod raw {
         pub pool_size: usize,
         #[serde(default = "default_connect_timeout")]
         pub connect_timeout: String,
+        #[serde(default = "default_lock_timeout")]
+        pub lock_timeout: String,
+        #[serde(default = "default_statement_timeout")]
+        pub statement_timeout: String,
         #[serde(default = "default_max_attempts")]
         pub max_attempts: u32,
         #[serde(default)]
@@ -662,6 +764,10 @@ mod raw {
         pub pool_size: usize,
         #[serde(default = "default_connect_timeout")]
         pub connect_timeout: String,
+        #[serde(default = "default_lock_timeout")]
+        pub lock_timeout: String,
+        #[serde(default = "default_statement_timeout")]
+        pub statement_timeout: String,
     }
 
     #[derive(Debug, Deserialize)]
@@ -703,6 +809,12 @@ mod raw {
     }
     fn default_connect_timeout() -> String {
         "2s".into()
+    }
+    pub(super) fn default_lock_timeout() -> String {
+        "2s".into()
+    }
+    pub(super) fn default_statement_timeout() -> String {
+        "10s".into()
     }
     fn default_retention() -> String {
         "24h".into()

@@ -115,6 +115,26 @@ sharded_id!(
     "ref"
 );
 
+/// The longest merchant id, in characters.
+pub const MAX_MERCHANT_ID_CHARS: usize = 64;
+
+/// Checks a merchant id: 1 to 64 of ASCII letters, digits, `.`, `_` and `-`. Every service
+/// that takes a merchant id checks it with this, so a pattern character (`%`) or a
+/// separator (`:`) never reaches a query. The error says what is wrong, without the field
+/// name.
+pub fn check_merchant_id(raw: &str) -> Result<(), String> {
+    if raw.is_empty() {
+        return Err("is required".into());
+    }
+    if raw.chars().count() > MAX_MERCHANT_ID_CHARS {
+        return Err(format!("is longer than {MAX_MERCHANT_ID_CHARS} characters"));
+    }
+    if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
+        return Err(format!("'{raw}' has characters other than letters, digits, '.', '_' and '-'"));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -16,6 +16,20 @@ pub struct Currency {
     pub minor_units: u8,
 }
 
+/// The largest amount one payment may carry, in major units: one hundred billion
+/// (₩100,000,000,000; $100,000,000,000.00). In minor units that is
+/// `10^(11 + minor_units)`, at most 10^15 (CLF), so even the sum of 9,000 maximal payments
+/// fits an `i64`; every sum of money in Paymesh is still computed in wider or checked
+/// arithmetic.
+pub const MAX_MAJOR_UNITS: i64 = 100_000_000_000;
+
+impl Currency {
+    /// The largest amount one payment may carry, in this currency's minor units.
+    pub fn max_amount(&self) -> i64 {
+        MAX_MAJOR_UNITS * 10i64.pow(u32::from(self.minor_units))
+    }
+}
+
 /// Looks up an ISO 4217 code. Codes are matched exactly: `usd` is not `USD`.
 pub fn currency(code: &str) -> Option<Currency> {
     CURRENCIES.binary_search_by(|(c, _)| (*c).cmp(code)).ok().map(|i| Currency { code: CURRENCIES[i].0, minor_units: CURRENCIES[i].1 })
@@ -218,5 +232,15 @@ mod tests {
         for bad in ["", "usd", "US", "USDD", "ABC", "XAU", "XXX", "XTS", "ZWL", "HRK", "€"] {
             assert_eq!(currency(bad), None, "{bad}");
         }
+    }
+
+    #[test]
+    fn the_largest_payment_is_a_hundred_billion_major_units() {
+        assert_eq!(currency("KRW").map(|c| c.max_amount()), Some(100_000_000_000));
+        assert_eq!(currency("USD").map(|c| c.max_amount()), Some(10_000_000_000_000));
+        // The widest currency still leaves room for thousands of maximal payments in an i64.
+        let widest = CURRENCIES.iter().map(|(c, _)| currency(c).map_or(0, |c| c.max_amount())).max().unwrap_or(0);
+        assert_eq!(widest, 1_000_000_000_000_000);
+        assert!(widest.checked_mul(9_000).is_some());
     }
 }

@@ -86,6 +86,7 @@ fn errors_name_the_file_the_key_and_the_fix() {
         ("name = \"payments-1\"", "name = \"payments-0\"", "'payments-0' is declared twice"),
         ("password_env = \"SHARD1_PASSWORD\"", "password_env = \"MISSING\"", "environment variable MISSING is not set"),
         ("postgres://app@", "postgres://app:hunter2@", "contains a password"),
+        ("5432/paymesh\"", "5432/paymesh?password=hunter2\"", "contains a password"),
         ("postgres://app@", "mysql://app@", "postgres://user@host:port/dbname"),
     ];
     for (from, to, expect) in cases {
@@ -113,6 +114,31 @@ fn password_detection() {
     assert!(!url_has_password("postgres://u@h/db"));
     assert!(!url_has_password("postgres://h:5432/db"));
     assert!(!url_has_password("postgres://u@h/db?x=a:b@c"));
+    // Regression (issue 10, defect 11): a password as a query parameter passed validation.
+    assert!(url_has_password("postgres://u@h/db?password=hunter2"));
+    assert!(url_has_password("postgres://u@h/db?sslmode=require&PassWord=hunter2"));
+    assert!(url_has_password("postgres://u@h/db?sslpassword=x"));
+    assert!(!url_has_password("postgres://u@h/db?sslmode=require"));
+}
+
+#[test]
+fn urls_are_redacted_for_logs() {
+    assert_eq!(redact_url("postgres://u:p@h:5/db?password=x&sslmode=a"), "postgres://u:<redacted>@h:5/db?password=<redacted>&sslmode=a");
+    assert_eq!(redact_url("postgres://u@h:5/db"), "postgres://u@h:5/db");
+}
+
+#[test]
+fn database_timeouts_default_and_validate() {
+    let c = MeshConfig::parse(Path::new("mesh-config/test.toml"), GOOD, &env).expect("valid");
+    assert_eq!(
+        (c.shards[0].database.lock_timeout, c.shards[0].database.statement_timeout),
+        (Duration::from_secs(2), Duration::from_secs(10))
+    );
+    assert_eq!(c.shards[0].database.session_options(), "-c lock_timeout=2000 -c statement_timeout=10000");
+    let bad = GOOD.replacen("pool_size = 4", "pool_size = 4\nlock_timeout = \"20s\"", 1);
+    assert!(problem(&bad).contains("lock_timeout: 20s is longer than statement_timeout (10s)"), "{}", problem(&bad));
+    let zero = GOOD.replacen("pool_size = 4", "pool_size = 4\nstatement_timeout = \"0s\"", 1);
+    assert!(problem(&zero).contains("statement_timeout: must be more than 0"), "{}", problem(&zero));
 }
 
 const EDGE: &str = r#"

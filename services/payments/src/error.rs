@@ -27,6 +27,18 @@ pub enum PaymentError {
     )]
     IdempotencyConflict { merchant_id: String, key: String, previous: String },
 
+    /// Another request with the same idempotency key is still being processed (Stripe answers
+    /// 409 here). ABORTED: retry with the same key once it finishes to get its answer.
+    #[error(
+        "a request with this idempotency key is in progress (idempotency_key '{key}'); retry with the same key shortly to get its answer"
+    )]
+    InProgress { key: String },
+
+    /// The payment is locked by another request for longer than the lock timeout. ABORTED:
+    /// retry with the same idempotency key.
+    #[error("the payment is busy with another request ({0}); retry with the same idempotency key")]
+    Busy(String),
+
     /// The database cannot be reached right now; safe to retry. UNAVAILABLE.
     #[error("the payments database is unavailable ({0}); retry with the same idempotency key")]
     Unavailable(String),
@@ -47,6 +59,7 @@ impl PaymentError {
             Self::Precondition(_) => Code::FailedPrecondition,
             Self::NotFound(_) => Code::NotFound,
             Self::IdempotencyConflict { .. } => Code::AlreadyExists,
+            Self::InProgress { .. } | Self::Busy(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
         }
@@ -55,8 +68,21 @@ impl PaymentError {
 
 impl From<tokio_postgres::Error> for PaymentError {
     fn from(e: tokio_postgres::Error) -> Self {
-        // A closed connection or I/O failure is transient; anything the server rejected is not.
-        if e.is_closed() || e.as_db_error().is_none() { Self::Unavailable(e.to_string()) } else { Self::Internal(e.to_string()) }
+        let Some(db) = e.as_db_error() else {
+            // A closed connection or an I/O failure: the database is going or gone.
+            return Self::Unavailable(e.to_string());
+        };
+        let code = db.code().code();
+        match code {
+            // lock_not_available: `lock_timeout` expired waiting for the payment's row.
+            "55P03" => Self::Busy(db.message().to_owned()),
+            // admin_shutdown, crash_shutdown, cannot_connect_now (a restart in progress),
+            // query_canceled (statement_timeout), serialization failure, deadlock.
+            "57P01" | "57P02" | "57P03" | "57014" | "40001" | "40P01" => Self::Unavailable(db.message().to_owned()),
+            // connection exceptions, insufficient resources, system errors.
+            _ if code.starts_with("08") || code.starts_with("53") || code.starts_with("58") => Self::Unavailable(db.message().to_owned()),
+            _ => Self::Internal(e.to_string()),
+        }
     }
 }
 

@@ -62,6 +62,20 @@ impl PaymentsApi {
     }
 }
 
+/// Runs a mutation on a task of its own, so that it finishes (commits or rolls back, and
+/// hands a clean connection back to the pool) even when the caller goes away: a client's
+/// deadline or a dropped connection cancels the gRPC handler's future, and cancelling a
+/// transaction half-way would return a connection still busy with its statement (the next
+/// caller's query would queue behind it). The answer is stored under the idempotency key,
+/// so the client's retry gets it. `lock_timeout` and `statement_timeout` bound the task.
+async fn to_completion<T, F>(work: F) -> Result<T, PaymentError>
+where
+    T: Send + 'static,
+    F: std::future::Future<Output = Result<T, PaymentError>> + Send + 'static,
+{
+    tokio::spawn(work.in_current_span()).await.unwrap_or_else(|e| Err(PaymentError::Internal(format!("the database task failed: {e}"))))
+}
+
 /// The request's identity for idempotency: its encoding with the key cleared.
 fn fingerprint(method: &'static str, request: &impl Message) -> Fingerprint {
     Fingerprint { method, request: request.encode_to_vec() }
@@ -93,7 +107,8 @@ impl pb::payments_server::Payments for PaymentsApi {
             let cmd = validate::authorize(&req)?;
             self.owns_merchant(&cmd.merchant_id)?;
             let fp = fingerprint("Authorize", &pb::AuthorizeRequest { idempotency_key: String::new(), ..req });
-            let payment = self.store.authorize(&cmd, &fp, &trace).await?;
+            let store = self.store.clone();
+            let payment = to_completion(async move { store.authorize(&cmd, &fp, &trace).await }).await?;
             tracing::Span::current().record("payment_id", payment.payment_id.as_str());
             Ok(Response::new(payment))
         }
@@ -111,7 +126,8 @@ impl pb::payments_server::Payments for PaymentsApi {
             let cmd = validate::capture(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Capture", &pb::CaptureRequest { idempotency_key: String::new(), ..req });
-            Ok(Response::new(self.store.capture(&cmd, &fp, &trace).await?))
+            let store = self.store.clone();
+            Ok(Response::new(to_completion(async move { store.capture(&cmd, &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;
@@ -127,7 +143,8 @@ impl pb::payments_server::Payments for PaymentsApi {
             let cmd = validate::refund(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Refund", &pb::RefundRequest { idempotency_key: String::new(), ..req });
-            Ok(Response::new(self.store.refund(&cmd, &fp, &trace).await?))
+            let store = self.store.clone();
+            Ok(Response::new(to_completion(async move { store.refund(&cmd, &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;
@@ -143,7 +160,8 @@ impl pb::payments_server::Payments for PaymentsApi {
             let cmd = validate::void(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Void", &pb::VoidRequest { idempotency_key: String::new(), ..req });
-            Ok(Response::new(self.store.void(&cmd, &fp, &trace).await?))
+            let store = self.store.clone();
+            Ok(Response::new(to_completion(async move { store.void(&cmd, &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;

@@ -133,6 +133,7 @@ pub async fn serve(
 }
 
 async fn migrate_with_retry(pool: &deadpool_postgres::Pool, url: &str) -> Result<(), String> {
+    let url = paymesh_core::config::redact_url(url);
     let deadline = Instant::now() + STARTUP_DEADLINE;
     loop {
         let attempt = async {

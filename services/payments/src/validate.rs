@@ -12,7 +12,7 @@ use crate::error::PaymentError;
 /// Longest accepted idempotency key, in characters (Stripe's limit).
 pub const MAX_IDEMPOTENCY_KEY_CHARS: usize = 255;
 /// Longest accepted merchant id.
-pub const MAX_MERCHANT_ID_CHARS: usize = 64;
+pub use paymesh_core::ids::MAX_MERCHANT_ID_CHARS;
 
 #[derive(Clone, Debug)]
 pub struct Authorize {
@@ -43,12 +43,20 @@ pub struct Void {
 }
 
 pub fn authorize(req: &pb::AuthorizeRequest) -> Result<Authorize, PaymentError> {
-    Ok(Authorize {
-        merchant_id: merchant_id(&req.merchant_id)?,
-        amount: amount(req.amount)?,
-        currency: currency(&req.currency)?,
-        idempotency_key: idempotency_key(&req.idempotency_key)?,
-    })
+    let merchant_id = merchant_id(&req.merchant_id)?;
+    let amount = amount(req.amount)?;
+    let currency = currency(&req.currency)?;
+    let max = money::currency(currency).map_or(i64::MAX, |c| c.max_amount());
+    if amount > max {
+        return Err(PaymentError::invalid(
+            "amount",
+            format!(
+                "{amount} is more than one payment may carry in {currency}: at most {max} minor units ({} major units)",
+                money::MAX_MAJOR_UNITS
+            ),
+        ));
+    }
+    Ok(Authorize { merchant_id, amount, currency, idempotency_key: idempotency_key(&req.idempotency_key)? })
 }
 
 pub fn capture(req: &pb::CaptureRequest) -> Result<Capture, PaymentError> {
@@ -79,15 +87,7 @@ pub fn payment_id(raw: &str) -> Result<PaymentId, PaymentError> {
 }
 
 fn merchant_id(raw: &str) -> Result<String, PaymentError> {
-    if raw.is_empty() {
-        return Err(PaymentError::invalid("merchant_id", "is required"));
-    }
-    if raw.chars().count() > MAX_MERCHANT_ID_CHARS {
-        return Err(PaymentError::invalid("merchant_id", format!("is longer than {MAX_MERCHANT_ID_CHARS} characters")));
-    }
-    if !raw.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b'-')) {
-        return Err(PaymentError::invalid("merchant_id", format!("'{raw}' has characters other than letters, digits, '.', '_' and '-'")));
-    }
+    paymesh_core::ids::check_merchant_id(raw).map_err(|problem| PaymentError::invalid("merchant_id", problem))?;
     Ok(raw.to_owned())
 }
 
@@ -171,6 +171,16 @@ mod tests {
         assert!(m(|r| r.idempotency_key.clear()).starts_with("idempotency_key: is required"));
         assert!(m(|r| r.idempotency_key = "k".repeat(256)).contains("256 characters long; the limit is 255"));
         assert!(m(|r| r.idempotency_key = "a\nb".into()).contains("control"));
+    }
+
+    #[test]
+    fn amounts_are_capped_per_currency() {
+        let with = |amount, currency: &str| pb::AuthorizeRequest { amount, currency: currency.into(), ..good() };
+        assert!(authorize(&with(100_000_000_000, "KRW")).is_ok());
+        let e = rejection(with(100_000_000_001, "KRW"));
+        assert!(e.starts_with("amount: 100000000001 is more than one payment may carry in KRW: at most 100000000000"), "{e}");
+        assert!(authorize(&with(10_000_000_000_000, "USD")).is_ok());
+        assert!(authorize(&with(i64::MAX, "USD")).is_err());
     }
 
     #[test]

@@ -40,6 +40,11 @@ fn decode_token(t: &str) -> Result<(i64, String), Status> {
     Ok((us.parse().map_err(|_| bad())?, id.to_owned()))
 }
 
+/// Merchant ids follow the payments service's rule, so none can carry a pattern or separator.
+fn check_merchant(m: &str) -> Result<(), Status> {
+    paymesh_core::ids::check_merchant_id(m).map_err(|problem| Status::invalid_argument(format!("merchant_id: {problem}")))
+}
+
 #[tonic::async_trait]
 impl q::merchant_queries_server::MerchantQueries for Queries {
     async fn list_merchant_payments(
@@ -47,9 +52,7 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
         request: Request<q::ListMerchantPaymentsRequest>,
     ) -> Result<Response<q::ListMerchantPaymentsResponse>, Status> {
         let r = request.into_inner();
-        if r.merchant_id.is_empty() {
-            return Err(Status::invalid_argument("merchant_id: is required"));
-        }
+        check_merchant(&r.merchant_id)?;
         let size = match i64::from(r.page_size) {
             0 => DEFAULT_PAGE,
             n if (1..=MAX_PAGE).contains(&n) => n,
@@ -64,7 +67,7 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
         let rows = client
             .query(
                 "SELECT payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at,
-                        (extract(epoch from created_at) * 1000000)::bigint
+                        (extract(epoch from created_at) * 1000000)::bigint, version
                  FROM payments_view
                  WHERE merchant_id = $1 AND ($2 = 0 OR status = $2)
                    AND ((extract(epoch from created_at) * 1000000)::bigint, payment_id) < ($3, $4)
@@ -88,6 +91,7 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
                 refunded_amount: row.get(6),
                 created_at: Some(row.get::<_, SystemTime>(7).into()),
                 updated_at: Some(row.get::<_, SystemTime>(8).into()),
+                version: row.get(10),
             })
             .collect();
         let next_page_token = match (more, rows.get(size as usize - 1)) {
@@ -99,11 +103,12 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
 
     async fn get_merchant_balance(&self, request: Request<q::GetMerchantBalanceRequest>) -> Result<Response<q::MerchantBalance>, Status> {
         let m = request.into_inner().merchant_id;
-        if m.is_empty() {
-            return Err(Status::invalid_argument("merchant_id: is required"));
-        }
+        check_merchant(&m)?;
         let client = self.pool.get().await.map_err(unavailable)?;
-        let balances = paymesh_workers::ledger::balances(&client, &m).await.map_err(unavailable)?;
+        let balances = paymesh_workers::ledger::balances(&client, &m).await.map_err(|e| match e {
+            paymesh_workers::ledger::BalanceError::Database(e) => unavailable(e),
+            e @ paymesh_workers::ledger::BalanceError::OutOfRange { .. } => Status::out_of_range(e.to_string()),
+        })?;
         Ok(Response::new(q::MerchantBalance {
             merchant_id: m,
             balances: balances.into_iter().map(|(currency, balance)| q::CurrencyBalance { currency, balance }).collect(),

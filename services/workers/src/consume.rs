@@ -7,9 +7,14 @@
 //! point replays at most the messages whose offsets were not committed, and the dedupe row
 //! makes the replay harmless: every event is applied exactly once.
 //!
-//! A message that fails `max_attempts` times (it cannot be decoded, or applying it keeps
-//! failing) is published to the worker's DLQ with the error, its offset is committed, and the
-//! partition moves on.
+//! Failures are classified ([`Failure`]). A *transient* one (the database restarting, a
+//! connection cut, the pool exhausted, a serialization failure or deadlock, out of
+//! resources) says nothing about the message: it is retried without limit with a capped
+//! backoff, its offset is not committed, and the loop takes no other message meanwhile (every
+//! assigned partition waits). Only *poison* (a message that cannot be decoded, or that the
+//! database rejects as invalid data or a constraint violation) is retried `max_attempts`
+//! times and then published to the worker's DLQ with the error, its offset committed, so the
+//! partition moves on. `cargo xtask redrive` re-publishes DLQ messages once fixed.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -36,6 +41,68 @@ pub enum WorkerError {
     Kafka(String),
 }
 
+/// Why a message could not be applied, which decides what happens to it.
+#[derive(Debug)]
+pub enum Failure {
+    /// Nothing is wrong with the message; the database (or the way to it) is. Retried
+    /// without limit; never dead-lettered.
+    Transient(String),
+    /// The message itself cannot be applied (undecodable, or rejected by the database as
+    /// invalid data). Retried `max_attempts` times, then dead-lettered.
+    Poison(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Transient(e) => write!(f, "transient: {e}"),
+            Self::Poison(e) => write!(f, "{e}"),
+        }
+    }
+}
+
+impl From<tokio_postgres::Error> for Failure {
+    fn from(e: tokio_postgres::Error) -> Self {
+        if is_poison(&e) { Self::Poison(e.to_string()) } else { Self::Transient(e.to_string()) }
+    }
+}
+
+/// Only what the database rejects as bad data is the message's fault: SQLSTATE class 22
+/// (data exception: out of range, invalid text) and 23 (integrity constraint violation).
+/// Everything else (class 08 connection, 40 serialization/deadlock, 53 resources, 57
+/// operator intervention such as an admin or crash shutdown, a closed connection, I/O) is
+/// the database's state and passes. A message wrongly thought transient stalls its worker,
+/// visibly (`paymesh_worker_transient_failures_total`); one wrongly thought poison would be
+/// dropped from the books, so unknown errors count as transient.
+pub fn is_poison(e: &tokio_postgres::Error) -> bool {
+    e.as_db_error().is_some_and(|db| {
+        let code = db.code().code();
+        code.starts_with("22") || code.starts_with("23")
+    })
+}
+
+/// The loop was told to stop while a message was in hand.
+#[derive(Debug)]
+struct Stopped;
+
+/// Capped exponential backoff: 50 ms doubling to 5 s.
+struct Backoff(Duration);
+
+impl Backoff {
+    const FIRST: Duration = Duration::from_millis(50);
+    const CAP: Duration = Duration::from_secs(5);
+
+    fn new() -> Self {
+        Self(Self::FIRST)
+    }
+
+    fn next(&mut self) -> Duration {
+        let wait = self.0;
+        self.0 = (self.0 * 2).min(Self::CAP);
+        wait
+    }
+}
+
 /// One worker process (or in-process instance).
 pub struct Worker {
     pub kind: WorkerKind,
@@ -48,6 +115,8 @@ pub struct Worker {
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
     pub dead_lettered: AtomicU64,
+    /// Attempts that failed transiently (each retried later).
+    pub transient_failures: AtomicU64,
     /// Messages behind the head of the assigned partitions, measured every few seconds.
     pub lag: AtomicU64,
 }
@@ -79,6 +148,7 @@ impl Worker {
             applied: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
+            transient_failures: AtomicU64::new(0),
             lag: AtomicU64::new(0),
         })
     }
@@ -104,55 +174,85 @@ impl Worker {
         Some(lag)
     }
 
-    /// Consumes until `shutdown` resolves.
+    /// Consumes until `shutdown` resolves. A message being retried when it does is left
+    /// uncommitted (it is redelivered to whoever consumes the partition next).
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
-        tokio::pin!(shutdown);
-        loop {
-            let msg = tokio::select! {
-                m = self.consumer.recv() => m,
-                () = &mut shutdown => return,
-            };
-            match msg {
-                Ok(m) => self.handle(&m).await,
-                Err(e) => {
-                    tracing::warn!(worker = %self.name, error = %e, "consumer error");
-                    tokio::time::sleep(Duration::from_millis(100)).await;
+        let (stop_tx, stop) = tokio::sync::watch::channel(false);
+        let consume = async {
+            loop {
+                match self.consumer.recv().await {
+                    Ok(m) => {
+                        if self.handle(&m, stop.clone()).await.is_err() {
+                            return;
+                        }
+                    }
+                    Err(e) => {
+                        tracing::warn!(worker = %self.name, error = %e, "consumer error");
+                        tokio::time::sleep(Duration::from_millis(100)).await;
+                    }
                 }
+            }
+        };
+        tokio::pin!(consume);
+        tokio::pin!(shutdown);
+        tokio::select! {
+            () = &mut consume => {}
+            () = &mut shutdown => {
+                // Let the message in hand finish its current attempt (a commit in progress
+                // is not cut short), but start no new one.
+                let _ = stop_tx.send(true);
+                consume.await;
             }
         }
     }
 
-    async fn handle(&self, m: &BorrowedMessage<'_>) {
-        let mut attempt = 0;
+    /// Applies `m` (retrying as its failures call for) and then commits its offset. Returns
+    /// `Err` if `stop` fired first: the message is left uncommitted.
+    async fn handle(&self, m: &BorrowedMessage<'_>, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), Stopped> {
+        let mut poison_attempts = 0;
+        let mut backoff = Backoff::new();
         loop {
-            attempt += 1;
-            match self.process(m).await {
+            if *stop.borrow() {
+                return Err(Stopped);
+            }
+            let wait = match self.process(m).await {
                 Ok(()) => break,
-                Err(e) if attempt < self.max_attempts => {
-                    tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), attempt, error = %e, "applying failed; retrying");
-                    tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                Err(Failure::Transient(e)) => {
+                    self.transient_failures.fetch_add(1, Ordering::Relaxed);
+                    let wait = backoff.next();
+                    tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), error = %e, retry_in = ?wait, "applying failed transiently; retrying (offset not committed)");
+                    wait
                 }
-                Err(e) => {
-                    if let Err(d) = self.dead_letter(m, &e).await {
+                Err(Failure::Poison(e)) if poison_attempts + 1 < self.max_attempts => {
+                    poison_attempts += 1;
+                    tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), attempt = poison_attempts, error = %e, "message rejected; retrying before dead-lettering");
+                    Duration::from_millis(20 * u64::from(poison_attempts))
+                }
+                Err(Failure::Poison(e)) => match self.dead_letter(m, &e).await {
+                    Ok(()) => break,
+                    Err(d) => {
                         // Without a DLQ write the message must not be skipped: retry it later.
                         tracing::error!(worker = %self.name, error = %d, "cannot write to the DLQ; will retry the message");
-                        tokio::time::sleep(Duration::from_millis(500)).await;
-                        attempt = 0;
-                        continue;
+                        backoff.next()
                     }
-                    break;
-                }
+                },
+            };
+            tokio::select! {
+                () = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => return Err(Stopped),
             }
         }
         // Only now: the effect is committed (or dead-lettered).
+        tracing::debug!(worker = %self.name, topic = m.topic(), partition = m.partition(), offset = m.offset(), "applied; committing the offset");
         if let Err(e) = self.consumer.commit_message(m, CommitMode::Sync) {
             tracing::warn!(worker = %self.name, error = %e, "offset commit failed; the message may be redelivered (and skipped as a duplicate)");
         }
+        Ok(())
     }
 
     /// Decodes and applies one message exactly once, in a span that joins the publisher's
     /// trace (`traceparent` header).
-    async fn process(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
+    async fn process(&self, m: &BorrowedMessage<'_>) -> Result<(), Failure> {
         use rdkafka::message::Headers as _;
         let header = |k: &str| {
             m.headers().and_then(|h| h.iter().find(|h| h.key == k).and_then(|h| h.value.map(|v| String::from_utf8_lossy(v).into_owned())))
@@ -162,29 +262,29 @@ impl Worker {
         tracing::Instrument::instrument(self.apply(m), span).await
     }
 
-    async fn apply(&self, m: &BorrowedMessage<'_>) -> Result<(), String> {
-        let e: Event = event::decode(m.topic(), m.payload().unwrap_or_default()).map_err(|e| e.to_string())?;
-        let event_id = uuid::Uuid::parse_str(&e.event_id).map_err(|_| format!("event id '{}' is not a UUID", e.event_id))?;
-        let mut client = self.pool.get().await.map_err(|e| e.to_string())?;
-        let tx = client.transaction().await.map_err(|e| e.to_string())?;
+    async fn apply(&self, m: &BorrowedMessage<'_>) -> Result<(), Failure> {
+        let e: Event = event::decode(m.topic(), m.payload().unwrap_or_default()).map_err(|e| Failure::Poison(e.to_string()))?;
+        let event_id =
+            uuid::Uuid::parse_str(&e.event_id).map_err(|_| Failure::Poison(format!("event id '{}' is not a UUID", e.event_id)))?;
+        let mut client = self.pool.get().await.map_err(|e| Failure::Transient(format!("database pool: {e}")))?;
+        let tx = client.transaction().await?;
         let fresh = tx
             .execute(
                 "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2) ON CONFLICT DO NOTHING",
                 &[&self.kind.as_str(), &event_id],
             )
-            .await
-            .map_err(|e| e.to_string())?;
+            .await?;
         if fresh == 0 {
             self.duplicates.fetch_add(1, Ordering::Relaxed);
-            return tx.commit().await.map_err(|e| e.to_string());
+            return Ok(tx.commit().await?);
         }
         let applied = match self.kind {
             WorkerKind::Ledger => ledger::apply(&tx, event_id, &e).await,
             WorkerKind::Settlement => settlement::apply(&tx, &e).await,
             WorkerKind::View => view::apply(&tx, &e).await,
         };
-        applied.map_err(|e| e.to_string())?;
-        tx.commit().await.map_err(|e| e.to_string())?;
+        applied?;
+        tx.commit().await?;
         self.applied.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -279,6 +379,7 @@ async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop
             async move {
                 let (applied, dup, dead) = (w.applied.load(Ordering::Relaxed), w.duplicates.load(Ordering::Relaxed), w.dead_lettered.load(Ordering::Relaxed));
                 let lag = w.lag.load(Ordering::Relaxed);
+                let transient = w.transient_failures.load(Ordering::Relaxed);
                 let kind = w.kind.as_str();
                 match path.as_str() {
                     "/status" => Reply::json(format!("{{\"worker\":\"{}\",\"kind\":\"{kind}\",\"applied\":{applied},\"duplicates\":{dup},\"dead_lettered\":{dead}}}", w.name)),
@@ -288,6 +389,7 @@ async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop
                             "# HELP paymesh_worker_applied_total Events applied.\n# TYPE paymesh_worker_applied_total counter\npaymesh_worker_applied_total{{{l}}} {applied}\n\
                              # HELP paymesh_worker_duplicates_total Redelivered events skipped by the dedupe record.\n# TYPE paymesh_worker_duplicates_total counter\npaymesh_worker_duplicates_total{{{l}}} {dup}\n\
                              # HELP paymesh_worker_dlq_total Messages sent to the DLQ.\n# TYPE paymesh_worker_dlq_total counter\npaymesh_worker_dlq_total{{{l}}} {dead}\n\
+                             # HELP paymesh_worker_transient_failures_total Attempts that failed because of the database (retried, never dead-lettered).\n# TYPE paymesh_worker_transient_failures_total counter\npaymesh_worker_transient_failures_total{{{l}}} {transient}\n\
                              # HELP paymesh_worker_lag_messages Messages of the assigned partitions not yet committed.\n# TYPE paymesh_worker_lag_messages gauge\npaymesh_worker_lag_messages{{{l}}} {lag}\n"
                         ))
                     }

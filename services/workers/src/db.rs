@@ -4,7 +4,7 @@ use paymesh_core::config::DatabaseConfig;
 
 const MIGRATION_LOCK: i64 = 0x776f_726b_6572_7301;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
 
 /// Ledger, settlement and read model, plus the dedupe record every worker writes.
 const V1: &str = r"
@@ -63,6 +63,18 @@ CREATE TABLE payments_view (
 CREATE INDEX payments_view_by_merchant ON payments_view (merchant_id, created_at DESC, payment_id DESC);
 ";
 
+/// Sums that cannot overflow (settlement totals in `numeric`), the payment's version in the
+/// read model (the highest version wins, whatever the clocks said), and merchant lookups in
+/// the ledger by exact id.
+const V2: &str = r"
+ALTER TABLE settlement_batches
+    ALTER COLUMN captured TYPE numeric(38, 0),
+    ALTER COLUMN refunded TYPE numeric(38, 0),
+    ALTER COLUMN adjustments TYPE numeric(38, 0);
+ALTER TABLE payments_view ADD COLUMN version bigint NOT NULL DEFAULT 0;
+CREATE INDEX ledger_entries_by_merchant ON ledger_entries (merchant_id, currency);
+";
+
 pub fn pool(db: &DatabaseConfig, application: &str) -> Result<deadpool_postgres::Pool, String> {
     let mut pg: tokio_postgres::Config = db.url.parse().map_err(|e| format!("workers.database_url: {e}"))?;
     if let Some(p) = &db.password {
@@ -70,6 +82,7 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<deadpool_postgres:
     }
     pg.application_name(application);
     pg.connect_timeout(db.connect_timeout);
+    pg.options(&db.session_options());
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     deadpool_postgres::Pool::builder(manager).max_size(db.pool_size).build().map_err(|e| e.to_string())
 }

@@ -66,16 +66,35 @@ pub async fn apply(tx: &Transaction<'_>, event_id: uuid::Uuid, e: &Event) -> Res
     Ok(())
 }
 
-/// A merchant's balance per currency: captured - refunded.
-pub async fn balances(client: &tokio_postgres::Client, merchant: &str) -> Result<Vec<(String, i64)>, tokio_postgres::Error> {
-    let prefix = format!("merchant:{merchant}:");
+/// A merchant's balance per currency: captured - refunded, summed over the merchant's own
+/// account only (`merchant:{m}:{ccy}` of the merchant's own entries, matched exactly: no
+/// pattern, so no other merchant's money). The sum is exact (`numeric`); a balance beyond
+/// `i64` is an error, not a wrapped number.
+pub async fn balances(client: &tokio_postgres::Client, merchant: &str) -> Result<Vec<(String, i64)>, BalanceError> {
     let rows = client
         .query(
-            "SELECT substr(account, length($1) + 1), sum(credit - debit)::bigint FROM ledger_postings WHERE account LIKE $1 || '%' AND account NOT LIKE $1 || '%:%' GROUP BY 1 ORDER BY 1",
-            &[&prefix],
+            "SELECT e.currency::text, sum(p.credit - p.debit)::text
+             FROM ledger_entries e JOIN ledger_postings p USING (entry_id)
+             WHERE e.merchant_id = $1 AND p.account = 'merchant:' || e.merchant_id || ':' || e.currency
+             GROUP BY 1 ORDER BY 1",
+            &[&merchant],
         )
         .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    rows.iter()
+        .map(|r| {
+            let (currency, sum): (String, String) = (r.get(0), r.get(1));
+            let balance = sum.parse::<i64>().map_err(|_| BalanceError::OutOfRange { currency: currency.clone(), sum })?;
+            Ok((currency, balance))
+        })
+        .collect()
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum BalanceError {
+    #[error("the ledger database: {0}")]
+    Database(#[from] tokio_postgres::Error),
+    #[error("the {currency} balance {sum} does not fit a 64-bit integer")]
+    OutOfRange { currency: String, sum: String },
 }
 
 #[cfg(test)]

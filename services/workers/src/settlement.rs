@@ -1,5 +1,5 @@
 //! Settlement: per merchant, currency and UTC day, what is owed: captured minus refunded,
-//! plus adjustments. A batch is closed once its day is over (or by [`close_through`]); a
+//! plus adjustments (sums in `numeric`, so they never overflow). A batch is closed once its day is over (or by [`close_through`]); a
 //! capture or refund whose day's batch is already closed becomes an adjustment in the next
 //! open batch, so a closed batch never changes.
 
@@ -21,32 +21,31 @@ pub async fn apply(tx: &Transaction<'_>, e: &Event) -> Result<(), tokio_postgres
     };
     let p = &e.payment;
     let day = day_of(e.occurred_at);
-    // The batch of the event's day, if still open; else the next open one (created if need be).
+    // The batch of the event's day if it is still open, else the next open one (created if
+    // need be). "Open" is decided by the upsert itself, on the row it would change: a batch
+    // another worker creates and the closer closes while this transaction runs is seen closed
+    // here, never changed.
     let mut target = day;
     loop {
-        let row = tx
+        let (c, r, adj) = if target == day { (captured, refunded, 0) } else { (0, 0, captured - refunded) };
+        let changed = tx
             .query_opt(
-                "SELECT closed_at IS NOT NULL FROM settlement_batches WHERE merchant_id = $1 AND currency = $2 AND day = DATE '1970-01-01' + $3::integer FOR UPDATE",
-                &[&p.merchant_id, &p.currency, &(target as i32)],
+                "INSERT INTO settlement_batches (merchant_id, currency, day, captured, refunded, adjustments)
+                 VALUES ($1, $2, DATE '1970-01-01' + $3::integer, $4::bigint, $5::bigint, $6::bigint)
+                 ON CONFLICT (merchant_id, currency, day) DO UPDATE SET
+                    captured = settlement_batches.captured + EXCLUDED.captured,
+                    refunded = settlement_batches.refunded + EXCLUDED.refunded,
+                    adjustments = settlement_batches.adjustments + EXCLUDED.adjustments
+                 WHERE settlement_batches.closed_at IS NULL
+                 RETURNING 1",
+                &[&p.merchant_id, &p.currency, &(target as i32), &c, &r, &adj],
             )
             .await?;
-        match row {
-            Some(r) if r.get::<_, bool>(0) => target += 1,
-            _ => break,
+        if changed.is_some() {
+            return Ok(());
         }
+        target += 1;
     }
-    let (c, r, adj) = if target == day { (captured, refunded, 0) } else { (0, 0, captured - refunded) };
-    tx.execute(
-        "INSERT INTO settlement_batches (merchant_id, currency, day, captured, refunded, adjustments)
-         VALUES ($1, $2, DATE '1970-01-01' + $3::integer, $4, $5, $6)
-         ON CONFLICT (merchant_id, currency, day) DO UPDATE SET
-            captured = settlement_batches.captured + EXCLUDED.captured,
-            refunded = settlement_batches.refunded + EXCLUDED.refunded,
-            adjustments = settlement_batches.adjustments + EXCLUDED.adjustments",
-        &[&p.merchant_id, &p.currency, &(target as i32), &c, &r, &adj],
-    )
-    .await?;
-    Ok(())
 }
 
 /// Closes every open batch whose day is on or before `day` (days since the epoch).

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant, SystemTime};
 use paymesh_core::config::{MeshConfig, WorkerKind};
 use paymesh_kafka::local::LocalBroker;
 use paymesh_proto::payments::v1 as pb;
-use paymesh_testkit::PgServer;
+use paymesh_testkit::{PgOptions, PgServer};
 use paymesh_workers::Worker;
 use prost::Message;
 use rdkafka::message::{Header, OwnedHeaders};
@@ -26,8 +26,13 @@ struct Setup {
 }
 
 fn setup() -> Setup {
-    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
     let pg = PgServer::shared().expect("postgres");
+    setup_on(pg)
+}
+
+/// A setup whose workers' database lives on `pg` (a server of the test's own, to crash it).
+fn setup_on(pg: &PgServer) -> Setup {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
     let db_url = pg.url(&pg.fresh_database("workers").expect("createdb"));
     let text = format!(
         "[[shards]]\nid = 0\ndatabase_url = \"postgres://unused@127.0.0.1:1/x\"\n[[payments.instances]]\nname = \"p\"\nshard = 0\nlisten = \"127.0.0.1:0\"\n\
@@ -255,8 +260,10 @@ async fn the_view_keeps_the_newest_state_and_settlement_adjusts_after_close() {
     assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 800, 200), "the newest state wins");
 
     wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'settlement'", 4).await;
-    let batch =
-        c.query_one("SELECT captured, refunded, adjustments FROM settlement_batches WHERE merchant_id = 'shop'", &[]).await.expect("batch");
+    let batch = c
+        .query_one("SELECT captured::bigint, refunded::bigint, adjustments::bigint FROM settlement_batches WHERE merchant_id = 'shop'", &[])
+        .await
+        .expect("batch");
     assert_eq!((batch.get::<_, i64>(0), batch.get::<_, i64>(1), batch.get::<_, i64>(2)), (800, 200, 0));
 
     // Today's batch closes; a later refund of today becomes an adjustment in the next batch.
@@ -266,7 +273,7 @@ async fn the_view_keeps_the_newest_state_and_settlement_adjusts_after_close() {
     wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'settlement'", 5).await;
     let rows = c
         .query(
-            "SELECT captured, refunded, adjustments, closed_at IS NOT NULL FROM settlement_batches WHERE merchant_id = 'shop' ORDER BY day",
+            "SELECT captured::bigint, refunded::bigint, adjustments::bigint, closed_at IS NOT NULL FROM settlement_batches WHERE merchant_id = 'shop' ORDER BY day",
             &[],
         )
         .await
@@ -278,4 +285,210 @@ async fn the_view_keeps_the_newest_state_and_settlement_adjusts_after_close() {
         "a closed batch never changes"
     );
     assert_eq!((rows[1].get::<_, i64>(2), rows[1].get::<_, bool>(3)), (-100, false), "the refund is an adjustment in the next batch");
+}
+
+/// Polls `cond` until it holds, failing with `what` after the deadline.
+async fn until(what: &str, mut cond: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !cond() {
+        assert!(start.elapsed() < DEADLINE, "{what}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Regression (issue 10, defect 1): a database restart used to burn a message's few
+/// attempts in ~200 ms and dead-letter valid captures and refunds, dropping them from the
+/// books for ever. Now a database failure is transient: retried until the database is back,
+/// nothing dead-lettered, every event applied once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_database_restart_delays_events_but_never_dead_letters_them() {
+    let _log = std::env::var_os("PAYMESH_TEST_LOG").map(|_| paymesh_core::telemetry::init("workers-test"));
+    // Durable (fsync, synchronous commit): a crash must not lose what was committed.
+    let mut pg = PgServer::start_with(&PgOptions { durable: true, ..PgOptions::default() }).expect("postgres");
+    let s = setup_on(&pg);
+    let mut events = Vec::new();
+    for n in 0..10 {
+        events.extend(flow("blip", n, 1));
+    }
+    let (w, _t, _s) = start(&s, WorkerKind::Ledger, "ledger-blip").await;
+    publish(&s.producer, &events[..3]).await;
+    wait_count(&s.db_url, "SELECT count(*) FROM ledger_entries", 3).await;
+
+    let pg = tokio::task::spawn_blocking(move || {
+        pg.crash().expect("crash postgres");
+        pg
+    })
+    .await
+    .expect("crash");
+    publish(&s.producer, &events[3..]).await;
+    // The worker keeps failing against the dead database, well past its 3 attempts.
+    until("the worker never tried the stopped database", || w.transient_failures.load(Ordering::Relaxed) >= 8).await;
+    assert_eq!(w.dead_lettered.load(Ordering::Relaxed), 0, "a database outage dead-lettered valid events");
+
+    let pg = tokio::task::spawn_blocking(move || {
+        let mut pg = pg;
+        pg.start_again().expect("restart postgres");
+        pg
+    })
+    .await
+    .expect("restart");
+    wait_count(&s.db_url, "SELECT count(*) FROM ledger_entries", events.len() as i64).await;
+    assert_eq!(w.dead_lettered.load(Ordering::Relaxed), 0);
+    assert_eq!(count(&s.db_url, "SELECT (sum(debit) - sum(credit))::bigint FROM ledger_postings").await, 0);
+    let c = db(&s.db_url).await;
+    let b = paymesh_workers::ledger::balances(&c, "blip").await.expect("balance");
+    assert_eq!(b, vec![("KRW".to_owned(), 10 * (800 - 100))], "every capture and refund is in the ledger");
+    drop(pg);
+}
+
+/// Regression (issue 10, defect 3): balances were matched with LIKE, so `_` in a merchant id
+/// (which the payments service accepts) summed other merchants' money.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_balance_is_the_merchants_own_even_with_pattern_characters_in_its_id() {
+    let s = setup();
+    let mut events = flow("m_1", 1, 1);
+    events.extend(flow("mx1", 2, 0));
+    events.extend(flow("m_1.x", 3, 0));
+    publish(&s.producer, &events).await;
+    let (_w, _t, _s) = start(&s, WorkerKind::Ledger, "ledger-exact").await;
+    wait_count(&s.db_url, "SELECT count(*) FROM ledger_entries", events.len() as i64).await;
+    let c = db(&s.db_url).await;
+    let b = |m: &'static str| {
+        let c = &c;
+        async move { paymesh_workers::ledger::balances(c, m).await.expect("balance") }
+    };
+    assert_eq!(b("m_1").await, vec![("KRW".to_owned(), 700)], "only m_1's capture minus its refund");
+    assert_eq!(b("mx1").await, vec![("KRW".to_owned(), 800)]);
+    assert_eq!(b("m%").await, vec![], "a pattern matches nobody");
+}
+
+/// Regression (issue 10, defect 5): the view kept the state with the latest `updated_at`, so
+/// a refund written by an instance whose clock was behind left the payment CAPTURED for ever.
+/// The version, assigned under the payment's row lock, decides.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_view_keeps_the_highest_version_whatever_the_clocks_said() {
+    let s = setup();
+    let mut evs = flow("skew", 11, 1);
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    let earlier = SystemTime::now() - Duration::from_secs(3600);
+    // Version 2 (captured) was written by an instance an hour ahead; version 3 (refunded) by
+    // one an hour behind.
+    let mut cap = pb::PaymentCaptured::decode(evs[1].payload.as_slice()).expect("captured");
+    let p = cap.payment.as_mut().expect("payment");
+    (p.version, p.updated_at) = (2, ts(later));
+    evs[1].payload = cap.encode_to_vec();
+    let mut refund = pb::PaymentRefunded::decode(evs[2].payload.as_slice()).expect("refunded");
+    let p = refund.payment.as_mut().expect("payment");
+    (p.version, p.updated_at) = (3, ts(earlier));
+    evs[2].payload = refund.encode_to_vec();
+    let mut auth = pb::PaymentAuthorized::decode(evs[0].payload.as_slice()).expect("authorized");
+    auth.payment.as_mut().expect("payment").version = 1;
+    evs[0].payload = auth.encode_to_vec();
+    publish(&s.producer, &evs).await;
+    let (_v, _tv, _sv) = start(&s, WorkerKind::View, "view-skew").await;
+    wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'view'", 3).await;
+    let c = db(&s.db_url).await;
+    let row =
+        c.query_one("SELECT status, refunded_amount, version FROM payments_view WHERE payment_id = $1", &[&evs[0].key]).await.expect("row");
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i64>(1), row.get::<_, i64>(2)), (3, 100, 3), "the refund (version 3) is the state");
+}
+
+fn settlement_event(merchant: &str, change: paymesh_kafka::event::Change) -> paymesh_kafka::event::Event {
+    let payment = pb::Payment {
+        payment_id: "pay_0_00000000000000000000000000000001".into(),
+        merchant_id: merchant.into(),
+        amount: i64::MAX,
+        currency: "KRW".into(),
+        ..Default::default()
+    };
+    paymesh_kafka::event::Event { event_id: uuid::Uuid::now_v7().to_string(), occurred_at: SystemTime::now(), payment, change }
+}
+
+/// Regression (issue 10, defect 10): the closed check locked nothing when the day's batch did
+/// not exist yet, and the upsert never looked at `closed_at`: a batch created and closed by
+/// others while a capture was being applied took the capture anyway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_closed_while_a_capture_is_applied_never_changes() {
+    let pg = PgServer::shared().expect("postgres");
+    let url = pg.url(&pg.fresh_database("settle").expect("createdb"));
+    // The capture must outwait the test's blocker however slow the machine is.
+    let dbcfg = paymesh_core::config::DatabaseConfig {
+        lock_timeout: Duration::from_secs(120),
+        statement_timeout: Duration::from_secs(120),
+        ..paymesh_core::config::DatabaseConfig::new(url.clone(), 2)
+    };
+    let pool = paymesh_workers::db::pool(&dbcfg, "t").expect("pool");
+    paymesh_workers::db::migrate(&pool).await.expect("migrate");
+
+    // Another worker creates today's batch and it is closed, in a transaction still open.
+    let mut other = db(&url).await;
+    let blocker = other.transaction().await.expect("tx");
+    blocker
+        .execute(
+            "INSERT INTO settlement_batches (merchant_id, currency, day, captured, closed_at) VALUES ('late', 'KRW', (now() AT TIME ZONE 'UTC')::date, 500, now())",
+            &[],
+        )
+        .await
+        .expect("closed batch");
+
+    let applying = tokio::spawn({
+        let pool = pool.clone();
+        async move {
+            let mut c = pool.get().await.expect("conn");
+            let tx = c.transaction().await.expect("tx");
+            let e = settlement_event("late", paymesh_kafka::event::Change::Captured { amount: 300 });
+            paymesh_workers::settlement::apply(&tx, &e).await.expect("apply");
+            tx.commit().await.expect("commit");
+        }
+    });
+    // The capture waits on the other transaction's new row...
+    let watcher = db(&url).await;
+    let start = Instant::now();
+    loop {
+        let waiting: i64 = watcher
+            .query_one("SELECT count(*) FROM pg_stat_activity WHERE application_name = 't' AND wait_event_type = 'Lock'", &[])
+            .await
+            .expect("activity")
+            .get(0);
+        if waiting > 0 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the capture never waited for the batch row");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // ...which commits, closed.
+    blocker.commit().await.expect("commit");
+    applying.await.expect("applied");
+
+    let rows = watcher
+        .query(
+            "SELECT captured::bigint, adjustments::bigint, closed_at IS NOT NULL FROM settlement_batches WHERE merchant_id = 'late' ORDER BY day",
+            &[],
+        )
+        .await
+        .expect("batches");
+    let got: Vec<(i64, i64, bool)> = rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect();
+    assert_eq!(got, vec![(500, 0, true), (0, 300, false)], "the closed batch is untouched; the capture is tomorrow's adjustment");
+}
+
+/// Regression (issue 10, defect 7): two captures near 5e18 overflowed the batch's bigint
+/// sum; the event then failed for ever. Sums are exact now.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn settlement_sums_never_overflow() {
+    let pg = PgServer::shared().expect("postgres");
+    let url = pg.url(&pg.fresh_database("overflow").expect("createdb"));
+    let dbcfg = paymesh_core::config::DatabaseConfig::new(url.clone(), 2);
+    let pool = paymesh_workers::db::pool(&dbcfg, "t").expect("pool");
+    paymesh_workers::db::migrate(&pool).await.expect("migrate");
+    for _ in 0..2 {
+        let mut c = pool.get().await.expect("conn");
+        let tx = c.transaction().await.expect("tx");
+        let e = settlement_event("big", paymesh_kafka::event::Change::Captured { amount: 5_000_000_000_000_000_000 });
+        paymesh_workers::settlement::apply(&tx, &e).await.expect("apply");
+        tx.commit().await.expect("commit");
+    }
+    let c = db(&url).await;
+    let total: String =
+        c.query_one("SELECT captured::text FROM settlement_batches WHERE merchant_id = 'big'", &[]).await.expect("batch").get(0);
+    assert_eq!(total, "10000000000000000000");
 }

@@ -21,6 +21,16 @@ pub(super) enum Claim {
     Replay(Vec<u8>),
 }
 
+/// Takes the key for this transaction, or fails at once with [`PaymentError::InProgress`] if
+/// another transaction holds it (a request with the same key still running): that request
+/// is not waited for, as Stripe answers 409. `scope` is the merchant (authorize) or the
+/// payment (later changes); merchant ids and payment ids never contain `/`.
+pub(super) async fn try_lock(tx: &Transaction<'_>, scope: &str, key: &str) -> Result<(), PaymentError> {
+    let held: bool =
+        tx.query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", &[&scope, &key]).await?.try_get(0)?;
+    if held { Ok(()) } else { Err(PaymentError::InProgress { key: key.to_owned() }) }
+}
+
 pub(super) async fn claim(
     tx: &Transaction<'_>,
     merchant_id: &str,
@@ -81,7 +91,9 @@ pub(super) async fn expire(client: &Client, now: SystemTime) -> Result<u64, toki
     loop {
         let n = client
             .execute(
-                "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT 5000)",
+                // The outer condition is checked again on the row actually deleted: a key
+                // re-claimed since the inner scan has a new expiry and stays.
+                "DELETE FROM idempotency_keys WHERE ctid IN (SELECT ctid FROM idempotency_keys WHERE expires_at <= $1 LIMIT 5000) AND expires_at <= $1",
                 &[&now],
             )
             .await?;

@@ -25,6 +25,7 @@ impl PaymentStore {
     pub async fn authorize(&self, cmd: &validate::Authorize, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
+        idempotency::try_lock(&tx, &cmd.merchant_id, &cmd.idempotency_key).await?;
         let now = now();
         if let Claim::Replay(bytes) = idempotency::claim(&tx, &cmd.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
             return decode(&bytes);
@@ -39,9 +40,10 @@ impl PaymentStore {
             refunded_amount: 0,
             created_at: now,
             updated_at: now,
+            version: 1,
         };
         tx.execute(
-            &format!("INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)"),
+            &format!("INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             &[
                 &row.payment_id,
                 &row.merchant_id,
@@ -52,6 +54,7 @@ impl PaymentStore {
                 &row.refunded_amount,
                 &row.created_at,
                 &row.updated_at,
+                &row.version,
             ],
         )
         .await?;
@@ -106,19 +109,23 @@ impl PaymentStore {
     ) -> Result<R, PaymentError> {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
-        let now = now();
+        // Before waiting for the payment's row: a request with the same key already waiting
+        // (or running) is answered at once, not queued behind it.
+        idempotency::try_lock(&tx, &payment_id.to_string(), key).await?;
         let mut row = lock(&tx, payment_id).await?;
+        // The time is read only once the row is ours, so it follows every earlier change.
+        let now = now();
         if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
             return decode(&bytes);
         }
         let change = decide(&row.balance(), &row.payment_id)?;
         row.set_balance(lifecycle::apply(&row.balance(), change));
-        row.updated_at = now;
+        row.advance(now);
         update(&tx, &row).await?;
 
         let payment = row.to_proto();
         let event_id = uuid::Uuid::now_v7();
-        let (op, event, refund) = self.record(&row, &payment, change, event_id, now, key);
+        let (op, event, refund) = self.record(&row, &payment, change, event_id, row.updated_at, key);
         let response = respond(payment, refund);
         finish(&tx, &row, &op, key, &event, trace, &response.encode_to_vec()).await?;
         tx.commit().await?;
@@ -206,8 +213,8 @@ async fn lock(tx: &Transaction<'_>, id: &PaymentId) -> Result<PaymentRow, Paymen
 
 async fn update(tx: &Transaction<'_>, row: &PaymentRow) -> Result<(), PaymentError> {
     tx.execute(
-        "UPDATE payments SET status = $2, captured_amount = $3, refunded_amount = $4, updated_at = $5 WHERE payment_id = $1",
-        &[&row.payment_id, &status_name(row.status), &row.captured_amount, &row.refunded_amount, &row.updated_at],
+        "UPDATE payments SET status = $2, captured_amount = $3, refunded_amount = $4, updated_at = $5, version = $6 WHERE payment_id = $1",
+        &[&row.payment_id, &status_name(row.status), &row.captured_amount, &row.refunded_amount, &row.updated_at, &row.version],
     )
     .await?;
     Ok(())

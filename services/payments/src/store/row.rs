@@ -10,7 +10,7 @@ use crate::lifecycle::Balance;
 
 /// Column list matching [`PaymentRow::from_row`].
 pub(super) const COLUMNS: &str =
-    "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at";
+    "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at, version";
 
 #[derive(Clone, Debug)]
 pub(super) struct PaymentRow {
@@ -23,6 +23,7 @@ pub(super) struct PaymentRow {
     pub refunded_amount: i64,
     pub created_at: SystemTime,
     pub updated_at: SystemTime,
+    pub version: i64,
 }
 
 impl PaymentRow {
@@ -38,6 +39,7 @@ impl PaymentRow {
             refunded_amount: r.try_get(6)?,
             created_at: r.try_get(7)?,
             updated_at: r.try_get(8)?,
+            version: r.try_get(9)?,
         })
     }
 
@@ -52,6 +54,14 @@ impl PaymentRow {
         self.refunded_amount = b.refunded;
     }
 
+    /// Moves the row to its next state at `now`: one version up, and a time that never goes
+    /// backwards (another instance of the shard may have written the last state with a
+    /// clock ahead of ours; the row is locked, so nobody writes between).
+    pub fn advance(&mut self, now: SystemTime) {
+        self.version += 1;
+        self.updated_at = now.max(self.updated_at);
+    }
+
     pub fn to_proto(&self) -> pb::Payment {
         pb::Payment {
             payment_id: self.payment_id.clone(),
@@ -63,6 +73,7 @@ impl PaymentRow {
             refunded_amount: self.refunded_amount,
             created_at: Some(self.created_at.into()),
             updated_at: Some(self.updated_at.into()),
+            version: self.version,
         }
     }
 }

@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 /// Arbitrary constant naming the "payments migrations" advisory lock.
 const MIGRATION_LOCK: i64 = 0x7061_796d_6573_6801;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
 
 /// Payments, their operations, idempotency records and the outbox. The CHECK constraints
 /// restate the money rules so that even a bug in the service cannot store an impossible
@@ -89,6 +89,12 @@ END
 $$;
 CREATE TRIGGER outbox_event_notify AFTER INSERT ON outbox_event
     FOR EACH STATEMENT EXECUTE FUNCTION outbox_event_notify();
+";
+
+/// A version per payment, incremented under the row lock by every change, so consumers
+/// order a payment's states without trusting clocks.
+const V3: &str = r"
+ALTER TABLE payments ADD COLUMN version bigint NOT NULL DEFAULT 1 CHECK (version >= 1);
 ";
 
 /// Applies every migration the database lacks, all under one advisory lock so several

@@ -38,9 +38,14 @@ pub fn pg() -> &'static PgServer {
 
 /// Mesh config text for the given shard database URLs, one instance per shard on port 0.
 pub fn config_text(db_urls: &[String]) -> String {
+    config_text_with(db_urls, "pool_size = 8\n")
+}
+
+/// [`config_text`] with `shard_keys` in every `[[shards]]` table.
+pub fn config_text_with(db_urls: &[String], shard_keys: &str) -> String {
     let mut text = String::new();
     for (i, url) in db_urls.iter().enumerate() {
-        text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"{url}\"\npool_size = 8\n\n");
+        text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"{url}\"\n{shard_keys}\n");
     }
     text += "[payments]\nhealth_check_interval = \"100ms\"\nshutdown_grace = \"10s\"\n\n";
     for i in 0..db_urls.len() {
@@ -61,7 +66,14 @@ impl TestMesh {
 
     /// Starts instances over existing databases.
     pub async fn start_on(db_urls: Vec<String>) -> Self {
-        let config = MeshConfig::parse(Path::new("test.toml"), &config_text(&db_urls), &|_| None).expect("test config is valid");
+        Self::start_with(db_urls, "pool_size = 8\n").await
+    }
+
+    /// Starts instances over existing databases with `shard_keys` in every `[[shards]]`
+    /// table (pool size, timeouts).
+    pub async fn start_with(db_urls: Vec<String>, shard_keys: &str) -> Self {
+        let text = config_text_with(&db_urls, shard_keys);
+        let config = MeshConfig::parse(Path::new("test.toml"), &text, &|_| None).expect("test config is valid");
         let mut mesh = Self { config, db_urls, addrs: Vec::new(), stops: Vec::new(), tasks: Vec::new() };
         for i in 0..mesh.db_urls.len() {
             let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");

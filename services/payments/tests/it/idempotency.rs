@@ -107,7 +107,19 @@ async fn hundred_concurrent_identical_requests_make_one_payment() {
     let calls = (0..100).map(|_| {
         let mut c = Client::new(channel.clone());
         let req = req.clone();
-        tokio::spawn(async move { c.authorize(req).await.map(|r| r.into_inner()) })
+        // A call that finds the key in flight is told so (ABORTED) and retries, as a client would.
+        tokio::spawn(async move {
+            let start = std::time::Instant::now();
+            loop {
+                match c.authorize(req.clone()).await {
+                    Err(s) if s.code() == tonic::Code::Aborted && start.elapsed() < DEADLINE => {
+                        assert!(s.message().contains("in progress"), "{s:?}");
+                        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+                    }
+                    r => return r.map(|r| r.into_inner()),
+                }
+            }
+        })
     });
     let answers: Vec<pb::Payment> =
         futures_util::future::join_all(calls).await.into_iter().map(|r| r.expect("join").expect("authorize")).collect();

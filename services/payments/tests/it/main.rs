@@ -6,6 +6,7 @@ mod harness;
 
 mod binary;
 mod concurrency;
+mod faults;
 mod idempotency;
 mod outbox;
 mod plumbing;

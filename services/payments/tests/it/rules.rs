@@ -153,13 +153,18 @@ async fn over_capture_and_over_refund_are_rejected() {
 async fn largest_amounts_are_exact() {
     let mesh = TestMesh::start(2).await;
     let m = mesh.merchant_on(0, 3);
-    let p = captured(&mesh, &m, i64::MAX, i64::MAX).await;
-    let mut c = mesh.client(0).await;
-    c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(i64::MAX - 1), idempotency_key: key() })
-        .await
-        .expect("refund");
+    // The largest payment USD allows (harness payments are in USD).
+    const MAX: i64 = 10_000_000_000_000;
     assert_status(
-        c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(i64::MAX), idempotency_key: key() }).await,
+        mesh.client_for_merchant(&m).await.authorize(authorize_req(&m, MAX + 1, "USD")).await,
+        Code::InvalidArgument,
+        &["at most 10000000000000 minor units"],
+    );
+    let p = captured(&mesh, &m, MAX, MAX).await;
+    let mut c = mesh.client(0).await;
+    c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(MAX - 1), idempotency_key: key() }).await.expect("refund");
+    assert_status(
+        c.refund(pb::RefundRequest { payment_id: p.payment_id.clone(), amount: Some(MAX), idempotency_key: key() }).await,
         Code::FailedPrecondition,
         &["left to refund: 1"],
     );
@@ -169,6 +174,6 @@ async fn largest_amounts_are_exact() {
         .expect("last unit")
         .into_inner();
     let paid = last.payment.expect("payment");
-    assert_eq!((paid.refunded_amount, status_of(&paid)), (i64::MAX, pb::PaymentStatus::Refunded));
+    assert_eq!((paid.refunded_amount, status_of(&paid)), (MAX, pb::PaymentStatus::Refunded));
     mesh.stop().await;
 }
