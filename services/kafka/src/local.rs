@@ -51,4 +51,25 @@ impl LocalBroker {
     pub fn up(&self) -> KafkaResult<()> {
         (1..=self.brokers).try_for_each(|id| self.cluster.broker_up(id))
     }
+
+    /// Takes one broker down (ids count from 1): the partitions it leads cannot be written,
+    /// the others can (a partial outage).
+    pub fn broker_down(&self, id: i32) -> KafkaResult<()> {
+        self.cluster.broker_down(id)
+    }
+
+    pub fn broker_up(&self, id: i32) -> KafkaResult<()> {
+        self.cluster.broker_up(id)
+    }
+
+    /// Makes every produce to `topic` fail with a retriable error (NOT_ENOUGH_REPLICAS), as a
+    /// broker that lost its in-sync replicas would, until [`LocalBroker::heal_topic`].
+    pub fn degrade_topic(&self, topic: &str) -> KafkaResult<()> {
+        self.cluster.topic_error(topic, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NOT_ENOUGH_REPLICAS)
+    }
+
+    /// Undoes [`LocalBroker::fail_topic`] and [`LocalBroker::degrade_topic`].
+    pub fn heal_topic(&self, topic: &str) -> KafkaResult<()> {
+        self.cluster.topic_error(topic, rdkafka::types::RDKafkaRespErr::RD_KAFKA_RESP_ERR_NO_ERROR)
+    }
 }

@@ -43,7 +43,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
             let _ = rx.changed().await;
         }
     }));
-    let mut wake = notify::listen(&relay.database_url(), relay.password()).await;
+    let mut wake = notify::listen(&relay.database_url(), relay.password());
     tokio::pin!(shutdown);
     tracing::info!(relay = name, shard = %inst.shard, "relay running");
     loop {

@@ -151,10 +151,14 @@ impl Relay {
         let mut client = self.pool.get().await?;
         let tx = client.transaction().await?;
         let rows = tx
+            // Only a payment's oldest unpublished row is eligible: its next event waits until
+            // this one is published (or, dead, re-driven), whichever relay holds it. Rows of
+            // one payment are written under its row lock, so id order is commit order.
             .query(
                 "SELECT id, event_id::text, aggregate_id, event_type, payload, headers->>'traceparent', headers->>'tracestate', retry_count, created_at
-                 FROM outbox_event
+                 FROM outbox_event o
                  WHERE NOT published AND NOT dead AND (next_attempt_at IS NULL OR next_attempt_at <= now())
+                   AND NOT EXISTS (SELECT 1 FROM outbox_event e WHERE e.aggregate_id = o.aggregate_id AND e.id < o.id AND NOT e.published)
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
                 &[&self.cfg.batch_size],
             )
@@ -240,7 +244,7 @@ impl Relay {
     }
 
     /// Publishes one row to `topic` and waits for the broker's acknowledgement.
-    async fn send(&self, topic: &str, row: &Row, extra: &[(&str, &str)]) -> Result<(), String> {
+    async fn send(&self, topic: &str, row: &Row, extra: &[(&str, &str)]) -> Result<(), SendError> {
         let mut hdrs = OwnedHeaders::new()
             .insert(Header { key: headers::EVENT_ID, value: Some(row.event_id.as_str()) })
             .insert(Header { key: headers::EVENT_TYPE, value: Some(row.event_type.as_str()) });
@@ -256,12 +260,19 @@ impl Relay {
             hdrs = hdrs.insert(Header { key: k, value: Some(*v) });
         }
         let record = FutureRecord::to(topic).key(row.aggregate_id.as_str()).payload(row.payload.as_slice()).headers(hdrs);
-        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| e.to_string())
+        self.producer.send(record, Timeout::Never).await.map(|_| ()).map_err(|(e, _)| SendError::from(e))
     }
 
     /// Records a failed attempt. Returns true if the row went to the DLQ and is now dead.
-    async fn fail(&self, tx: &tokio_postgres::Transaction<'_>, row: &Row, error: &str, counts: bool) -> Result<bool, RelayError> {
-        let retries = row.retry_count + i32::from(counts);
+    ///
+    /// Only a permanent refusal (the broker will never take this message) counts toward
+    /// `max_retries`; a transport or availability failure (timeouts, a broker or leader
+    /// down, not enough replicas) says nothing about the event, so the row waits and is
+    /// retried for as long as it takes, never dead-lettered.
+    async fn fail(&self, tx: &tokio_postgres::Transaction<'_>, row: &Row, error: &SendError, counts: bool) -> Result<bool, RelayError> {
+        let counts = counts && error.permanent;
+        let error = error.message.as_str();
+        let retries = row.retry_count + 1;
         if counts && retries >= self.cfg.max_retries {
             let origin = format!("{}#{}", row.event_type, row.id);
             if self.send(topics::RELAY_DLQ, row, &[(headers::ERROR, error), (headers::ORIGIN, origin.as_str())]).await.is_ok() {
@@ -294,6 +305,36 @@ impl Relay {
                 c.latency_buckets[i].fetch_add(1, Ordering::Relaxed);
             }
         }
+    }
+}
+
+/// A failed publish: what the broker or client said, and whether retrying can ever help.
+#[derive(Debug)]
+struct SendError {
+    message: String,
+    permanent: bool,
+}
+
+impl From<rdkafka::error::KafkaError> for SendError {
+    fn from(e: rdkafka::error::KafkaError) -> Self {
+        use rdkafka::types::RDKafkaErrorCode as C;
+        let permanent = match &e {
+            rdkafka::error::KafkaError::MessageProduction(code) => matches!(
+                code,
+                C::MessageSizeTooLarge
+                    | C::InvalidMessageSize
+                    | C::InvalidMessage
+                    | C::InvalidRecord
+                    | C::TopicAuthorizationFailed
+                    | C::ClusterAuthorizationFailed
+                    | C::InvalidTopic
+                    | C::InvalidRequiredAcks
+                    | C::UnsupportedForMessageFormat
+                    | C::PolicyViolation
+            ),
+            _ => false,
+        };
+        Self { message: e.to_string(), permanent }
     }
 }
 

@@ -321,8 +321,16 @@ async fn an_event_that_keeps_failing_goes_to_the_dlq_and_is_marked_dead() {
         assert!(start.elapsed() < DEADLINE, "the poison event never reached the DLQ");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let published: i64 = c.query_one("SELECT count(*) FROM outbox_event WHERE published", &[]).await.expect("count").get(0);
-    assert_eq!(published, 4, "the payment's own events were published meanwhile");
+    // The dead row (another payment's) blocks nothing: the flow's four events all publish.
+    let start = Instant::now();
+    loop {
+        let published: i64 = c.query_one("SELECT count(*) FROM outbox_event WHERE published", &[]).await.expect("count").get(0);
+        if published == 4 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the other payment's events were blocked ({published} of 4 published)");
+        relay.tick().await.expect("tick");
+    }
 
     let consumer: StreamConsumer = paymesh_kafka::client::consumer(&broker.bootstrap(), "dlq-test", "t").expect("consumer");
     consumer.subscribe(&["payment.dlq"]).expect("subscribe");
@@ -333,6 +341,161 @@ async fn an_event_that_keeps_failing_goes_to_the_dlq_and_is_marked_dead() {
     };
     assert_eq!(header("event-type").as_deref(), Some("payment.poison"));
     assert!(header("dlq-error").is_some_and(|e| !e.is_empty()));
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+async fn db(url: &str) -> tokio_postgres::Client {
+    let (c, conn) = tokio_postgres::connect(url, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    c
+}
+
+/// Regression (issue 10, defect 2): with one broker of three down, the breaker stays under
+/// its failure threshold, so rows on that broker's partitions burned their retries and were
+/// dead-lettered although nothing was wrong with them. A transport failure never counts now:
+/// the rows wait, well past `max_retries`, and all publish once the broker is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partial_broker_outage_dead_letters_nothing() {
+    // DLQ partitions spread differently from the event topics', so a dead-letter write can
+    // succeed where the event's own partition is down (as on a real cluster).
+    let broker = LocalBroker::start(3, 6, 5).expect("mock cluster");
+    let mut s = setup(&broker.bootstrap(), "[relay.breaker]\nenabled = false\n", 2).await;
+    let relay = Arc::new(Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay"));
+    broker.broker_down(2).expect("one broker down");
+    for i in 0..12 {
+        flow(&mut s.client, "partial", i).await;
+    }
+    let c = db(&s.db_url).await;
+    let start = Instant::now();
+    loop {
+        relay.tick().await.expect("tick");
+        let (dead, most): (i64, i32) = {
+            let r = c
+                .query_one("SELECT count(*) FILTER (WHERE dead), coalesce(max(retry_count), 0) FROM outbox_event", &[])
+                .await
+                .expect("row");
+            (r.get(0), r.get(1))
+        };
+        assert_eq!(dead, 0, "a partial outage dead-lettered events");
+        if most > 2 + 2 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "no row was ever retried past max_retries (most: {most})");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    broker.broker_up(2).expect("broker back");
+    drain(std::slice::from_ref(&relay), &s.db_url).await;
+    let dead: i64 = c.query_one("SELECT count(*) FROM outbox_event WHERE dead", &[]).await.expect("count").get(0);
+    assert_eq!(dead, 0);
+    let rows = outbox(&s.db_url).await;
+    let seen = consume_all(&broker.bootstrap(), rows.len()).await;
+    assert_eq!(seen.len(), 12 * 4, "every event published once");
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// Regression (issue 10, defect 6): a payment's events are published in commit order, always:
+/// with batches of one, two relays, and the first event of every payment failing its first
+/// attempts, no later event of that payment may overtake it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_payments_events_publish_in_commit_order_even_when_the_first_one_fails() {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
+    let mut s = setup(&broker.bootstrap(), "[relay.breaker]\nenabled = false\n", 1000).await;
+    let mut config = s.config.clone();
+    if let Some(r) = config.relay.as_mut() {
+        r.batch_size = 1;
+    }
+    broker.degrade_topic("payment.authorized").expect("degrade");
+    for i in 0..4 {
+        flow(&mut s.client, "order", i).await;
+    }
+    let relays = [
+        Arc::new(Relay::connect(&config, ShardId(0), "r0").await.expect("relay")),
+        Arc::new(Relay::connect(&config, ShardId(0), "r1").await.expect("relay")),
+    ];
+    let c = db(&s.db_url).await;
+    // Tick both until each relay has had a payment's first event fail (the oldest rows are
+    // retried first, so with batches of one only the first payments' are tried).
+    let start = Instant::now();
+    loop {
+        let _ = futures_util::future::join_all(relays.iter().map(|r| r.tick())).await;
+        let failed: i64 = c
+            .query_one("SELECT count(*) FROM outbox_event WHERE event_type = 'payment.authorized' AND retry_count > 0", &[])
+            .await
+            .expect("count")
+            .get(0);
+        if failed >= 2 {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the authorized events never failed ({failed} of 4)");
+    }
+    broker.heal_topic("payment.authorized").expect("heal");
+    drain(&relays, &s.db_url).await;
+    let rows = c.query("SELECT aggregate_id, id, published_at FROM outbox_event ORDER BY aggregate_id, id", &[]).await.expect("rows");
+    let mut last: Option<(String, std::time::SystemTime)> = None;
+    for r in &rows {
+        let (agg, at): (String, std::time::SystemTime) = (r.get(0), r.get(2));
+        if let Some((prev_agg, prev_at)) = &last {
+            if *prev_agg == agg {
+                assert!(at >= *prev_at, "{agg}: event {} was published before an earlier one", r.get::<_, i64>(1));
+            }
+        }
+        last = Some((agg, at));
+    }
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// The pid of the relay's listening connection, if there is one.
+async fn listener(c: &tokio_postgres::Client) -> Option<i32> {
+    c.query_opt("SELECT pid FROM pg_stat_activity WHERE application_name = 'paymesh-relay-listen' AND query = 'LISTEN outbox_event'", &[])
+        .await
+        .expect("activity")
+        .map(|r| r.get::<_, i32>(0))
+}
+
+/// Regression (issue 10, defect 4): when the LISTEN connection dropped, the relay never
+/// listened again (and its wait returned at once, so it spun). Now it reconnects and LISTENs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_relay_listens_again_after_its_listen_connection_is_cut() {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
+    let mut s = setup(&broker.bootstrap(), "", 20).await;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = s.config.clone();
+    let relay = tokio::spawn(async move {
+        paymesh_relay::run(&config, "r0", async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    let c = db(&s.db_url).await;
+    let start = Instant::now();
+    let first = loop {
+        if let Some(pid) = listener(&c).await {
+            break pid;
+        }
+        assert!(start.elapsed() < DEADLINE, "the relay never listened");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    c.execute("SELECT pg_terminate_backend($1)", &[&first]).await.expect("terminate");
+    let start = Instant::now();
+    loop {
+        if listener(&c).await.is_some_and(|pid| pid != first) {
+            break;
+        }
+        assert!(start.elapsed() < DEADLINE, "the relay never listened again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // And it still publishes.
+    flow(&mut s.client, "relisten", 0).await;
+    let seen = consume_all(&broker.bootstrap(), 4).await;
+    assert_eq!(seen.len(), 4);
+    let _ = stop_tx.send(());
+    relay.await.expect("join").expect("relay stopped cleanly");
     if let Some(tx) = s.stop.take() {
         let _ = tx.send(());
     }

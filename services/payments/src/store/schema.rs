@@ -9,7 +9,7 @@ use tokio_postgres::Client;
 /// Arbitrary constant naming the "payments migrations" advisory lock.
 const MIGRATION_LOCK: i64 = 0x7061_796d_6573_6801;
 
-const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3)];
+const MIGRATIONS: &[(i32, &str)] = &[(1, V1), (2, V2), (3, V3), (4, V4)];
 
 /// Payments, their operations, idempotency records and the outbox. The CHECK constraints
 /// restate the money rules so that even a bug in the service cannot store an impossible
@@ -95,6 +95,12 @@ CREATE TRIGGER outbox_event_notify AFTER INSERT ON outbox_event
 /// order a payment's states without trusting clocks.
 const V3: &str = r"
 ALTER TABLE payments ADD COLUMN version bigint NOT NULL DEFAULT 1 CHECK (version >= 1);
+";
+
+/// The relay publishes a payment's events in commit order: a row waits while an earlier row
+/// of the same payment is unpublished. This index answers "is there one?".
+const V4: &str = r"
+CREATE INDEX outbox_event_unpublished_by_aggregate ON outbox_event (aggregate_id, id) WHERE NOT published;
 ";
 
 /// Applies every migration the database lacks, all under one advisory lock so several

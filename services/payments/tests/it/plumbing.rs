@@ -86,7 +86,7 @@ async fn restarting_keeps_data_and_reapplies_no_migration() {
         again.client(1).await.get_payment(pb::GetPaymentRequest { payment_id: p.payment_id.clone() }).await.expect("get").into_inner();
     assert_eq!(got, p);
     let versions: i64 = again.db(1).await.query_one("SELECT count(*) FROM schema_migrations", &[]).await.expect("count").get(0);
-    assert_eq!(versions, 3);
+    assert_eq!(versions, 4);
     again.stop().await;
 }
 
