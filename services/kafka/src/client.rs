@@ -17,6 +17,9 @@ pub fn producer(bootstrap: &str, message_timeout: Duration) -> Result<FutureProd
         .set("message.timeout.ms", message_timeout.as_millis().max(1).to_string())
         .set("linger.ms", "2")
         .set("compression.type", "none")
+        // A topic error (authorization, a deleted topic) is cached with the metadata; see its
+        // repair within seconds rather than librdkafka's default 5 minutes.
+        .set("topic.metadata.refresh.interval.ms", "5000")
         .create()
 }
 

@@ -15,6 +15,7 @@
 
 mod notify;
 mod publish;
+pub mod redrive;
 mod status;
 
 pub use publish::{Relay, RelayError, Tick};

@@ -63,7 +63,17 @@ impl std::fmt::Display for Failure {
 
 impl From<tokio_postgres::Error> for Failure {
     fn from(e: tokio_postgres::Error) -> Self {
-        if is_poison(&e) { Self::Poison(e.to_string()) } else { Self::Transient(e.to_string()) }
+        // The server's own words (SQLSTATE, message, constraint), not just "db error".
+        let text = match e.as_db_error() {
+            Some(db) => format!(
+                "database: {} (SQLSTATE {}{})",
+                db.message(),
+                db.code().code(),
+                db.constraint().map(|c| format!(", constraint {c}")).unwrap_or_default()
+            ),
+            None => format!("database: {e}"),
+        };
+        if is_poison(&e) { Self::Poison(text) } else { Self::Transient(text) }
     }
 }
 
@@ -290,8 +300,17 @@ impl Worker {
     }
 
     async fn dead_letter(&self, m: &BorrowedMessage<'_>, error: &str) -> Result<(), String> {
+        use rdkafka::message::Headers as _;
         let origin = format!("{}/{}/{}", m.topic(), m.partition(), m.offset());
-        let hdrs = OwnedHeaders::new()
+        // The original headers (event id and type, trace context) travel along, so a re-drive
+        // publishes the message as it was.
+        let mut hdrs = OwnedHeaders::new();
+        if let Some(h) = m.headers() {
+            for h in h.iter().filter(|h| h.key != headers::ERROR && h.key != headers::ORIGIN) {
+                hdrs = hdrs.insert(Header { key: h.key, value: h.value });
+            }
+        }
+        let hdrs = hdrs
             .insert(Header { key: headers::ERROR, value: Some(error) })
             .insert(Header { key: headers::ORIGIN, value: Some(origin.as_str()) });
         let topic = topics::worker_dlq(self.kind.as_str());

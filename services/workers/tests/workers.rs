@@ -492,3 +492,38 @@ async fn settlement_sums_never_overflow() {
         c.query_one("SELECT captured::text FROM settlement_batches WHERE merchant_id = 'big'", &[]).await.expect("batch").get(0);
     assert_eq!(total, "10000000000000000000");
 }
+
+/// Events dead-lettered by a problem since fixed are re-driven once (`redrive`), applied once,
+/// and re-driving again, or the same event arriving twice, changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dead_lettered_events_are_redriven_and_applied_exactly_once() {
+    let s = setup();
+    let (w, _t, _s) = start(&s, WorkerKind::Ledger, "ledger-redrive").await;
+    // A problem that makes the ledger reject this merchant's events (as a bad deploy would).
+    db(&s.db_url)
+        .await
+        .batch_execute("ALTER TABLE ledger_entries ADD CONSTRAINT broken CHECK (merchant_id <> 'redriven')")
+        .await
+        .expect("break the ledger");
+    let events = flow("redriven", 21, 1);
+    publish(&s.producer, &events).await;
+    until("the events never reached the DLQ", || w.dead_lettered.load(Ordering::Relaxed) == 3).await;
+    let listed = paymesh_relay::redrive::dlq_messages(&s.config, false).await.expect("list");
+    assert_eq!(listed.len(), 3, "{listed:?}");
+    assert!(listed.iter().all(|m| m.dlq == "ledger.dlq" && m.error.contains("constraint broken")), "{listed:?}");
+    assert!(listed.iter().all(|m| events.iter().any(|e| e.id == m.event_id)), "{listed:?}");
+
+    // Fixed; re-drive.
+    db(&s.db_url).await.batch_execute("ALTER TABLE ledger_entries DROP CONSTRAINT broken").await.expect("fix");
+    let redriven = paymesh_relay::redrive::dlq_messages(&s.config, true).await.expect("redrive");
+    assert_eq!(redriven.len(), 3);
+    wait_count(&s.db_url, "SELECT count(*) FROM ledger_entries WHERE merchant_id = 'redriven'", 3).await;
+    assert!(paymesh_relay::redrive::dlq_messages(&s.config, false).await.expect("list").is_empty(), "re-driven once");
+
+    // The same events again (a second re-drive from a copy, a duplicate publish): no effect.
+    publish(&s.producer, &events).await;
+    until("the duplicates never arrived", || w.duplicates.load(Ordering::Relaxed) >= 3).await;
+    let c = db(&s.db_url).await;
+    assert_eq!(paymesh_workers::ledger::balances(&c, "redriven").await.expect("balance"), vec![("KRW".to_owned(), 700)]);
+    assert_eq!(count(&s.db_url, "SELECT count(*) FROM ledger_entries WHERE merchant_id = 'redriven'").await, 3);
+}
