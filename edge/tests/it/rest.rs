@@ -22,8 +22,9 @@ async fn authorize_capture_refund_get_over_rest() {
     assert_eq!(r.headers["content-type"], "application/json");
     let p = r.json();
     // proto3 JSON: lowerCamelCase, int64 as strings, enums by name, zero values omitted.
-    assert_eq!(keys(&p), ["amount", "createdAt", "currency", "merchantId", "paymentId", "status", "updatedAt"]);
+    assert_eq!(keys(&p), ["amount", "createdAt", "currency", "merchantId", "paymentId", "status", "updatedAt", "version"]);
     assert_eq!(p["amount"], json!("50000"));
+    assert_eq!(p["version"], json!("1"));
     assert_eq!(p["status"], json!("PAYMENT_STATUS_AUTHORIZED"));
     assert_eq!(p["merchantId"], json!(m));
     let id = p["paymentId"].as_str().expect("id").to_owned();
