@@ -1,6 +1,11 @@
-//! `broker [--config FILE]`: runs the local Kafka-protocol broker (librdkafka's mock cluster)
-//! with Paymesh's topics, and writes its bootstrap address where `[kafka] bootstrap =
-//! "file:..."` points, so the relay and workers find it. Stops on SIGTERM or Ctrl-C.
+//! `broker [--config FILE] [--control ADDR]`: runs the local Kafka-protocol broker
+//! (librdkafka's mock cluster, three brokers) with Paymesh's topics, and writes its bootstrap
+//! address where `[kafka] bootstrap = "file:..."` points, so the relay and workers find it.
+//! Stops on SIGTERM or Ctrl-C.
+//!
+//! `--control ADDR` (loopback only; for fault drills such as `cargo xtask chaos`) serves
+//! `GET /brokers` (which are up), `/brokers/down` and `/brokers/up` (every broker), and
+//! `/brokers/N/down`, `/brokers/N/up` (broker N of 1..3).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -9,12 +14,20 @@ use paymesh_core::config::{Bootstrap, MeshConfig};
 
 fn main() -> ExitCode {
     let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
+    let mut control: Option<std::net::SocketAddr> = None;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
             ("--config", Some(v)) => config = PathBuf::from(v),
+            ("--control", Some(v)) => match v.parse::<std::net::SocketAddr>() {
+                Ok(addr) if addr.ip().is_loopback() => control = Some(addr),
+                _ => {
+                    eprintln!("broker: --control needs a loopback address such as 127.0.0.1:9000, not '{v}'");
+                    return ExitCode::from(2);
+                }
+            },
             _ => {
-                eprintln!("usage: broker [--config FILE]");
+                eprintln!("usage: broker [--config FILE] [--control ADDR]");
                 return ExitCode::from(2);
             }
         }
@@ -59,10 +72,36 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    runtime.block_on(async {
+    let served: Result<(), String> = runtime.block_on(async {
         let _telemetry = paymesh_core::telemetry::init("broker");
-        paymesh_core::shutdown::signal().await
+        let stop = paymesh_core::shutdown::signal();
+        let Some(addr) = control else {
+            stop.await;
+            return Ok(());
+        };
+        let listener = tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen for control on {addr}: {e}"))?;
+        tracing::info!(%addr, "broker control listening");
+        // The cluster is not `Send`: commands come to this task, which owns it.
+        let (tx, mut rx) = tokio::sync::mpsc::channel(16);
+        let server = paymesh_kafka::local::serve_control(listener, tx, stop);
+        tokio::pin!(server);
+        loop {
+            tokio::select! {
+                () = &mut server => return Ok(()),
+                Some(req) = rx.recv() => {
+                    let outcome = broker.apply(req.command);
+                    tracing::warn!(command = ?req.command, ?outcome, "broker fault injection");
+                    let _ = req.reply.send(outcome);
+                }
+            }
+        }
     });
     drop(broker);
-    ExitCode::SUCCESS
+    match served {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("broker: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }

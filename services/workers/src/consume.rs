@@ -189,8 +189,13 @@ impl Worker {
     pub async fn run(self: Arc<Self>, shutdown: impl std::future::Future<Output = ()>) {
         let (stop_tx, stop) = tokio::sync::watch::channel(false);
         let consume = async {
+            let mut idle_stop = stop.clone();
             loop {
-                match self.consumer.recv().await {
+                let msg = tokio::select! {
+                    m = self.consumer.recv() => m,
+                    _ = idle_stop.changed() => return,
+                };
+                match msg {
                     Ok(m) => {
                         if self.handle(&m, stop.clone()).await.is_err() {
                             return;

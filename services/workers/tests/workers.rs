@@ -527,3 +527,30 @@ async fn dead_lettered_events_are_redriven_and_applied_exactly_once() {
     assert_eq!(paymesh_workers::ledger::balances(&c, "redriven").await.expect("balance"), vec![("KRW".to_owned(), 700)]);
     assert_eq!(count(&s.db_url, "SELECT count(*) FROM ledger_entries WHERE merchant_id = 'redriven'").await, 3);
 }
+
+/// A worker asked to stop while it waits for messages stops (it used to wait in `recv` for
+/// ever), and one stopped mid-retry leaves its message uncommitted for the next consumer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_stops_when_asked_idle_or_mid_retry() {
+    let s = setup();
+    let (_w, task, stop) = start(&s, WorkerKind::View, "view-stop").await;
+    let events = flow("stopper", 31, 0);
+    publish(&s.producer, &events).await;
+    wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'view'", 2).await;
+    let _ = stop.send(());
+    tokio::time::timeout(DEADLINE, task).await.expect("the idle worker never stopped").expect("join");
+
+    // Mid-retry: the view's table is locked, so applying keeps failing transiently.
+    let (w, task, stop) = start(&s, WorkerKind::View, "view-stop-2").await;
+    let mut c = db(&s.db_url).await;
+    let tx = c.transaction().await.expect("tx");
+    tx.execute("LOCK TABLE payments_view IN ACCESS EXCLUSIVE MODE", &[]).await.expect("lock");
+    publish(&s.producer, &flow("stopper", 32, 0)).await;
+    until("the worker never hit the lock", || w.transient_failures.load(Ordering::Relaxed) >= 1).await;
+    let _ = stop.send(());
+    tokio::time::timeout(DEADLINE, task).await.expect("the retrying worker never stopped").expect("join");
+    tx.rollback().await.expect("unlock");
+    // The uncommitted message goes to the next instance.
+    let (_w3, _t3, _s3) = start(&s, WorkerKind::View, "view-stop-3").await;
+    wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'view'", 4).await;
+}
