@@ -5,5 +5,6 @@
 
 pub mod port;
 pub mod postgres;
+pub mod process;
 
 pub use postgres::{PgError, PgOptions, PgServer};

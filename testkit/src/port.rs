@@ -1,9 +1,55 @@
 //! Free loopback ports.
 
 use std::net::{Ipv4Addr, TcpListener};
+use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A port that was free a moment ago. Another process may still take it before the caller
 /// binds, so callers that start servers retry on "address in use".
 pub fn free_port() -> std::io::Result<u16> {
     Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Where [`free_port_below_ephemeral`] looks: from 10000 up to the kernel's ephemeral range.
+const LOWEST: u16 = 10_000;
+
+/// A free loopback port below the kernel's ephemeral range (`net.ipv4.ip_local_port_range`),
+/// for servers that are stopped and restarted on the same port. The kernel never gives such a
+/// port to an outgoing connection, so nothing takes it while its server is down, and a client
+/// reconnecting in a loop cannot end up connected to itself (TCP simultaneous open: source
+/// port = destination port), which can happen on an ephemeral port.
+pub fn free_port_below_ephemeral() -> std::io::Result<u16> {
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let end = ephemeral_start().max(LOWEST + 1);
+    let span = u32::from(end - LOWEST);
+    // Start somewhere different in every process and call, so parallel callers rarely collide.
+    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+    let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761) ^ NEXT.fetch_add(7919, Ordering::Relaxed);
+    for i in 0..span.min(2000) {
+        let port = LOWEST + u16::try_from((seed.wrapping_add(i)) % span).unwrap_or(0);
+        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, format!("no free port found between {LOWEST} and {end}")))
+}
+
+/// The first port of the kernel's ephemeral range (32768 unless configured otherwise).
+fn ephemeral_start() -> u16 {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|p| p.parse().ok()))
+        .unwrap_or(32768)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn below_ephemeral_ports_are_outside_the_range() {
+        for _ in 0..20 {
+            let port = free_port_below_ephemeral().expect("a port");
+            assert!((LOWEST..ephemeral_start()).contains(&port), "{port}");
+        }
+    }
 }

@@ -1,22 +1,27 @@
 //! Throwaway PostgreSQL servers.
 //!
-//! Each server gets its own data directory made by `initdb` and listens only on 127.0.0.1.
-//! It runs under a small `sh` supervisor whose stdin is a pipe from this process: when the
-//! pipe closes (the [`PgServer`] is dropped, or this process exits or is killed) the
-//! supervisor stops PostgreSQL with a fast shutdown and, unless asked to keep it, removes the
-//! data directory. So no test leaves a server behind, even the shared one that lives in a
-//! `static` and is never dropped.
+//! Each server gets its own data directory made by `initdb` ([`PgCluster`]) and listens only
+//! on 127.0.0.1. A [`PgServer`] runs it under a small `sh` supervisor whose stdin is a pipe
+//! from this process: when the pipe closes (the [`PgServer`] is dropped, or this process exits
+//! or is killed) the supervisor stops PostgreSQL with a fast shutdown and, unless asked to keep
+//! it, removes the data directory. So no test leaves a server behind, even the shared one that
+//! lives in a `static` and is never dropped.
 //!
 //! PostgreSQL refuses to run as root; when we are root, the server and `initdb` run as the
 //! `postgres` system user (created by Debian's package), via `runuser`.
 
-use std::io::Read;
+mod cluster;
+mod system;
+
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::OnceLock;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
+
+pub use cluster::{PgCluster, stop_stale_postmaster};
+pub use system::find_bindir;
 
 /// What can go wrong starting PostgreSQL, with what to do about it.
 #[derive(Debug, thiserror::Error)]
@@ -69,9 +74,7 @@ impl Default for PgOptions {
 /// A running PostgreSQL server. Dropping it stops the server.
 #[derive(Debug)]
 pub struct PgServer {
-    port: u16,
-    base: PathBuf,
-    bin: PathBuf,
+    cluster: PgCluster,
     supervisor: Child,
     stdin: Option<ChildStdin>,
 }
@@ -82,10 +85,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(60);
 /// tidy up. Commands (one per line): `crash` stops the server the way a power cut would
 /// (SIGQUIT: immediate shutdown, no checkpoint, crash recovery on the next start), `start`
 /// starts it again on the same data directory and port.
-/// Arguments: $1 postgres binary, $2 base dir, $3 port, $4 keep-data flag, $5.. extra -c settings.
+/// Arguments: $1 base dir, $2 keep-data flag, $3.. the server's command line.
 const SUPERVISOR: &str = r#"
-bin="$1"; base="$2"; port="$3"; keep="$4"; shift 4
-launch() { "$bin" -D "$base/data" -p "$port" -k "$base" -c listen_addresses=127.0.0.1 "$@" >>"$base/server.log" 2>&1 & pid=$!; }
+base="$1"; keep="$2"; shift 2
+launch() { "$@" >>"$base/server.log" 2>&1 & pid=$!; }
 launch "$@"
 while read cmd; do
   case "$cmd" in
@@ -112,44 +115,15 @@ impl PgServer {
     }
 
     pub fn start_with(opts: &PgOptions) -> Result<Self, PgError> {
-        let bin = find_bindir()?;
-        let as_root = is_root();
-        if as_root && !user_exists("postgres") {
-            return Err(PgError::NoPostgresUser);
-        }
-        let base = match &opts.dir {
-            Some(d) => d.clone(),
-            None => unique_temp_dir(),
-        };
-        if base.exists() {
-            std::fs::remove_dir_all(&base).map_err(io(format!("removing the old data directory {}", base.display())))?;
-        }
-        std::fs::create_dir_all(&base).map_err(io(format!("creating {}", base.display())))?;
-        if as_root {
-            run(Command::new("chown").arg("postgres:postgres").arg(&base), "chown of the data directory to postgres")?;
-        }
-        let mut initdb = as_user(as_root, &bin.join("initdb"));
-        initdb.arg("-D").arg(base.join("data")).args([
-            "-U",
-            "postgres",
-            "--auth=trust",
-            "-E",
-            "UTF8",
-            "--locale=C",
-            "--no-sync",
-            "--no-instructions",
-        ]);
-        run(&mut initdb, "initdb")?;
-
+        let mut cluster = PgCluster::init(opts)?;
         // A port can be taken between choosing and binding; try a few.
         let mut last = None;
-        for _ in 0..5 {
-            let port = match opts.port {
-                Some(p) => p,
-                None => crate::port::free_port().map_err(io("finding a free port"))?,
-            };
-            match Self::launch(&bin, &base, port, opts, as_root) {
-                Ok(server) => return Ok(server),
+        for attempt in 0..5 {
+            if attempt > 0 {
+                cluster.port = crate::port::free_port().map_err(io("finding a free port"))?;
+            }
+            match launch(&cluster, opts.keep_data) {
+                Ok((supervisor, stdin)) => return Ok(Self { cluster, supervisor, stdin }),
                 Err(e) if opts.port.is_none() => last = Some(e),
                 Err(e) => return Err(e),
             }
@@ -157,73 +131,28 @@ impl PgServer {
         Err(last.unwrap_or(PgError::NotReady { port: 0, timeout: READY_TIMEOUT, log: String::new() }))
     }
 
-    fn launch(bin: &Path, base: &Path, port: u16, opts: &PgOptions, as_root: bool) -> Result<Self, PgError> {
-        let mut cmd = as_user(as_root, Path::new("sh"));
-        cmd.arg("-c").arg(SUPERVISOR).arg("paymesh-pg").arg(bin.join("postgres")).arg(base).arg(port.to_string());
-        cmd.arg(if opts.keep_data { "keep" } else { "remove" });
-        let fsync = if opts.durable { "on" } else { "off" };
-        for setting in [format!("fsync={fsync}"), format!("max_connections={}", opts.max_connections), "log_min_messages=warning".into()] {
-            cmd.arg("-c").arg(setting);
-        }
-        if !opts.durable {
-            cmd.args(["-c", "synchronous_commit=off", "-c", "full_page_writes=off"]);
-        }
-        cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
-        // Own process group, so a terminal's Ctrl-C does not kill the supervisor and orphan
-        // the server; the owner stops it by closing the pipe.
-        cmd.process_group(0);
-        let mut supervisor = cmd.spawn().map_err(io("starting the PostgreSQL supervisor (sh)"))?;
-        let stdin = supervisor.stdin.take();
-        let mut server = Self { port, base: base.to_owned(), bin: bin.to_owned(), supervisor, stdin };
-        server.wait_ready()?;
-        Ok(server)
-    }
-
-    /// Polls `pg_isready` until the server answers, the supervisor dies, or the deadline passes.
-    fn wait_ready(&mut self) -> Result<(), PgError> {
-        let deadline = Instant::now() + READY_TIMEOUT;
-        loop {
-            if self.is_ready()? {
-                return Ok(());
-            }
-            let exited = self.supervisor.try_wait().map_err(io("checking the supervisor"))?.is_some();
-            if exited || Instant::now() > deadline {
-                return Err(PgError::NotReady { port: self.port, timeout: READY_TIMEOUT, log: self.log_tail() });
-            }
-            std::thread::sleep(Duration::from_millis(50));
-        }
-    }
-
     /// The last lines of the server's log, for error messages.
     pub fn log_tail(&self) -> String {
-        let mut text = String::new();
-        if let Ok(mut f) = std::fs::File::open(self.base.join("server.log")) {
-            let _ = f.read_to_string(&mut text);
-        }
-        let lines: Vec<&str> = text.lines().collect();
-        lines[lines.len().saturating_sub(20)..].join("\n")
+        self.cluster.log_tail()
     }
 
     pub fn port(&self) -> u16 {
-        self.port
+        self.cluster.port()
     }
 
     /// The directory holding `data/`, the socket and `server.log`.
     pub fn base_dir(&self) -> &Path {
-        &self.base
+        self.cluster.base_dir()
     }
 
     /// A connection URL for `database` as the `postgres` superuser (trust auth, loopback only).
     pub fn url(&self, database: &str) -> String {
-        format!("postgres://postgres@127.0.0.1:{}/{database}", self.port)
+        self.cluster.url(database)
     }
 
     /// Creates an empty database.
     pub fn create_database(&self, name: &str) -> Result<(), PgError> {
-        run(
-            Command::new(self.bin.join("createdb")).args(["-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string(), name]),
-            &format!("createdb {name}"),
-        )
+        self.cluster.create_database(name)
     }
 
     /// Creates a database with a name no other caller in this process gets.
@@ -236,34 +165,7 @@ impl PgServer {
 
     /// Runs SQL with `psql` and returns its unaligned, tuples-only output.
     pub fn psql(&self, database: &str, sql: &str) -> Result<String, PgError> {
-        let out = Command::new(self.bin.join("psql"))
-            .args([
-                "-X",
-                "-q",
-                "-A",
-                "-t",
-                "-v",
-                "ON_ERROR_STOP=1",
-                "-h",
-                "127.0.0.1",
-                "-U",
-                "postgres",
-                "-p",
-                &self.port.to_string(),
-                "-d",
-                database,
-                "-c",
-                sql,
-            ])
-            .output()
-            .map_err(io("running psql"))?;
-        if !out.status.success() {
-            return Err(PgError::Command {
-                what: format!("psql -c {sql:?}"),
-                detail: String::from_utf8_lossy(&out.stderr).trim().to_owned(),
-            });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        self.cluster.psql(database, sql)
     }
 
     /// Stops the server at once, as a crash would (immediate shutdown: no checkpoint, every
@@ -272,7 +174,7 @@ impl PgServer {
     pub fn crash(&mut self) -> Result<(), PgError> {
         self.command("crash")?;
         let deadline = Instant::now() + READY_TIMEOUT;
-        while self.is_ready()? {
+        while self.cluster.is_ready()? {
             if Instant::now() > deadline {
                 return Err(PgError::Command { what: "crash".into(), detail: "the server still answers".into() });
             }
@@ -284,7 +186,7 @@ impl PgServer {
     /// Starts the server again after [`PgServer::crash`] and waits until it is ready.
     pub fn start_again(&mut self) -> Result<(), PgError> {
         self.command("start")?;
-        self.wait_ready()
+        wait_ready(&self.cluster, &mut self.supervisor)
     }
 
     /// An immediate-mode restart: [`PgServer::crash`] then [`PgServer::start_again`].
@@ -299,31 +201,13 @@ impl PgServer {
         writeln!(stdin, "{cmd}").and_then(|()| stdin.flush()).map_err(io(format!("telling the PostgreSQL supervisor to {cmd}")))
     }
 
-    fn is_ready(&self) -> Result<bool, PgError> {
-        let status = Command::new(self.bin.join("pg_isready"))
-            .args(["-q", "-h", "127.0.0.1", "-U", "postgres", "-p", &self.port.to_string()])
-            .status()
-            .map_err(io("running pg_isready"))?;
-        Ok(status.success())
-    }
-
     /// Stops the server and waits for it (also what `Drop` does).
     pub fn stop(mut self) {
         self.shutdown();
     }
 
     fn shutdown(&mut self) {
-        // Closing the pipe tells the supervisor to stop PostgreSQL.
-        drop(self.stdin.take());
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            match self.supervisor.try_wait() {
-                Ok(Some(_)) | Err(_) => return,
-                Ok(None) => std::thread::sleep(Duration::from_millis(20)),
-            }
-        }
-        let _ = self.supervisor.kill();
-        let _ = self.supervisor.wait();
+        stop_supervisor(self.stdin.take(), &mut self.supervisor);
     }
 }
 
@@ -333,62 +217,54 @@ impl Drop for PgServer {
     }
 }
 
-/// The directory with `initdb` and `postgres`: `$PAYMESH_PG_BIN`, else the newest
-/// `/usr/lib/postgresql/<major>/bin`.
-pub fn find_bindir() -> Result<PathBuf, PgError> {
-    if let Some(dir) = std::env::var_os("PAYMESH_PG_BIN") {
-        let dir = PathBuf::from(dir);
-        return if dir.join("initdb").exists() { Ok(dir) } else { Err(PgError::NotInstalled) };
-    }
-    let mut best: Option<(u32, PathBuf)> = None;
-    if let Ok(entries) = std::fs::read_dir("/usr/lib/postgresql") {
-        for e in entries.flatten() {
-            let Some(major) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-            let bin = e.path().join("bin");
-            if bin.join("initdb").exists() && bin.join("postgres").exists() && best.as_ref().is_none_or(|(m, _)| major > *m) {
-                best = Some((major, bin));
-            }
+/// Starts the supervisor for `cluster` and waits until the server is ready.
+fn launch(cluster: &PgCluster, keep_data: bool) -> Result<(Child, Option<ChildStdin>), PgError> {
+    let (postgres, args) = cluster.server_command();
+    let mut cmd = system::as_user(cluster.run_as().is_some(), Path::new("sh"));
+    cmd.arg("-c").arg(SUPERVISOR).arg("paymesh-pg").arg(cluster.base_dir());
+    cmd.arg(if keep_data { "keep" } else { "remove" }).arg(postgres).args(args);
+    cmd.stdin(Stdio::piped()).stdout(Stdio::null()).stderr(Stdio::null());
+    // Own process group, so a terminal's Ctrl-C does not kill the supervisor and orphan the
+    // server; the owner stops it by closing the pipe.
+    cmd.process_group(0);
+    let mut supervisor = cmd.spawn().map_err(io("starting the PostgreSQL supervisor (sh)"))?;
+    let stdin = supervisor.stdin.take();
+    match wait_ready(cluster, &mut supervisor) {
+        Ok(()) => Ok((supervisor, stdin)),
+        Err(e) => {
+            stop_supervisor(stdin, &mut supervisor);
+            Err(e)
         }
     }
-    best.map(|(_, b)| b).ok_or(PgError::NotInstalled)
 }
 
-fn unique_temp_dir() -> PathBuf {
-    static NEXT: AtomicU32 = AtomicU32::new(0);
-    std::env::temp_dir().join(format!("paymesh-pg-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed)))
-}
-
-fn is_root() -> bool {
-    static ROOT: OnceLock<bool> = OnceLock::new();
-    *ROOT.get_or_init(|| Command::new("id").arg("-u").output().map(|o| o.stdout.trim_ascii() == b"0").unwrap_or(false))
-}
-
-fn user_exists(name: &str) -> bool {
-    Command::new("id").arg(name).stdout(Stdio::null()).stderr(Stdio::null()).status().is_ok_and(|s| s.success())
-}
-
-/// `program` run as the `postgres` user when we are root.
-fn as_user(as_root: bool, program: &Path) -> Command {
-    if as_root {
-        let mut c = Command::new("runuser");
-        c.args(["-u", "postgres", "--"]).arg(program);
-        c
-    } else {
-        Command::new(program)
-    }
-}
-
-fn run(cmd: &mut Command, what: &str) -> Result<(), PgError> {
-    let out = cmd.output().map_err(io(format!("running {what}")))?;
-    if out.status.success() {
-        Ok(())
-    } else {
-        let mut detail = String::from_utf8_lossy(&out.stderr).trim().to_owned();
-        if detail.is_empty() {
-            detail = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+/// Polls `pg_isready` until the server answers, the supervisor dies, or the deadline passes.
+fn wait_ready(cluster: &PgCluster, supervisor: &mut Child) -> Result<(), PgError> {
+    let deadline = Instant::now() + READY_TIMEOUT;
+    loop {
+        if cluster.is_ready()? {
+            return Ok(());
         }
-        Err(PgError::Command { what: what.to_owned(), detail })
+        let exited = supervisor.try_wait().map_err(io("checking the supervisor"))?.is_some();
+        if exited || Instant::now() > deadline {
+            return Err(PgError::NotReady { port: cluster.port(), timeout: READY_TIMEOUT, log: cluster.log_tail() });
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
+}
+
+/// Closing the pipe tells the supervisor to stop PostgreSQL; waits for it (30 s at most).
+fn stop_supervisor(stdin: Option<ChildStdin>, supervisor: &mut Child) {
+    drop(stdin);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        match supervisor.try_wait() {
+            Ok(Some(_)) | Err(_) => return,
+            Ok(None) => std::thread::sleep(Duration::from_millis(20)),
+        }
+    }
+    let _ = supervisor.kill();
+    let _ = supervisor.wait();
 }
 
 #[cfg(test)]
