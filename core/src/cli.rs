@@ -3,13 +3,24 @@
 //! and validates the mesh config, runs the instance on a multi-threaded runtime until
 //! SIGTERM or Ctrl-C, and turns the outcome into an exit code (2 for usage and config
 //! errors, 1 for failures).
+//!
+//! A termination signal is honoured in every state: the signal listener starts before the
+//! instance does. Once the instance awaits `shutdown::signal()` it stops gracefully; a signal
+//! before that (still starting, e.g. waiting for its database or the broker's address) exits
+//! at once with 0; a second signal, or a graceful stop still running
+//! `payments.shutdown_grace` + 5 s after the first, exits at once with 1.
 
 use std::fmt::Display;
 use std::future::Future;
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::time::Duration;
 
 use crate::config::MeshConfig;
+use crate::shutdown::Forced;
+
+/// How much longer than the services' own shutdown grace a graceful stop may take.
+const FORCE_MARGIN: Duration = Duration::from_secs(5);
 
 pub fn run_instance<F, Fut, E>(program: &str, run: F) -> ExitCode
 where
@@ -55,10 +66,26 @@ where
             return ExitCode::FAILURE;
         }
     };
+    let grace = config.payments.shutdown_grace + FORCE_MARGIN;
     let outcome = runtime.block_on(async {
+        crate::shutdown::listen();
         let _telemetry = crate::telemetry::init(program);
-        run(config, instance).await
+        tracing::info!(%instance, "{program} starting");
+        tokio::select! {
+            biased;
+            r = run(config, instance) => r.map_err(|e| e.to_string()),
+            why = crate::shutdown::forced(grace) => match why {
+                Forced::DuringStartup => {
+                    tracing::info!("{program} stopped before it finished starting");
+                    Ok(())
+                }
+                Forced::SecondSignal => exit_now(program, "asked twice to stop"),
+                Forced::GraceExpired(g) => exit_now(program, &format!("did not stop within {g:?} of the signal")),
+            },
+        }
     });
+    // Blocking tasks still running (a stuck call) must not keep the process alive.
+    runtime.shutdown_timeout(Duration::from_secs(2));
     match outcome {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -67,4 +94,12 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Exits with 1 without waiting for anything (not even the telemetry flush, which could hang
+/// on an unreachable collector).
+fn exit_now(program: &str, why: &str) -> ! {
+    tracing::error!("{program} {why}; exiting now");
+    eprintln!("{program}: {why}; exiting now");
+    std::process::exit(1)
 }
