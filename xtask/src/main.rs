@@ -5,6 +5,8 @@
 //!   endpoints, and stops everything on Ctrl-C.
 //! - `test`: installs what is missing and runs every test: the workspace's tests, then a smoke
 //!   run of the stack `up` starts (on free ports) driven by grpcurl.
+//! - `supervise NAME -- PROGRAM [ARGS]`: one process under `up`'s supervisor (restarted when
+//!   it exits, killed if xtask dies), until Ctrl-C; for trying the supervisor, and its tests.
 
 mod bench;
 mod compose_check;
@@ -13,6 +15,7 @@ mod observe;
 mod probe;
 mod smoke;
 mod stack;
+mod supervise;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
@@ -22,7 +25,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    start the local stack (Ctrl-C stops it); --observe adds an
                                    OTLP receiver (rotel) and Prometheus scraping everything
   test                             install prerequisites and run every test
-  bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge";
+  bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge
+  supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -30,6 +34,7 @@ fn main() -> ExitCode {
         Some("up") => up(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
             return ExitCode::SUCCESS;
@@ -122,6 +127,25 @@ fn bench(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(bench::run(quick))
+}
+
+fn supervise(args: &[String]) -> Result<(), String> {
+    let [name, dashes, program, rest @ ..] = args else { return Err(format!("supervise needs NAME -- PROGRAM [ARGS]\n{USAGE}")) };
+    if dashes != "--" {
+        return Err(format!("supervise needs NAME -- PROGRAM [ARGS]\n{USAGE}"));
+    }
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(async {
+        let program = supervise::Program::new(program, rest);
+        let proc = supervise::Supervised::start(name, Box::new(move || Ok(program.clone())), supervise::to_stdout()).await?;
+        println!("==> {name} started (pid {})", proc.pid().unwrap_or(0));
+        supervise::stop_requested().await;
+        match proc.stop(supervise::DEFAULT_GRACE).await {
+            supervise::Stopped::Exited(s) => println!("==> {name} stopped ({s})"),
+            other => println!("==> {name} stopped: {other:?}"),
+        }
+        Ok(())
+    })
 }
 
 fn run(cmd: &mut Command) -> Result<(), String> {

@@ -1,0 +1,100 @@
+//! The supervisor on real processes, through `xtask supervise NAME -- PROGRAM`: a child killed
+//! with SIGKILL is restarted (new pid, alive) and the restart reported on stdout; a child
+//! outlives neither a graceful stop nor a SIGKILL of xtask itself.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{Receiver, channel};
+use std::time::{Duration, Instant};
+
+use paymesh_testkit::process::is_running;
+
+const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
+const DEADLINE: Duration = Duration::from_secs(30);
+
+/// `xtask supervise sleeper -- sleep 1000`, its stdout lines on a channel.
+fn supervise_a_sleeper() -> (Child, Receiver<String>) {
+    let mut xtask = Command::new(XTASK)
+        .args(["supervise", "sleeper", "--", "sleep", "1000"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("start xtask supervise");
+    let stdout = xtask.stdout.take().expect("stdout");
+    let (tx, rx) = channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                return;
+            }
+        }
+    });
+    (xtask, rx)
+}
+
+/// Waits for the next line containing `needle` (others are skipped), within the deadline.
+fn line_with(lines: &Receiver<String>, needle: &str) -> String {
+    let deadline = Instant::now() + DEADLINE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if line.contains(needle) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no line with {needle:?} from xtask supervise: {e}"),
+        }
+    }
+}
+
+/// The number after `pid ` in a report line.
+fn pid_in(line: &str) -> u32 {
+    let after = line.split("pid ").nth(1).unwrap_or_else(|| panic!("no pid in {line:?}"));
+    after.split(|c: char| !c.is_ascii_digit()).next().and_then(|n| n.parse().ok()).unwrap_or_else(|| panic!("no pid in {line:?}"))
+}
+
+fn wait_gone(pid: u32, what: &str) {
+    let deadline = Instant::now() + DEADLINE;
+    while is_running(pid) {
+        assert!(Instant::now() < deadline, "{what} (pid {pid}) still runs");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+fn signal(pid: u32, signal: &str) {
+    let status = Command::new("kill").args(["-s", signal, &pid.to_string()]).status().expect("run kill");
+    assert!(status.success(), "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_killed_child_is_restarted_and_reported() {
+    let (mut xtask, lines) = supervise_a_sleeper();
+    let first = pid_in(&line_with(&lines, "sleeper started"));
+    assert!(is_running(first));
+
+    signal(first, "KILL");
+    let exited = line_with(&lines, "exited unexpectedly");
+    assert!(exited.contains(&format!("sleeper (pid {first})")) && exited.contains("SIGKILL"), "{exited}");
+    assert!(exited.contains("restarting in"), "{exited}");
+    let restarted = line_with(&lines, "sleeper restarted");
+    let second = pid_in(&restarted);
+    assert_ne!(second, first, "{restarted}");
+    assert!(is_running(second), "the restarted child {second} is not running");
+    assert!(restarted.contains("restart 1"), "{restarted}");
+
+    // A graceful stop takes the child with it, and is not a restart.
+    signal(xtask.id(), "TERM");
+    let status = xtask.wait().expect("wait for xtask");
+    assert!(status.success(), "xtask supervise exited with {status}");
+    wait_gone(second, "the child after xtask stopped");
+}
+
+#[test]
+fn a_child_dies_with_its_supervisor_even_on_sigkill() {
+    let (mut xtask, lines) = supervise_a_sleeper();
+    let child = pid_in(&line_with(&lines, "sleeper started"));
+    assert!(is_running(child));
+
+    signal(xtask.id(), "KILL");
+    xtask.wait().expect("reap xtask");
+    // Nobody stops the child: only the parent-death signal can.
+    wait_gone(child, "the child of a SIGKILLed xtask");
+}
