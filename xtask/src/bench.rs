@@ -210,16 +210,9 @@ impl Nginx {
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
-        let child = tokio::process::Command::new(bin)
-            .arg("-p")
-            .arg(dir)
-            .arg("-e")
-            .arg(dir.join("error.log"))
-            .arg("-c")
-            .arg(&conf_path)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(|e| format!("cannot start {}: {e}", bin.display()))?;
+        let mut program = crate::supervise::Program::new(bin, ["-p".into(), dir.as_os_str().to_owned()]);
+        program.args.extend(["-e".into(), dir.join("error.log").into(), "-c".into(), conf_path.clone().into()]);
+        let child = program.spawn().await?;
         let mut nginx = Self { listen, child };
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while tokio::net::TcpStream::connect(listen).await.is_err() {

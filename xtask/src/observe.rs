@@ -3,11 +3,12 @@
 //! Prometheus scraping every process of the stack with a generated config.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 
 use paymesh_core::config::MeshConfig;
 use paymesh_testkit::port::free_port;
-use tokio::process::{Child, Command};
+use tokio::process::Child;
+
+use crate::supervise::Program;
 
 /// Writes every span rotel receives as a JSON line (rotel's Python processor interface).
 const SPAN_WRITER: &str = r#"
@@ -39,13 +40,15 @@ pub struct Receiver {
     pub spans: PathBuf,
 }
 
-pub fn start_receiver(rotel: &Path, dir: &Path) -> Result<Receiver, String> {
+/// Starts rotel (killed with xtask; its output in `dir/rotel.log`).
+pub async fn start_receiver(rotel: &Path, dir: &Path) -> Result<Receiver, String> {
     let spans = dir.join("spans.jsonl");
     let _ = std::fs::remove_file(&spans);
     std::fs::write(dir.join("span_writer.py"), SPAN_WRITER).map_err(|e| e.to_string())?;
     let (grpc, http) = (free_port().map_err(|e| e.to_string())?, free_port().map_err(|e| e.to_string())?);
-    let child = Command::new(rotel)
-        .args([
+    let mut program = Program::new(
+        rotel,
+        [
             "start",
             "--otlp-grpc-endpoint",
             &format!("127.0.0.1:{grpc}"),
@@ -53,15 +56,13 @@ pub fn start_receiver(rotel: &Path, dir: &Path) -> Result<Receiver, String> {
             &format!("127.0.0.1:{http}"),
             "--exporter",
             "blackhole",
-        ])
-        .arg("--otlp-with-trace-processor")
-        .arg(dir.join("span_writer.py"))
-        .env("PAYMESH_SPANS_FILE", &spans)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start rotel: {e}"))?;
+            "--otlp-with-trace-processor",
+        ],
+    );
+    program.args.push(dir.join("span_writer.py").into());
+    program.env.push(("PAYMESH_SPANS_FILE".into(), spans.display().to_string()));
+    program.log = Some(dir.join("rotel.log"));
+    let child = program.spawn().await?;
     Ok(Receiver { _child: child, endpoint: format!("http://127.0.0.1:{grpc}"), spans })
 }
 
@@ -94,7 +95,8 @@ pub fn targets(c: &MeshConfig) -> Vec<(String, String)> {
     t
 }
 
-pub fn start_prometheus(prometheus: &Path, config: &MeshConfig, dir: &Path) -> Result<Prometheus, String> {
+/// Starts Prometheus (killed with xtask; its output in `dir/prometheus.log`).
+pub async fn start_prometheus(prometheus: &Path, config: &MeshConfig, dir: &Path) -> Result<Prometheus, String> {
     let targets = targets(config);
     let mut yml = String::from("global:\n  scrape_interval: 1s\nscrape_configs:\n");
     for (job, addr) in &targets {
@@ -104,15 +106,16 @@ pub fn start_prometheus(prometheus: &Path, config: &MeshConfig, dir: &Path) -> R
     let port = free_port().map_err(|e| e.to_string())?;
     let data = dir.join("prometheus-data");
     let _ = std::fs::remove_dir_all(&data);
-    let child = Command::new(prometheus)
-        .arg(format!("--config.file={}", dir.join("prometheus.yml").display()))
-        .arg(format!("--storage.tsdb.path={}", data.display()))
-        .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| format!("cannot start prometheus: {e}"))?;
+    let mut program = Program::new(
+        prometheus,
+        [
+            format!("--config.file={}", dir.join("prometheus.yml").display()),
+            format!("--storage.tsdb.path={}", data.display()),
+            format!("--web.listen-address=127.0.0.1:{port}"),
+        ],
+    );
+    program.log = Some(dir.join("prometheus.log"));
+    let child = program.spawn().await?;
     let addr = format!("127.0.0.1:{port}").parse().map_err(|_| "bad address")?;
     Ok(Prometheus { _child: child, addr, targets: targets.len() })
 }

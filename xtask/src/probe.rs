@@ -1,6 +1,7 @@
-//! Waits for a gRPC server to report SERVING on grpc.health.v1.
+//! Asks a gRPC server for its grpc.health.v1 status, and plain HTTP/1.1 for admin and
+//! status endpoints.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
@@ -15,21 +16,6 @@ pub async fn check(addr: std::net::SocketAddr, service: &str) -> Option<ServingS
         .ok()?;
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
     Some(reply.into_inner().status())
-}
-
-/// Polls until `addr` is SERVING or `timeout` passes.
-pub async fn wait_serving(addr: std::net::SocketAddr, service: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let status = check(addr, service).await;
-        if status == Some(ServingStatus::Serving) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{addr} did not report SERVING within {timeout:?} (last answer: {status:?})"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }
 
 /// A minimal HTTP/1.1 exchange (Connection: close), enough for the admin API and smoke
@@ -71,19 +57,4 @@ pub async fn http_with(
     let (head, body) = text.split_once("\r\n\r\n").ok_or_else(|| format!("not an HTTP response: {text}"))?;
     let status = head.split_whitespace().nth(1).and_then(|s| s.parse().ok()).ok_or_else(|| format!("no status line: {head}"))?;
     Ok((status, body.to_owned()))
-}
-
-/// Polls `GET path` on `addr` until it answers 200 or `timeout` passes.
-pub async fn wait_http_ok(addr: std::net::SocketAddr, path: &str, timeout: Duration) -> Result<(), String> {
-    let deadline = Instant::now() + timeout;
-    loop {
-        let last = http(addr, "GET", path, None).await;
-        if matches!(last, Ok((200, _))) {
-            return Ok(());
-        }
-        if Instant::now() > deadline {
-            return Err(format!("{addr}{path} did not answer 200 within {timeout:?} (last: {last:?})"));
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
 }

@@ -6,7 +6,7 @@ use std::path::Path;
 use std::process::Command;
 
 use paymesh_core::shard::shard_for_merchant;
-use paymesh_testkit::port::free_port;
+use paymesh_testkit::port::free_port_below_ephemeral;
 
 use crate::probe::http;
 use crate::stack::Stack;
@@ -18,27 +18,28 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     std::fs::write(&config, smoke_config()?).map_err(|e| e.to_string())?;
 
     // A real OTLP receiver: rotel, writing the spans it gets to a file.
-    let receiver = crate::observe::start_receiver(rotel, &dir)?;
+    let receiver = crate::observe::start_receiver(rotel, &dir).await?;
     let spans = receiver.spans.clone();
     let env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
     ];
     let stack = Stack::start_with_env(&config, &dir, false, env).await?;
-    let outcome = match drive(grpcurl, &stack).await {
-        Ok(trace_id) => match one_trace(&spans, &trace_id).await {
-            Ok(()) => scrape(prometheus, &stack, &dir).await,
-            Err(e) => Err(e),
-        },
-        Err(e) => Err(e),
-    };
+    let outcome = async {
+        let trace_id = drive(grpcurl, &stack).await?;
+        one_trace(&spans, &trace_id).await?;
+        scrape(prometheus, &stack, &dir).await
+    }
+    .await;
     let stopped = stack.stop().await;
     outcome?;
     stopped
 }
 
+/// Every port below the ephemeral range: servers here are killed and restarted on their port,
+/// which an outgoing connection could take meanwhile, or a reconnecting client connect to itself.
 fn smoke_config() -> Result<String, String> {
-    let port = || free_port().map_err(|e| format!("no free port: {e}"));
+    let port = || free_port_below_ephemeral().map_err(|e| format!("no free port: {e}"));
     let mut text = String::new();
     for i in 0..2 {
         text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 4\n\n", port()?);
@@ -97,7 +98,7 @@ cluster = "payments"
 /// Debian's Prometheus, with a generated config, scrapes every process of the stack: all
 /// targets must be up, and PromQL must see the edge's request counter.
 async fn scrape(prometheus: &Path, stack: &Stack, dir: &Path) -> Result<(), String> {
-    let prom = crate::observe::start_prometheus(prometheus, &stack.config, dir)?;
+    let prom = crate::observe::start_prometheus(prometheus, &stack.config, dir).await?;
     let (addr, targets) = (prom.addr, prom.targets);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
