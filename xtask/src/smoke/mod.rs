@@ -1,6 +1,8 @@
 //! The smoke run of `cargo xtask test`: the stack that `up` starts (PostgreSQL shards, two
 //! payments instances per shard, the edge), on free ports, driven as a user would: grpcurl
-//! and plain HTTP through the edge, grpcurl straight at an instance.
+//! and plain HTTP through the edge, grpcurl straight at an instance; then [`faults`].
+
+mod faults;
 
 use std::path::Path;
 use std::process::Command;
@@ -28,7 +30,8 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     let outcome = async {
         let trace_id = drive(grpcurl, &stack).await?;
         one_trace(&spans, &trace_id).await?;
-        scrape(prometheus, &stack, &dir).await
+        scrape(prometheus, &stack, &dir).await?;
+        faults::run(&stack, &config).await
     }
     .await;
     let stopped = stack.stop().await;
