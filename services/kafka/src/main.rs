@@ -3,7 +3,8 @@
 //! address where `[kafka] bootstrap = "file:..."` points, so the relay and workers find it.
 //! Stops on SIGTERM or Ctrl-C.
 //!
-//! `--control ADDR` (loopback only; for fault drills such as `cargo xtask chaos`) serves
+//! `--control ADDR` (or `PAYMESH_BROKER_CONTROL=ADDR`; loopback only; for fault drills such as
+//! `cargo xtask chaos`) serves
 //! `GET /brokers` (which are up), `/brokers/down` and `/brokers/up` (every broker), and
 //! `/brokers/N/down`, `/brokers/N/up` (broker N of 1..3).
 
@@ -14,7 +15,10 @@ use paymesh_core::config::{Bootstrap, MeshConfig};
 
 fn main() -> ExitCode {
     let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
-    let mut control: Option<std::net::SocketAddr> = None;
+    // Also from the environment, so a supervisor that passes one environment to every process
+    // (`cargo xtask chaos`) can turn it on.
+    let mut control: Option<std::net::SocketAddr> =
+        std::env::var("PAYMESH_BROKER_CONTROL").ok().and_then(|v| v.parse().ok()).filter(|a: &std::net::SocketAddr| a.ip().is_loopback());
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         match (a.as_str(), args.next()) {
