@@ -4,11 +4,14 @@
 //!   (a PostgreSQL server per shard, the payments instances, the edge), prints the
 //!   endpoints, restarts any process that dies, and stops everything on Ctrl-C.
 //! - `test`: installs what is missing and runs every test: the workspace's tests, then a smoke
-//!   run of the stack `up` starts (on free ports) driven by grpcurl.
+//!   run of the stack `up` starts (on free ports) driven by grpcurl, then `chaos --quick`.
+//! - `chaos [--quick]`: the stack under a full-flow load while faults hit it, then the money
+//!   invariants (see `chaos`).
 //! - `supervise NAME -- PROGRAM [ARGS]`: one process under `up`'s supervisor (restarted when
 //!   it exits, killed if xtask dies), until Ctrl-C; for trying the supervisor, and its tests.
 
 mod bench;
+mod chaos;
 mod compose_check;
 mod install;
 mod observe;
@@ -27,6 +30,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   test [--smoke]                   install prerequisites and run every test (--smoke: only the
                                    smoke run of the stack, faults included)
   bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge
+  chaos [--quick]                  faults under a full-flow load, then the money invariants
+                                   (--quick: a few minutes, part of `test`)
   supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
 
 fn main() -> ExitCode {
@@ -35,6 +40,7 @@ fn main() -> ExitCode {
         Some("up") => up(&args[1..]),
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
+        Some("chaos") => chaos(&args[1..]),
         Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
@@ -117,8 +123,24 @@ fn test(args: &[String]) -> Result<(), String> {
     println!("==> smoke: the local stack, driven by grpcurl");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(smoke::run(&grpcurl, &rotel, &prometheus))?;
+    if !smoke_only {
+        println!("==> chaos --quick: faults under load, then the money invariants");
+        runtime.block_on(chaos::run(true))?;
+    }
     println!("==> all tests passed");
     Ok(())
+}
+
+fn chaos(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [q] if q == "--quick" => true,
+        _ => return Err(format!("unknown options {args:?} for chaos\n{USAGE}")),
+    };
+    install::postgres()?;
+    install::build_tools()?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(chaos::run(quick))
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

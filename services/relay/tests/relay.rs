@@ -438,10 +438,8 @@ async fn a_payments_events_publish_in_commit_order_even_when_the_first_one_fails
     let mut last: Option<(String, std::time::SystemTime)> = None;
     for r in &rows {
         let (agg, at): (String, std::time::SystemTime) = (r.get(0), r.get(2));
-        if let Some((prev_agg, prev_at)) = &last {
-            if *prev_agg == agg {
-                assert!(at >= *prev_at, "{agg}: event {} was published before an earlier one", r.get::<_, i64>(1));
-            }
+        if let Some((_, prev_at)) = last.as_ref().filter(|(prev_agg, _)| *prev_agg == agg) {
+            assert!(at >= *prev_at, "{agg}: event {} was published before an earlier one", r.get::<_, i64>(1));
         }
         last = Some((agg, at));
     }

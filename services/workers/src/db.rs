@@ -82,7 +82,7 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<deadpool_postgres:
     }
     pg.application_name(application);
     pg.connect_timeout(db.connect_timeout);
-    pg.options(&db.session_options());
+    pg.options(db.session_options());
     let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
     deadpool_postgres::Pool::builder(manager).max_size(db.pool_size).build().map_err(|e| e.to_string())
 }

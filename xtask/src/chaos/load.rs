@@ -99,7 +99,7 @@ impl Load {
                 (p, ops) = (v, ops + 1);
             }
         } else {
-            let capture = if n % 3 == 0 { Some(amount - 1_000) } else { None };
+            let capture = if n.is_multiple_of(3) { Some(amount - 1_000) } else { None };
             let req = pb::CaptureRequest { payment_id: id_.clone(), amount: capture, idempotency_key: format!("{tag}-c") };
             if let Some(c) = self
                 .call(&tag, |mut c| {

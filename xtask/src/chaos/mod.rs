@@ -211,10 +211,8 @@ impl Faults<'_> {
         self.stack.signal(name, signal)?;
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Some(pid) = self.stack.pid(name) {
-                if pid != before {
-                    break;
-                }
+            if self.stack.pid(name).is_some_and(|pid| pid != before) {
+                break;
             }
             if Instant::now() > deadline {
                 return Err(format!("{name} was not restarted within 120 s"));

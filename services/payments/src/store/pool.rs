@@ -30,7 +30,7 @@ pub fn connect_pool(db: &DatabaseConfig) -> Result<Pool, String> {
         pg.password(password.expose());
     }
     pg.connect_timeout(settings.connect_timeout);
-    pg.options(&db.session_options());
+    pg.options(db.session_options());
     pg.application_name("paymesh-payments");
     let manager = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
