@@ -90,5 +90,10 @@ fn classify(status: Status) -> CallError {
         }
         source = e.source();
     }
+    // The connection broke after the request left (the instance died mid-call): tonic says
+    // UNKNOWN "transport error", gRPC calls a lost connection UNAVAILABLE.
+    if status.code() == tonic::Code::Unknown && status.message() == "transport error" {
+        return CallError::Status(Status::unavailable(format!("the connection to the upstream broke: {status}")));
+    }
     CallError::Status(status)
 }
