@@ -1,7 +1,7 @@
 //! `paymesh-bench`: drives Authorize load and prints a JSON summary.
 //!
 //! ```text
-//! paymesh-bench --mode grpc-direct --shard-addr 0=127.0.0.1:50061 --shard-addr 1=127.0.0.1:50063 -c 32 -z 10s
+//! paymesh-bench --mode grpc-direct --shard-addr 0=127.0.0.1:25061 --shard-addr 1=127.0.0.1:25063 -c 32 -z 10s
 //! paymesh-bench --mode grpc-edge --addr 127.0.0.1:8080 -c 32 -z 10s
 //! paymesh-bench --mode rest-edge --addr 127.0.0.1:8080 -c 32 -z 10s
 //! ```

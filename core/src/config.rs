@@ -221,7 +221,7 @@ impl MeshConfig {
             let listen: SocketAddr = inst
                 .listen
                 .parse()
-                .map_err(|_| err(key("listen"), format!("'{}' is not an address; write host:port, e.g. 127.0.0.1:50061", inst.listen)))?;
+                .map_err(|_| err(key("listen"), format!("'{}' is not an address; write host:port, e.g. 127.0.0.1:25061", inst.listen)))?;
             if listen.port() != 0 && !addrs.insert(listen) {
                 return Err(err(key("listen"), format!("{listen} is used by another instance")));
             }
