@@ -32,6 +32,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
+  redrive [--list] [--config FILE] re-drive (or only list) dead-lettered events of the running
+                                   stack: dead outbox rows and worker DLQ messages
   supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
 
 fn main() -> ExitCode {
@@ -41,6 +43,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("redrive") => redrive(&args[1..]),
         Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
@@ -141,6 +144,26 @@ fn chaos(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(chaos::run(quick))
+}
+
+fn redrive(args: &[String]) -> Result<(), String> {
+    let mut config = root().join("mesh-config/paymesh.toml");
+    let mut only_list = false;
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--list" => only_list = true,
+            "--config" => config = PathBuf::from(it.next().ok_or("--config needs a file")?),
+            other => return Err(format!("unknown option '{other}' for redrive\n{USAGE}")),
+        }
+    }
+    let config = paymesh_core::config::MeshConfig::load(&config).map_err(|e| e.to_string())?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    let report = runtime.block_on(async {
+        if only_list { paymesh_relay::redrive::list(&config).await } else { paymesh_relay::redrive::redrive(&config).await }
+    })?;
+    print!("{}{report}", if only_list { "dead-lettered, not re-driven:\n" } else { "re-driven:\n" });
+    Ok(())
 }
 
 fn bench(args: &[String]) -> Result<(), String> {

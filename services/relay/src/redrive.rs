@@ -93,7 +93,14 @@ pub async fn dead_rows(config: &MeshConfig, revive: bool) -> Result<Vec<DeadRow>
         }
         pg.application_name("paymesh-redrive");
         pg.connect_timeout(db.connect_timeout);
-        let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| format!("shard {}: cannot connect: {e}", shard.id))?;
+        let (client, conn) = pg.connect(tokio_postgres::NoTls).await.map_err(|e| {
+            let cause = std::error::Error::source(&e).map(|c| format!(": {c}")).unwrap_or_default();
+            format!(
+                "shard {}: cannot connect to {} ({e}{cause}); is the stack running (cargo xtask up)?",
+                shard.id,
+                paymesh_core::config::redact_url(&db.url)
+            )
+        })?;
         let conn = tokio::spawn(conn);
         let sql = if revive {
             "UPDATE outbox_event SET dead = false, retry_count = 0, next_attempt_at = NULL

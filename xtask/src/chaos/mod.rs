@@ -128,6 +128,9 @@ async fn drive(stack: &Stack, plan: Plan, control: u16, dir: &std::path::Path) -
         Err(e) => vec![check::Outcome { name: "pipeline drained", ok: false, detail: e.clone() }],
     };
     outcomes.push(errors_by_window(&log.errors, &windows));
+    if outcomes.iter().all(|o| o.ok) {
+        outcomes.push(self_test(&stack.config, &log, &kinds).await?);
+    }
     if !fault_errors.is_empty() {
         outcomes.push(check::Outcome { name: "every fault injected", ok: false, detail: fault_errors.join("; ") });
     }
@@ -138,6 +141,48 @@ async fn drive(stack: &Stack, plan: Plan, control: u16, dir: &std::path::Path) -
     println!("    results in {}", results.display());
     let breaches: Vec<&str> = outcomes.iter().filter(|o| !o.ok).map(|o| o.name).collect();
     Ok(if breaches.is_empty() { Ok(()) } else { Err(format!("chaos found breaches: {}", breaches.join(", "))) })
+}
+
+/// Proves the checks are not vacuous: plants one error in each worker model and one lost
+/// acknowledged state on a shard, and requires each matching check to report it. Runs last:
+/// it leaves the stores wrong on purpose.
+async fn self_test(config: &paymesh_core::config::MeshConfig, log: &load::Log, kinds: &[&str]) -> Result<check::Outcome, String> {
+    let workers = &config.workers.as_ref().ok_or("no [workers]")?.database.url;
+    let (w, conn) = tokio_postgres::connect(workers, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let plant = [
+        "UPDATE payments_view SET refunded_amount = refunded_amount + 1 WHERE payment_id = (SELECT min(payment_id) FROM payments_view)",
+        "INSERT INTO ledger_postings (entry_id, account, debit, credit)
+         SELECT entry_id, 'merchant:' || merchant_id || ':' || currency, 0, 1 FROM ledger_entries ORDER BY entry_id LIMIT 1",
+        "UPDATE settlement_batches SET captured = captured + 1 WHERE batch_id = (SELECT min(batch_id) FROM settlement_batches)",
+    ];
+    for sql in plant {
+        w.execute(sql, &[]).await.map_err(|e| format!("planting an error: {e}"))?;
+    }
+    let shard = &config.shards.first().ok_or("no shards")?.database.url;
+    let (s, conn) = tokio_postgres::connect(shard, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    s.execute("UPDATE payments SET refunded_amount = refunded_amount + 0, version = version + 1 WHERE payment_id = (SELECT min(payment_id) FROM payments)", &[])
+        .await
+        .map_err(|e| format!("planting an error: {e}"))?;
+    let again = check::all(config, log, kinds).await?;
+    let caught = |name: &str| again.iter().any(|o| o.name == name && !o.ok);
+    let expected = [
+        "acknowledged payments on their shards",
+        "ledger: balances equal the shards, debits equal credits",
+        "settlement totals equal captures minus refunds",
+        "view equals the shards (status, amounts, version)",
+    ];
+    let missed: Vec<&str> = expected.iter().copied().filter(|n| !caught(n)).collect();
+    Ok(check::Outcome {
+        name: "the checks catch planted errors",
+        ok: missed.is_empty(),
+        detail: if missed.is_empty() {
+            "a changed shard row, view row, ledger posting and settlement batch were each reported".into()
+        } else {
+            format!("not reported: {}", missed.join(", "))
+        },
+    })
 }
 
 struct Faults<'a> {
