@@ -533,12 +533,14 @@ async fn dead_lettered_events_are_redriven_and_applied_exactly_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_worker_stops_when_asked_idle_or_mid_retry() {
     let s = setup();
-    let (_w, task, stop) = start(&s, WorkerKind::View, "view-stop").await;
+    let (w, task, stop) = start(&s, WorkerKind::View, "view-stop").await;
     let events = flow("stopper", 31, 0);
     publish(&s.producer, &events).await;
     wait_count(&s.db_url, "SELECT count(*) FROM processed_events WHERE consumer = 'view'", 2).await;
     let _ = stop.send(());
     tokio::time::timeout(DEADLINE, task).await.expect("the idle worker never stopped").expect("join");
+    // Its consumer leaves the group (closing blocks: off the runtime's threads).
+    tokio::task::spawn_blocking(move || drop(w)).await.expect("closed");
 
     // Mid-retry: the view's table is locked, so applying keeps failing transiently.
     let (w, task, stop) = start(&s, WorkerKind::View, "view-stop-2").await;
@@ -549,6 +551,8 @@ async fn a_worker_stops_when_asked_idle_or_mid_retry() {
     until("the worker never hit the lock", || w.transient_failures.load(Ordering::Relaxed) >= 1).await;
     let _ = stop.send(());
     tokio::time::timeout(DEADLINE, task).await.expect("the retrying worker never stopped").expect("join");
+    assert_eq!(w.applied.load(Ordering::Relaxed), 0, "nothing applied while the table was locked");
+    tokio::task::spawn_blocking(move || drop(w)).await.expect("closed");
     tx.rollback().await.expect("unlock");
     // The uncommitted message goes to the next instance.
     let (_w3, _t3, _s3) = start(&s, WorkerKind::View, "view-stop-3").await;
