@@ -8,6 +8,7 @@
 //! - [`breaker`]: Resilience4j-style circuit breakers (the edge's routes, the relay's publisher).
 //! - [`shutdown`] and [`telemetry`]: process plumbing.
 
+pub mod backoff;
 pub mod breaker;
 pub mod cli;
 pub mod clock;

@@ -8,6 +8,7 @@
 
 use std::time::Duration;
 
+use paymesh_core::backoff::Backoff;
 use tokio::sync::mpsc;
 use tokio_postgres::AsyncMessage;
 
@@ -56,7 +57,7 @@ pub fn listen(url: &str, password: Option<String>) -> Wake {
                 return std::future::pending().await;
             }
         };
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(10));
         loop {
             match session(&cfg, &tx, &mut backoff).await {
                 Ok(()) => tracing::warn!(retry_in = ?backoff.peek(), "LISTEN connection closed; reconnecting (polling meanwhile)"),
@@ -64,7 +65,7 @@ pub fn listen(url: &str, password: Option<String>) -> Wake {
                     tracing::warn!(error = %e, retry_in = ?backoff.peek(), "LISTEN connection failed; reconnecting (polling meanwhile)")
                 }
             }
-            tokio::time::sleep(backoff.next()).await;
+            tokio::time::sleep(backoff.next_wait()).await;
         }
     });
     Wake { rx, task }
@@ -90,29 +91,10 @@ async fn session(cfg: &tokio_postgres::Config, tx: &mpsc::Sender<()>, backoff: &
         r = &mut drive => return r,
     }
     tracing::info!("listening for outbox notifications");
-    *backoff = Backoff::new();
+    backoff.reset();
     // Rows may have been added while nobody listened: look once now.
     let _ = tx.try_send(());
     let ended = drive.await;
     drop(client);
     ended
-}
-
-/// 100 ms doubling to 10 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    fn new() -> Self {
-        Self(Duration::from_millis(100))
-    }
-
-    fn peek(&self) -> Duration {
-        self.0
-    }
-
-    fn next(&mut self) -> Duration {
-        let wait = self.0;
-        self.0 = (self.0 * 2).min(Duration::from_secs(10));
-        wait
-    }
 }

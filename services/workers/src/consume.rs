@@ -20,6 +20,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
+use paymesh_core::backoff::Backoff;
 use paymesh_core::config::{MeshConfig, WorkerKind};
 use paymesh_kafka::event::{self, Event};
 use paymesh_kafka::topics::{self, headers};
@@ -94,24 +95,6 @@ pub fn is_poison(e: &tokio_postgres::Error) -> bool {
 /// The loop was told to stop while a message was in hand.
 #[derive(Debug)]
 struct Stopped;
-
-/// Capped exponential backoff: 50 ms doubling to 5 s.
-struct Backoff(Duration);
-
-impl Backoff {
-    const FIRST: Duration = Duration::from_millis(50);
-    const CAP: Duration = Duration::from_secs(5);
-
-    fn new() -> Self {
-        Self(Self::FIRST)
-    }
-
-    fn next(&mut self) -> Duration {
-        let wait = self.0;
-        self.0 = (self.0 * 2).min(Self::CAP);
-        wait
-    }
-}
 
 /// One worker process (or in-process instance).
 pub struct Worker {
@@ -225,7 +208,7 @@ impl Worker {
     /// `Err` if `stop` fired first: the message is left uncommitted.
     async fn handle(&self, m: &BorrowedMessage<'_>, mut stop: tokio::sync::watch::Receiver<bool>) -> Result<(), Stopped> {
         let mut poison_attempts = 0;
-        let mut backoff = Backoff::new();
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if *stop.borrow() {
                 return Err(Stopped);
@@ -234,7 +217,7 @@ impl Worker {
                 Ok(()) => break,
                 Err(Failure::Transient(e)) => {
                     self.transient_failures.fetch_add(1, Ordering::Relaxed);
-                    let wait = backoff.next();
+                    let wait = backoff.next_wait();
                     tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), error = %e, retry_in = ?wait, "applying failed transiently; retrying (offset not committed)");
                     wait
                 }
@@ -248,7 +231,7 @@ impl Worker {
                     Err(d) => {
                         // Without a DLQ write the message must not be skipped: retry it later.
                         tracing::error!(worker = %self.name, error = %d, "cannot write to the DLQ; will retry the message");
-                        backoff.next()
+                        backoff.next_wait()
                     }
                 },
             };

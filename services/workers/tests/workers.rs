@@ -302,7 +302,6 @@ async fn until(what: &str, mut cond: impl FnMut() -> bool) {
 /// nothing dead-lettered, every event applied once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_database_restart_delays_events_but_never_dead_letters_them() {
-    let _log = std::env::var_os("PAYMESH_TEST_LOG").map(|_| paymesh_core::telemetry::init("workers-test"));
     // Durable (fsync, synchronous commit): a crash must not lose what was committed.
     let mut pg = PgServer::start_with(&PgOptions { durable: true, ..PgOptions::default() }).expect("postgres");
     let s = setup_on(&pg);

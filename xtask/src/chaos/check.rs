@@ -18,7 +18,7 @@ pub struct Outcome {
     pub detail: String,
 }
 
-fn outcome(name: &'static str, problems: Vec<String>, fine: String) -> Outcome {
+pub(super) fn outcome(name: &'static str, problems: Vec<String>, fine: String) -> Outcome {
     if problems.is_empty() {
         Outcome { name, ok: true, detail: fine }
     } else {

@@ -189,7 +189,7 @@ impl Load {
                 .await
             })
         });
-        let answers: Vec<Option<pb::Payment>> = futures_join(calls).await;
+        let answers: Vec<Option<pb::Payment>> = futures_util::future::join_all(calls).await.into_iter().flatten().collect();
         let ids: std::collections::BTreeSet<String> = answers.iter().flatten().map(|p| p.payment_id.clone()).collect();
         if ids.len() != 1 {
             return Err(format!("{clients} clients sending one idempotency key got {} different payments: {ids:?}", ids.len()));
@@ -205,14 +205,4 @@ impl Load {
         static TAG: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
         *TAG.get_or_init(|| std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_secs()).unwrap_or(0))
     }
-}
-
-async fn futures_join<T: Send + 'static>(handles: impl Iterator<Item = tokio::task::JoinHandle<T>>) -> Vec<T> {
-    let mut out = Vec::new();
-    for h in handles {
-        if let Ok(v) = h.await {
-            out.push(v);
-        }
-    }
-    out
 }

@@ -99,7 +99,7 @@ async fn drive(stack: &Stack, plan: Plan, control: u16, dir: &std::path::Path) -
     tokio::time::sleep(plan.warm_up).await;
 
     let mut windows = Vec::new();
-    let faults = Faults { stack, control, started, plan };
+    let faults = Faults { stack, control, plan };
     let mut fault_errors = Vec::new();
     for f in faults.list() {
         let from = started.elapsed();
@@ -162,7 +162,7 @@ async fn self_test(config: &paymesh_core::config::MeshConfig, log: &load::Log, k
     let shard = &config.shards.first().ok_or("no shards")?.database.url;
     let (s, conn) = tokio_postgres::connect(shard, tokio_postgres::NoTls).await.map_err(|e| e.to_string())?;
     tokio::spawn(conn);
-    s.execute("UPDATE payments SET refunded_amount = refunded_amount + 0, version = version + 1 WHERE payment_id = (SELECT min(payment_id) FROM payments)", &[])
+    s.execute("UPDATE payments SET version = version + 1 WHERE payment_id = (SELECT min(payment_id) FROM payments)", &[])
         .await
         .map_err(|e| format!("planting an error: {e}"))?;
     let again = check::all(config, log, kinds).await?;
@@ -188,7 +188,6 @@ async fn self_test(config: &paymesh_core::config::MeshConfig, log: &load::Log, k
 struct Faults<'a> {
     stack: &'a Stack,
     control: u16,
-    started: Instant,
     plan: Plan,
 }
 
@@ -213,7 +212,6 @@ impl Faults<'_> {
 
     async fn inject(&self, fault: &str, load: &Arc<load::Load>) -> Result<(), String> {
         let p = self.plan;
-        let _ = self.started;
         if let Some(name) = fault.strip_prefix("kill -9 ") {
             return self.kill(name).await;
         }
@@ -324,26 +322,32 @@ fn allowed(code: Code) -> bool {
 fn errors_by_window(errors: &[(Duration, Code, String)], windows: &[Window]) -> check::Outcome {
     let mut bad = Vec::new();
     for (at, code, msg) in errors {
-        let inside = windows.iter().any(|w| *at >= w.from && *at <= w.to);
+        let inside = windows.iter().any(|w| w.contains(*at));
         if !inside {
             bad.push(format!("{code:?} at {at:.1?} outside every fault: {msg}"));
         } else if !allowed(*code) {
             bad.push(format!("{code:?} at {at:.1?}: {msg}"));
         }
     }
-    let n = bad.len();
-    let mut detail: Vec<String> = bad.into_iter().take(5).collect();
-    if n > 5 {
-        detail.push(format!("... and {} more", n - 5));
+    check::outcome(
+        "client errors only retriable, only during faults",
+        bad,
+        format!("{} failed attempts, all retriable and inside fault windows", errors.len()),
+    )
+}
+
+impl Window {
+    fn contains(&self, at: Duration) -> bool {
+        at >= self.from && at <= self.to
     }
-    check::Outcome {
-        name: "client errors only retriable, only during faults",
-        ok: n == 0,
-        detail: if n == 0 {
-            format!("{} failed attempts, all retriable and inside fault windows", errors.len())
-        } else {
-            detail.join("; ")
-        },
+
+    /// Failed attempts inside this window, by code.
+    fn errors(&self, errors: &[(Duration, Code, String)]) -> BTreeMap<String, usize> {
+        let mut by = BTreeMap::new();
+        for (_, code, _) in errors.iter().filter(|(at, _, _)| self.contains(*at)) {
+            *by.entry(format!("{code:?}")).or_default() += 1;
+        }
+        by
     }
 }
 
@@ -360,12 +364,7 @@ fn report(
     let _ = writeln!(s, "| fault | window (s) | failed attempts by code |");
     let _ = writeln!(s, "|---|---|---|");
     for w in windows {
-        let mut by: BTreeMap<String, usize> = BTreeMap::new();
-        for (at, code, _) in errors {
-            if *at >= w.from && *at <= w.to {
-                *by.entry(format!("{code:?}")).or_default() += 1;
-            }
-        }
+        let by = w.errors(errors);
         let codes =
             if by.is_empty() { "none".to_owned() } else { by.iter().map(|(c, n)| format!("{c} {n}")).collect::<Vec<_>>().join(", ") };
         let _ = writeln!(s, "| {} | {:.1}-{:.1} | {codes} |", w.fault, w.from.as_secs_f64(), w.to.as_secs_f64());
@@ -384,74 +383,19 @@ fn json(outcomes: &[check::Outcome], windows: &[Window], errors: &[(Duration, Co
     let faults: Vec<serde_json::Value> = windows
         .iter()
         .map(|w| {
-            let mut by: BTreeMap<String, usize> = BTreeMap::new();
-            for (at, code, _) in errors {
-                if *at >= w.from && *at <= w.to {
-                    *by.entry(format!("{code:?}")).or_default() += 1;
-                }
-            }
+            let by = w.errors(errors);
             serde_json::json!({"fault": w.fault, "from_s": w.from.as_secs_f64(), "to_s": w.to.as_secs_f64(), "errors": by})
         })
         .collect();
     serde_json::json!({"ran_s": ran.as_secs_f64(), "payments": payments, "faults": faults, "checks": checks}).to_string()
 }
 
-/// The chaos stack: two shards with two payments instances each, a relay per shard, one
-/// worker of each kind, the query service and the edge, on free ports.
+/// The chaos stack: one worker of each kind, and short relay retries so the pipeline catches
+/// up quickly once a fault ends.
 fn chaos_config() -> Result<String, String> {
-    let port = || free_port().map_err(|e| format!("no free port: {e}"));
-    let mut text = String::new();
-    for i in 0..2 {
-        text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 8\n\n", port()?);
-    }
-    text += "[payments]\nshutdown_grace = \"5s\"\nhealth_check_interval = \"200ms\"\n\n";
-    text += &format!("[workers]\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh_workers\"\npool_size = 4\n", port()?);
-    for (name, kind) in [("ledger-1", "ledger"), ("settlement-1", "settlement"), ("view-1", "view")] {
-        text += &format!("[[workers.instances]]\nname = \"{name}\"\nkind = \"{kind}\"\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
-    }
-    // Short retry intervals, so the pipeline catches up quickly once a fault ends.
-    text += "[kafka]\nbootstrap = \"file:kafka.bootstrap\"\nmessage_timeout = \"5s\"\n[relay]\npoll_interval = \"50ms\"\nretry_interval = \"500ms\"\n";
-    text += "[relay.breaker]\nwait_in_open = \"2s\"\n";
-    for s in 0..2 {
-        text += &format!("[[relay.instances]]\nname = \"relay-{s}\"\nshard = {s}\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
-    }
-    let query = port()?;
-    text += &format!("[query]\n[[query.instances]]\nname = \"query-1\"\nlisten = \"127.0.0.1:{query}\"\n\n");
-    for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
-        text += &format!(
-            "[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\nstatus_listen = \"127.0.0.1:{}\"\n\n",
-            i / 2,
-            port()?,
-            port()?
-        );
-    }
-    text += &format!(
-        r#"[edge]
-listen = "127.0.0.1:{}"
-admin_listen = "127.0.0.1:{}"
-
-[edge.health]
-interval = "200ms"
-
-[[edge.clusters]]
-name = "payments"
-payments_instances = true
-
-[[edge.routes]]
-service = "payments.v1.Payments"
-cluster = "payments"
-shard_keys = [{{ field = "merchant_id", kind = "merchant" }}, {{ field = "payment_id", kind = "sharded_id" }}]
-
-[[edge.clusters]]
-name = "query"
-endpoints = [{{ address = "127.0.0.1:{query}" }}]
-
-[[edge.routes]]
-service = "query.v1.MerchantQueries"
-cluster = "query"
-"#,
-        port()?,
-        port()?
-    );
-    Ok(text)
+    crate::stack::free_ports::config(crate::stack::free_ports::Shape {
+        shard_pool: 8,
+        workers: &[("ledger-1", "ledger"), ("settlement-1", "settlement"), ("view-1", "view")],
+        relay: "retry_interval = \"500ms\"\n[relay.breaker]\nwait_in_open = \"2s\"\n",
+    })
 }

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::process::Command;
 
 use paymesh_core::shard::shard_for_merchant;
-use paymesh_testkit::port::free_port_below_ephemeral;
 
 use crate::probe::http;
 use crate::stack::Stack;
@@ -42,60 +41,11 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
 /// Every port below the ephemeral range: servers here are killed and restarted on their port,
 /// which an outgoing connection could take meanwhile, or a reconnecting client connect to itself.
 fn smoke_config() -> Result<String, String> {
-    let port = || free_port_below_ephemeral().map_err(|e| format!("no free port: {e}"));
-    let mut text = String::new();
-    for i in 0..2 {
-        text += &format!("[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = 4\n\n", port()?);
-    }
-    text += "[payments]\nshutdown_grace = \"5s\"\n\n";
-    text += &format!("[workers]\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh_workers\"\n", port()?);
-    for (name, kind) in [("ledger-1", "ledger"), ("view-1", "view")] {
-        text += &format!("[[workers.instances]]\nname = \"{name}\"\nkind = \"{kind}\"\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
-    }
-    text += "[kafka]\nbootstrap = \"file:kafka.bootstrap\"\n[relay]\npoll_interval = \"50ms\"\n";
-    for s in 0..2 {
-        text += &format!("[[relay.instances]]\nname = \"relay-{s}\"\nshard = {s}\nstatus_listen = \"127.0.0.1:{}\"\n", port()?);
-    }
-    let query = port()?;
-    text += &format!("[query]\n[[query.instances]]\nname = \"query-1\"\nlisten = \"127.0.0.1:{query}\"\n\n");
-    for (i, name) in ["payments-0a", "payments-0b", "payments-1a", "payments-1b"].iter().enumerate() {
-        text += &format!(
-            "[[payments.instances]]\nname = \"{name}\"\nshard = {}\nlisten = \"127.0.0.1:{}\"\nstatus_listen = \"127.0.0.1:{}\"\n\n",
-            i / 2,
-            port()?,
-            port()?
-        );
-    }
-    text += &format!(
-        r#"[edge]
-listen = "127.0.0.1:{}"
-admin_listen = "127.0.0.1:{}"
-
-[[edge.clusters]]
-name = "payments"
-payments_instances = true
-
-[[edge.routes]]
-service = "payments.v1.Payments"
-cluster = "payments"
-shard_keys = [{{ field = "merchant_id", kind = "merchant", header = "x-merchant-id" }}, {{ field = "payment_id", kind = "sharded_id" }}]
-
-[[edge.clusters]]
-name = "query"
-endpoints = [{{ address = "127.0.0.1:{query}" }}]
-
-[[edge.routes]]
-service = "query.v1.MerchantQueries"
-cluster = "query"
-
-[[edge.routes]]
-service = "grpc.reflection.v1alpha.ServerReflection"
-cluster = "payments"
-"#,
-        port()?,
-        port()?
-    );
-    Ok(text)
+    crate::stack::free_ports::config(crate::stack::free_ports::Shape {
+        shard_pool: 4,
+        workers: &[("ledger-1", "ledger"), ("view-1", "view")],
+        relay: "",
+    })
 }
 
 /// Debian's Prometheus, with a generated config, scrapes every process of the stack: all

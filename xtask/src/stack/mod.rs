@@ -6,6 +6,7 @@
 
 mod database;
 mod endpoints;
+pub mod free_ports;
 mod local_url;
 
 use std::future::Future;

@@ -46,11 +46,17 @@ async fn mesh_with(hint: &str, shard_keys: &str) -> TestMesh {
 /// Lock waits that outlast any slow machine.
 const PATIENT: &str = "pool_size = 4\nlock_timeout = \"60s\"\nstatement_timeout = \"120s\"\n";
 
-/// Starts a capture with key `k` in the background.
-fn spawn_capture(c: Client, p: &pb::Payment, k: &str) -> tokio::task::JoinHandle<Result<tonic::Response<pb::Payment>, tonic::Status>> {
-    let mut c = c;
+type Call = tokio::task::JoinHandle<Result<tonic::Response<pb::Payment>, tonic::Status>>;
+
+/// Starts a capture with key `k` in the background and returns once it waits on the
+/// payment's row lock (held by the test), with a connection for watching the shard.
+async fn capture_waiting_on_lock(mesh: &TestMesh, p: &pb::Payment, k: &str) -> (Call, tokio_postgres::Client) {
+    let mut c = mesh.client(0).await;
     let req = capture_req(p, k);
-    tokio::spawn(async move { c.capture(req).await })
+    let call = tokio::spawn(async move { c.capture(req).await });
+    let watcher = mesh.db(0).await;
+    until_a_call_waits_on_a_lock(&watcher).await;
+    (call, watcher)
 }
 
 fn capture_req(p: &pb::Payment, key: &str) -> pb::CaptureRequest {
@@ -71,9 +77,7 @@ async fn a_database_restart_mid_call_is_unavailable_and_the_retry_succeeds() {
     let mut db = mesh.db(0).await;
     let held = hold_row(&mut db, &p.payment_id).await;
     let k = key();
-    let call = spawn_capture(mesh.client(0).await, &p, &k);
-    let watcher = mesh.db(0).await;
-    until_a_call_waits_on_a_lock(&watcher).await;
+    let (call, _watcher) = capture_waiting_on_lock(&mesh, &p, &k).await;
     // The database goes down while the capture waits for the row (still locked by `held`).
     let pg_back = tokio::task::spawn_blocking(move || {
         pg.crash().expect("crash");
@@ -140,9 +144,7 @@ async fn a_key_in_flight_is_answered_at_once_then_replayed() {
     let mut db = mesh.db(0).await;
     let held = hold_row(&mut db, &p.payment_id).await;
     let k = key();
-    let first = spawn_capture(mesh.client(0).await, &p, &k);
-    let watcher = mesh.db(0).await;
-    until_a_call_waits_on_a_lock(&watcher).await;
+    let (first, _watcher) = capture_waiting_on_lock(&mesh, &p, &k).await;
 
     let mut second = tonic::Request::new(capture_req(&p, &k));
     second.set_timeout(DEADLINE);
@@ -252,9 +254,7 @@ async fn a_connection_ended_by_the_server_mid_call_is_unavailable() {
     let mut db = mesh.db(0).await;
     let held = hold_row(&mut db, &p.payment_id).await;
     let k = key();
-    let call = spawn_capture(mesh.client(0).await, &p, &k);
-    let watcher = mesh.db(0).await;
-    until_a_call_waits_on_a_lock(&watcher).await;
+    let (call, watcher) = capture_waiting_on_lock(&mesh, &p, &k).await;
     watcher
         .execute(
             "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'paymesh-payments' AND wait_event_type = 'Lock'",
