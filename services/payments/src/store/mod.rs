@@ -60,10 +60,28 @@ impl PaymentStore {
         &self.pool
     }
 
+    /// Runs `work` on a pooled connection. A connection that failed as the database going
+    /// away (ended by the server, closed, I/O error) is dropped, not returned to the pool:
+    /// its task may not have noticed the end yet, and the next caller would fail on it.
+    async fn on_connection<T>(
+        &self,
+        work: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PaymentError>,
+    ) -> Result<T, PaymentError> {
+        let mut client = self.pool.get().await?;
+        let result = work(&mut client).await;
+        if matches!(result, Err(PaymentError::Unavailable(_))) {
+            drop(deadpool_postgres::Object::take(client));
+        }
+        result
+    }
+
     /// Reads one payment.
     pub async fn get(&self, id: &PaymentId) -> Result<pb::Payment, PaymentError> {
-        let client = self.pool.get().await?;
-        let row = client.query_opt(&format!("SELECT {} FROM payments WHERE payment_id = $1", row::COLUMNS), &[&id.to_string()]).await?;
+        let row = self
+            .on_connection(async |client| {
+                Ok(client.query_opt(&format!("SELECT {} FROM payments WHERE payment_id = $1", row::COLUMNS), &[&id.to_string()]).await?)
+            })
+            .await?;
         row.map(|r| row::PaymentRow::from_row(&r).map(|p| p.to_proto())).transpose()?.ok_or_else(|| PaymentError::NotFound(id.to_string()))
     }
 

@@ -11,7 +11,7 @@ use std::time::SystemTime;
 use paymesh_core::ids::{PaymentId, RefundId};
 use paymesh_proto::payments::v1 as pb;
 use prost::Message;
-use tokio_postgres::Transaction;
+use tokio_postgres::{Client, Transaction};
 
 use super::idempotency::{self, Claim};
 use super::outbox::{self, EventType};
@@ -23,7 +23,16 @@ use crate::validate;
 
 impl PaymentStore {
     pub async fn authorize(&self, cmd: &validate::Authorize, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
-        let mut client = self.pool.get().await?;
+        self.on_connection(async |client| self.authorize_on(client, cmd, fp, trace).await).await
+    }
+
+    async fn authorize_on(
+        &self,
+        client: &mut Client,
+        cmd: &validate::Authorize,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::Payment, PaymentError> {
         let tx = client.transaction().await?;
         idempotency::try_lock(&tx, &cmd.merchant_id, &cmd.idempotency_key).await?;
         let now = now();
@@ -107,29 +116,31 @@ impl PaymentStore {
         decide: impl FnOnce(&Balance, &str) -> Result<Change, PaymentError>,
         respond: impl FnOnce(pb::Payment, Option<pb::Refund>) -> R,
     ) -> Result<R, PaymentError> {
-        let mut client = self.pool.get().await?;
-        let tx = client.transaction().await?;
-        // Before waiting for the payment's row: a request with the same key already waiting
-        // (or running) is answered at once, not queued behind it.
-        idempotency::try_lock(&tx, &payment_id.to_string(), key).await?;
-        let mut row = lock(&tx, payment_id).await?;
-        // The time is read only once the row is ours, so it follows every earlier change.
-        let now = now();
-        if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
-            return decode(&bytes);
-        }
-        let change = decide(&row.balance(), &row.payment_id)?;
-        row.set_balance(lifecycle::apply(&row.balance(), change));
-        row.advance(now);
-        update(&tx, &row).await?;
+        self.on_connection(async |client| {
+            let tx = client.transaction().await?;
+            // Before waiting for the payment's row: a request with the same key already waiting
+            // (or running) is answered at once, not queued behind it.
+            idempotency::try_lock(&tx, &payment_id.to_string(), key).await?;
+            let mut row = lock(&tx, payment_id).await?;
+            // The time is read only once the row is ours, so it follows every earlier change.
+            let now = now();
+            if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
+                return decode(&bytes);
+            }
+            let change = decide(&row.balance(), &row.payment_id)?;
+            row.set_balance(lifecycle::apply(&row.balance(), change));
+            row.advance(now);
+            update(&tx, &row).await?;
 
-        let payment = row.to_proto();
-        let event_id = uuid::Uuid::now_v7();
-        let (op, event, refund) = self.record(&row, &payment, change, event_id, row.updated_at, key);
-        let response = respond(payment, refund);
-        finish(&tx, &row, &op, key, &event, trace, &response.encode_to_vec()).await?;
-        tx.commit().await?;
-        Ok(response)
+            let payment = row.to_proto();
+            let event_id = uuid::Uuid::now_v7();
+            let (op, event, refund) = self.record(&row, &payment, change, event_id, row.updated_at, key);
+            let response = respond(payment, refund);
+            finish(&tx, &row, &op, key, &event, trace, &response.encode_to_vec()).await?;
+            tx.commit().await?;
+            Ok(response)
+        })
+        .await
     }
 
     /// The operation record and outbox event for an accepted change (and the refund record,
