@@ -38,6 +38,8 @@ pub struct ServiceRoute {
     pub guards: RouteGuards,
     /// Known methods by name (empty when the service has no descriptors: passthrough only).
     pub methods: HashMap<String, Arc<MethodRoute>>,
+    /// The metrics label of calls to methods the descriptors do not know.
+    pub unknown_method_label: String,
 }
 
 /// One method of a routed service.
@@ -139,7 +141,10 @@ impl Catalog {
             let mut methods = HashMap::new();
             for m in desc.iter().flat_map(|d| d.methods()) {
                 let keys = resolve_keys(&m, r, i)?;
-                let idempotent = matches!(m.options().get_field_by_name("idempotency_level").as_deref(), Some(Value::EnumNumber(1 | 2)));
+                // Declared so, or bound to GET (a read, by the HTTP rule's own contract): the
+                // same answer for REST and gRPC callers of the method.
+                let idempotent = matches!(m.options().get_field_by_name("idempotency_level").as_deref(), Some(Value::EnumNumber(1 | 2)))
+                    || http_rule.as_ref().is_some_and(|ext| http_bindings(&m, ext).iter().any(|b| b.0 == Method::GET));
                 let idempotency_key = r
                     .retry
                     .idempotency_key_field
@@ -158,6 +163,7 @@ impl Catalog {
                 sharded: !r.shard_keys.is_empty(),
                 guards,
                 methods,
+                unknown_method_label: format!("/{}/<unknown>", r.service),
             });
             if let Some(ext) = &http_rule {
                 for method in service.methods.values() {

@@ -3,7 +3,7 @@
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use paymesh_core::ShardId;
@@ -27,9 +27,6 @@ pub struct Upstream {
     pub shard: Option<ShardId>,
     pub load: Arc<PeakEwma>,
     pub health: Health,
-    /// The gRPC channel the transcoder uses (one multiplexed HTTP/2 connection, created on
-    /// first use inside the proxy's runtime).
-    pub channel: OnceLock<tonic::transport::Channel>,
 }
 
 /// Health of one upstream, Envoy style: active checks decide `healthy` (an endpoint starts
@@ -133,7 +130,6 @@ impl Cluster {
                     shard: e.shard,
                     load: Arc::new(PeakEwma::new(DEFAULT_RTT, EWMA_DECAY, now)),
                     health: Health::default(),
-                    channel: OnceLock::new(),
                 })
             })
             .collect();

@@ -15,6 +15,7 @@ use tonic::Code;
 
 use crate::catalog::{MethodRoute, ServiceRoute};
 use crate::io::{BodyError, grpc_trailers_only, header, read_body};
+use crate::rest::RestCall;
 use crate::shardkey;
 use crate::state::EdgeState;
 
@@ -25,62 +26,95 @@ const RETRY_BUFFER_LIMIT: usize = 64 * 1024;
 #[derive(Debug, Clone)]
 pub struct Target {
     pub service: std::sync::Arc<ServiceRoute>,
+    /// The method, when the service's descriptors know it (else the call passes through).
+    pub method: Option<std::sync::Arc<MethodRoute>>,
     pub shard: Option<ShardId>,
     pub timeout: Duration,
+    /// The deadline is the client's (its `grpc-timeout` is shorter than the route's): running
+    /// out of it is not the instance's failure.
+    pub client_deadline: bool,
     /// The merchant the call names, if known (for per-merchant rate limits).
     pub merchant: Option<String>,
     /// Whether the call may be sent again after an UNAVAILABLE answer.
     pub safe: bool,
 }
 
-/// Decides the target, or answers the call itself (trailers-only) and returns `None`.
-pub async fn prepare(state: &EdgeState, session: &mut Session) -> pingora::Result<Option<Target>> {
-    let path = session.req_header().uri.path().to_owned();
-    let Some((service, method)) = state.catalog.grpc_route(&path) else {
-        let routed: Vec<&str> = state.catalog.services.keys().map(String::as_str).collect();
-        let msg = format!("the edge has no route for {path}; routed services: {}", routed.join(", "));
-        grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
-        return Ok(None);
-    };
-    let timeout = header(session, "grpc-timeout").and_then(|t| parse_grpc_timeout(&t)).map_or(service.timeout, |t| t.min(service.timeout));
-    let idempotent = method.as_ref().is_some_and(|m| m.idempotent);
-    if !service.sharded {
-        return Ok(Some(Target { service, shard: None, timeout, merchant: None, safe: idempotent }));
-    }
-    let Some(method) = method else {
-        let msg = format!("{path} is not a method of {}", service.name);
-        grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
-        return Ok(None);
-    };
-    match shard(state, session, &service, &method).await? {
-        Ok((shard, msg)) => {
-            let hdr = |name: &str| header(session, name);
-            let merchant = shardkey::merchant_id(&method.keys, msg.as_ref(), &hdr);
-            let safe = method.safe_to_repeat(msg.as_ref());
-            Ok(Some(Target { service, shard: Some(shard), timeout, merchant, safe }))
-        }
-        Err(msg) => {
-            grpc_trailers_only(session, Code::InvalidArgument, &msg).await?;
-            Ok(None)
+impl Target {
+    /// The metrics label of the call: its method path when the catalog knows the method,
+    /// else one label per service, so client-chosen paths cannot grow the series.
+    pub fn route_label(&self) -> &str {
+        match &self.method {
+            Some(m) => &m.grpc_path,
+            None => &self.service.unknown_method_label,
         }
     }
 }
 
-/// The call's shard, and its request message when the edge had to read it.
-async fn shard(
+/// Decides the target, or answers the call itself (trailers-only) and returns `None`.
+/// `call` is the transcoded request when the call comes from the REST front.
+pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<RestCall>) -> pingora::Result<Option<Target>> {
+    let path = session.req_header().uri.path().to_owned();
+    let (service, method, known) = match call {
+        Some(c) => (c.service, Some(c.method), c.message),
+        None => {
+            let Some((service, method)) = state.catalog.grpc_route(&path) else {
+                let routed: Vec<&str> = state.catalog.services.keys().map(String::as_str).collect();
+                let msg = format!("the edge has no route for {path}; routed services: {}", routed.join(", "));
+                grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
+                return Ok(None);
+            };
+            (service, method, None)
+        }
+    };
+    let asked = header(session, "grpc-timeout").and_then(|t| parse_grpc_timeout(&t));
+    let timeout = asked.map_or(service.timeout, |t| t.min(service.timeout));
+    let client_deadline = asked.is_some_and(|t| t < service.timeout);
+    let Some(method) = method else {
+        if service.sharded {
+            let msg = format!("{path} is not a method of {}", service.name);
+            grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
+            return Ok(None);
+        }
+        // A method the descriptors do not know: passed through, never repeated.
+        return Ok(Some(Target { service, method: None, shard: None, timeout, client_deadline, merchant: None, safe: false }));
+    };
+    let msg = match request_message(state, session, &method, known).await? {
+        Ok(m) => m,
+        Err(e) => {
+            grpc_trailers_only(session, Code::InvalidArgument, &e).await?;
+            return Ok(None);
+        }
+    };
+    let shard = if service.sharded {
+        let shards = service.cluster.shards.unwrap_or(1);
+        let hdr = |name: &str| header(session, name);
+        match shardkey::shard_of(&method.keys, msg.as_ref(), &hdr, shards) {
+            Ok(s) => Some(s),
+            Err(e) => {
+                grpc_trailers_only(session, Code::InvalidArgument, &e.0).await?;
+                return Ok(None);
+            }
+        }
+    } else {
+        None
+    };
+    let hdr = |name: &str| header(session, name);
+    let merchant = shardkey::merchant_id(&method.keys, msg.as_ref(), &hdr);
+    let safe = method.safe_to_repeat(msg.as_ref());
+    Ok(Some(Target { service, method: Some(method), shard, timeout, client_deadline, merchant, safe }))
+}
+
+/// The call's request message: the one the REST front decoded, or the first message of a
+/// unary or server-streaming call's body (read into pingora's retry buffer, which then
+/// replays it upstream). `None` for client streams, which the edge routes by metadata.
+async fn request_message(
     state: &EdgeState,
     session: &mut Session,
-    service: &ServiceRoute,
     method: &MethodRoute,
-) -> pingora::Result<Result<(ShardId, Option<DynamicMessage>), String>> {
-    let shards = service.cluster.shards.unwrap_or(1);
-    let hdr = |name: &str| header(session, name);
-    if let Ok(s) = shardkey::shard_of(&method.keys, None, &hdr, shards) {
-        return Ok(Ok((s, None)));
-    }
+    known: Option<DynamicMessage>,
+) -> pingora::Result<Result<Option<DynamicMessage>, String>> {
     if method.desc.is_client_streaming() {
-        let headers: Vec<&str> = method.keys.iter().filter_map(|k| k.header.as_deref()).collect();
-        return Ok(Err(format!("{} streams its requests, so the edge routes it by metadata: send one of {headers:?}", method.grpc_path)));
+        return Ok(Ok(None));
     }
     let limit = state.config.max_body_bytes.min(RETRY_BUFFER_LIMIT);
     session.as_downstream_mut().enable_retry_buffering();
@@ -91,12 +125,10 @@ async fn shard(
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    let msg = match first_message(&body, method) {
-        Ok(m) => m,
-        Err(e) => return Ok(Err(e)),
-    };
-    let hdr = |name: &str| header(session, name);
-    Ok(shardkey::shard_of(&method.keys, Some(&msg), &hdr, shards).map(|s| (s, Some(msg))).map_err(|e| e.0))
+    if let Some(m) = known {
+        return Ok(Ok(Some(m)));
+    }
+    Ok(first_message(&body, method).map(Some))
 }
 
 /// Decodes the first length-prefixed message of a gRPC request body.

@@ -1,13 +1,14 @@
 //! The Paymesh edge, on pingora: one listener for REST (HTTP/1.1 and h2c) and gRPC (h2c),
 //! and an admin listener.
 //!
-//! A request flows through [`proxy::EdgeProxy`]:
-//! - REST: [`rest`] matches a `google.api.http` binding from the [`catalog`], builds the
-//!   request message ([`transcode`]), finds the shard ([`shardkey`]), picks a healthy
-//!   instance of that shard ([`cluster`], [`balance`]: P2C over peak-EWMA), calls it over
-//!   gRPC ([`upstream`]) and renders the reply as JSON; errors follow [`status`].
-//! - gRPC: [`grpc`] finds the route and shard (header or first message), then pingora
-//!   proxies the call to the instance [`proxy`] picks, trailers and streams intact.
+//! Every call, REST or gRPC, runs through one path, [`proxy::EdgeProxy`]: [`grpc`] finds the
+//! route, the request message and its shard ([`shardkey`]); the route's guards
+//! ([`resilience`]: rate limits, breaker, concurrency slots) admit it; the balancer picks a
+//! healthy instance of the shard ([`cluster`], [`balance`]: P2C over peak-EWMA); pingora
+//! proxies the call, trailers and streams intact, retrying what is safe.
+//! - REST is a transformation around that path: [`rest`] matches a `google.api.http`
+//!   binding from the [`catalog`], builds the request message ([`transcode`]), runs it as a
+//!   gRPC subrequest, and renders the answer as JSON; errors follow [`status`].
 //!
 //! [`health`] checks every instance over grpc.health.v1; [`admin`] serves `/clusters`,
 //! `/routes` and `/ready`. [`server`] assembles it all.
@@ -28,6 +29,5 @@ pub mod shardkey;
 pub mod state;
 pub mod status;
 pub mod transcode;
-pub mod upstream;
 
 pub use server::{EdgeError, ShutdownOnSignal, UnixSignals, prepare, run};

@@ -21,8 +21,8 @@ use crate::grpc::{self, Target};
 use crate::io::{grpc_trailers_only, header, respond_error};
 use crate::resilience::breaker::Permit;
 use crate::resilience::guards::limit_headers;
-use crate::resilience::retry::{self, Failure};
-use crate::rest::{self, is_server_failure};
+use crate::resilience::retry::{self, Failure, Verdict};
+use crate::rest;
 use crate::state::EdgeState;
 
 /// How many HTTP/2 streams share one upstream connection.
@@ -38,7 +38,13 @@ pub struct EdgeProxy {
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
+    /// "grpc" or "rest": how the client called, for metrics.
+    protocol: &'static str,
     grpc: Option<Target>,
+    /// The edge refused the call itself (rate limit, breaker, cluster limit).
+    answered_by_edge: bool,
+    /// From the request sent upstream to the upstream's answer, for the last attempt.
+    upstream_time: Option<Duration>,
     started: Option<Instant>,
     tried: Vec<usize>,
     attempt: Option<Attempt>,
@@ -89,6 +95,20 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 }
 
 impl EdgeProxy {
+    /// Target and guards of a gRPC call (a client's, or the REST front's); `Ok(true)` when
+    /// the edge answered it itself.
+    async fn route_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, call: Option<rest::RestCall>) -> pingora::Result<bool> {
+        let Some(target) = grpc::prepare(&self.state, session, call).await? else { return Ok(true) };
+        ctx.span.record("route", target.route_label());
+        if !self.guard_grpc(session, ctx, &target).await? {
+            ctx.grpc = Some(target);
+            ctx.answered_by_edge = true;
+            return Ok(true);
+        }
+        ctx.grpc = Some(target);
+        Ok(false)
+    }
+
     /// Rate limit, breaker and concurrency slot for a gRPC call; answers it on refusal.
     async fn guard_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, target: &Target) -> pingora::Result<bool> {
         let guards = &target.service.guards;
@@ -130,6 +150,14 @@ impl EdgeProxy {
         Ok(true)
     }
 
+    /// Whether the call's deadline has passed by `now`.
+    fn deadline_passed(&self, ctx: &RequestCtx, now: Instant) -> bool {
+        match (&ctx.grpc, ctx.started) {
+            (Some(t), Some(started)) => now >= started + t.timeout,
+            _ => false,
+        }
+    }
+
     /// Whether another attempt is allowed after `failure`, spending budget if so.
     fn may_retry(&self, ctx: &RequestCtx, failure: Failure) -> bool {
         let Some(target) = &ctx.grpc else { return false };
@@ -150,22 +178,32 @@ impl ProxyHttp for EdgeProxy {
         RequestCtx::default()
     }
 
+    fn allow_spawning_subrequest(&self, session: &Session, _ctx: &RequestCtx) -> bool {
+        // The REST front runs each call as a subrequest; those do not spawn their own.
+        session.subrequest_ctx.is_none()
+    }
+
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         ctx.started = Some(Instant::now());
+        // A REST call handed over by the REST front: it continues that request's span and
+        // runs as the gRPC call it was transcoded to.
+        if let Some(call) = rest::take_call(session) {
+            ctx.protocol = "rest";
+            ctx.span = RequestSpan(call.span.clone());
+            return self.route_grpc(session, ctx, Some(call)).await;
+        }
         // One span per request, a child of the caller's trace when it sent `traceparent`.
         let span = tracing::info_span!("edge", otel.name = %session.req_header().uri.path(), http.method = %session.req_header().method, route = tracing::field::Empty, shard = tracing::field::Empty, instance = tracing::field::Empty, status = tracing::field::Empty);
         paymesh_core::telemetry::continue_trace(&span, &|k| header(session, k));
         ctx.span = RequestSpan(span.clone());
         if is_grpc(session) {
-            let Some(target) = grpc::prepare(&self.state, session).await? else { return Ok(true) };
-            if !self.guard_grpc(session, ctx, &target).await? {
-                return Ok(true);
-            }
-            ctx.grpc = Some(target);
-            Ok(false)
+            ctx.protocol = "grpc";
+            self.route_grpc(session, ctx, None).await
         } else {
-            let outcome = tracing::Instrument::instrument(rest::handle(&self.state, session), span.clone()).await?;
-            span.record("status", format!("{outcome:?}"));
+            let outcome = tracing::Instrument::instrument(rest::handle(&self.state, session, &span), span.clone()).await?;
+            if let rest::Outcome::Rejected(code) = outcome {
+                span.record("status", code as i32);
+            }
             tracing::debug!(parent: &span, ?outcome, "rest request done");
             Ok(true)
         }
@@ -195,6 +233,7 @@ impl ProxyHttp for EdgeProxy {
         }
         ctx.failure = None;
         ctx.status = None;
+        ctx.upstream_time = None;
         ctx.retrying = false;
         let cfg = &self.state.config;
         let mut peer = HttpPeer::new(up.address, false, String::new());
@@ -240,11 +279,20 @@ impl ProxyHttp for EdgeProxy {
     ) -> pingora::Result<()> {
         let now = Instant::now();
         if let Some(a) = &ctx.attempt {
-            a.upstream.load.observe(a.started.elapsed(), now);
+            let took = a.started.elapsed();
+            a.upstream.load.observe(took, now);
+            ctx.upstream_time = Some(took);
         }
         // A trailers-only answer carries its status in the headers: an UNAVAILABLE for a call
         // that is safe to repeat is tried again on another instance before the caller sees it.
-        if let Some(code) = grpc_status(&resp.headers) {
+        if let Some(mut code) = grpc_status(&resp.headers) {
+            // The upstream enforces the grpc-timeout the edge sent and answers CANCELLED when
+            // it runs out: to the caller that is the deadline passing.
+            if code == Code::Cancelled as i32 && self.deadline_passed(ctx, now) {
+                code = Code::DeadlineExceeded as i32;
+                resp.insert_header("grpc-status", code.to_string())?;
+                resp.insert_header("grpc-message", "the upstream did not answer within the deadline")?;
+            }
             ctx.status = Some(code);
             if code == Code::Unavailable as i32 && self.may_retry(ctx, Failure::Status(code)) {
                 if let (Some(a), Some(t)) = (&ctx.attempt, &ctx.grpc) {
@@ -265,7 +313,12 @@ impl ProxyHttp for EdgeProxy {
         trailers: &mut http::HeaderMap,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        if let Some(code) = grpc_status(trailers) {
+        if let Some(mut code) = grpc_status(trailers) {
+            if code == Code::Cancelled as i32 && self.deadline_passed(ctx, Instant::now()) {
+                code = Code::DeadlineExceeded as i32;
+                trailers.insert("grpc-status", http::HeaderValue::from(code));
+                trailers.insert("grpc-message", http::HeaderValue::from_static("the upstream did not answer within the deadline"));
+            }
             ctx.status = Some(code);
         }
         Ok(())
@@ -319,7 +372,7 @@ impl ProxyHttp for EdgeProxy {
             _ => (Code::Unavailable, format!("the upstream failed: {}", e.etype().as_str())),
         };
         ctx.status.get_or_insert(code as i32);
-        let written = if ctx.grpc.is_some() {
+        let written = if is_grpc(session) {
             grpc_trailers_only(session, code, &message).await
         } else {
             respond_error(session, code, &message, None, &[]).await
@@ -332,40 +385,39 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let now = Instant::now();
-        if let Some(code) = ctx.status {
-            ctx.span.record("status", code);
-        }
-        if is_grpc(session) {
+        // A call the edge answered itself carries its status in the response it wrote.
+        let written = session.as_downstream().response_written().and_then(|h| grpc_status(&h.headers));
+        let code = ctx.status.or(written).unwrap_or(if e.is_some() { Code::Unavailable as i32 } else { 0 });
+        ctx.span.record("status", code);
+        // gRPC calls, and REST calls that reached the gRPC path (the REST front records
+        // the ones it refused itself).
+        if !ctx.protocol.is_empty() {
             let (route, shard) = match &ctx.grpc {
-                Some(t) => (session.req_header().uri.path().to_owned(), t.shard.map(|s| s.0)),
-                None => ("unmatched".to_owned(), None),
+                Some(t) => (t.route_label(), t.shard.map(|s| s.0)),
+                None => ("unmatched", None),
             };
-            // A call the edge answered itself carries its status in the response it wrote.
-            let written = session.as_downstream().response_written().and_then(|h| grpc_status(&h.headers));
-            let code = ctx.status.or(written).unwrap_or(if e.is_some() { Code::Unavailable as i32 } else { 0 });
             let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
-            self.state.requests.record("grpc", &route, shard, crate::metrics::code_name(code), took);
+            self.state.requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
         }
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.
             let failure = ctx.failure.or_else(|| ctx.status.filter(|c| *c != 0).map(Failure::Status));
-            if let Some(a) = &ctx.attempt {
-                let server_side = failure.is_some_and(|f| match f {
-                    Failure::Status(c) => is_server_failure(c),
-                    _ => true,
-                });
-                target.service.cluster.report(&a.upstream, server_side, now);
+            let client_gone = e.is_some_and(|e| matches!(e.esource(), pingora::ErrorSource::Downstream));
+            let breaker = target.service.guards.breaker(target.shard);
+            let verdict = retry::judge(failure, target.client_deadline, client_gone, |c| breaker.is_failure_code(c));
+            if let Verdict::Counted { instance, breaker: failed } = verdict {
+                if let Some(a) = &ctx.attempt {
+                    target.service.cluster.report(&a.upstream, instance, now);
+                }
+                if let Some(permit) = ctx.permit.take() {
+                    // Slow calls are timed from the request sent upstream to its answer, not
+                    // including the client's upload or download.
+                    let upstream_time = ctx.upstream_time.or_else(|| ctx.attempt.as_ref().map(|a| a.started.elapsed()));
+                    breaker.record(permit, failed, upstream_time.unwrap_or_default(), now);
+                }
             }
-            if let Some(permit) = ctx.permit.take() {
-                let breaker = target.service.guards.breaker(target.shard);
-                let failed = match failure {
-                    Some(Failure::Status(c)) => breaker.is_failure_code(c),
-                    Some(_) => true,
-                    None => false,
-                };
-                let elapsed = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
-                breaker.record(permit, failed, elapsed, now);
-            }
+            // Otherwise the permit is dropped unrecorded: the client's doing counts for nobody.
+            ctx.permit = None;
         }
         ctx.attempt = None;
         ctx.slot = None;

@@ -15,18 +15,34 @@ use crate::catalog::ResolvedKey;
 #[error("{0}")]
 pub struct KeyError(pub String);
 
-/// The shard named by the first key present: header first (cheap, and lets gRPC clients
-/// route without the edge reading the body), then the request field.
+/// The shard named by the first key present in the request message, else (when the edge
+/// has no message, as for client streams) in a header. A routing header that disagrees with
+/// the message is refused: it would send the call to a shard that does not own it, or let a
+/// client rotate a header to dodge per-merchant limits.
 pub fn shard_of(
     keys: &[ResolvedKey],
     msg: Option<&DynamicMessage>,
     header: &dyn Fn(&str) -> Option<String>,
     shards: u32,
 ) -> Result<ShardId, KeyError> {
+    let from_field = keys.iter().find_map(|k| msg.and_then(|m| field_value(m, k)).filter(|v| !v.is_empty()).map(|v| (k, v)));
+    if let Some((key, value)) = from_field {
+        let shard = resolve(key, &value, shards)?;
+        for k in keys {
+            let Some(h) = k.header.as_deref() else { continue };
+            let Some(sent) = header(h).filter(|v| !v.is_empty()) else { continue };
+            let agrees = if std::ptr::eq(k, key) { sent == value } else { resolve(k, &sent, shards).is_ok_and(|s| s == shard) };
+            if !agrees {
+                return Err(KeyError(format!(
+                    "the {h} header ('{sent}') disagrees with the request's {} ('{value}'); send the same value or leave the header out",
+                    key.name
+                )));
+            }
+        }
+        return Ok(shard);
+    }
     for k in keys {
-        let from_header = k.header.as_deref().and_then(header).filter(|v| !v.is_empty());
-        let from_field = || msg.and_then(|m| field_value(m, k)).filter(|v| !v.is_empty());
-        if let Some(v) = from_header.or_else(from_field) {
+        if let Some(v) = k.header.as_deref().and_then(header).filter(|v| !v.is_empty()) {
             return resolve(k, &v, shards);
         }
     }
@@ -34,15 +50,13 @@ pub fn shard_of(
     Err(KeyError(format!("{} is required: the edge routes this request by it", names.join(" or "))))
 }
 
-/// The merchant id a request names (header first, then field), for per-merchant limits.
+/// The merchant id a request names (the message's field, else the header), for
+/// per-merchant limits.
 pub fn merchant_id(keys: &[ResolvedKey], msg: Option<&DynamicMessage>, header: &dyn Fn(&str) -> Option<String>) -> Option<String> {
-    keys.iter().filter(|k| k.kind == ShardKeyKind::Merchant).find_map(|k| {
-        k.header
-            .as_deref()
-            .and_then(header)
-            .filter(|v| !v.is_empty())
-            .or_else(|| msg.and_then(|m| field_value(m, k)).filter(|v| !v.is_empty()))
-    })
+    let merchants = || keys.iter().filter(|k| k.kind == ShardKeyKind::Merchant);
+    merchants()
+        .find_map(|k| msg.and_then(|m| field_value(m, k)).filter(|v| !v.is_empty()))
+        .or_else(|| merchants().find_map(|k| k.header.as_deref().and_then(header).filter(|v| !v.is_empty())))
 }
 
 /// The shard a key's value names.

@@ -8,7 +8,7 @@ use std::time::Instant;
 use paymesh_core::ShardId;
 use paymesh_core::config;
 
-use super::ratelimit::{KeyedLimiter, Limited, Quota, RouteLimiter};
+use super::ratelimit::{KeyRef, KeyedLimiter, Limited, Quota, RouteLimiter};
 use super::retry::Budget;
 use paymesh_core::breaker::Breaker;
 
@@ -52,26 +52,25 @@ impl RouteGuards {
         self.keyed_limit.as_ref().and_then(|(_, k)| k.header.as_deref())
     }
 
-    /// Takes a token from the route's bucket and the client's. `client` is the header value;
-    /// `merchant` the request's merchant id, used when the route keys by merchant and the
-    /// header is absent.
+    /// Takes a token from the client's bucket, then from the route's: a client refused by
+    /// its own limit does not drain the route's bucket for everyone else. `client` is the
+    /// header value; `merchant` the request's merchant id, used when the route keys by
+    /// merchant and the header is absent.
     pub fn admit(&self, client: Option<&str>, merchant: Option<&str>, now: Instant) -> Result<Option<Quota>, Limited> {
         let mut quota = None;
-        if let Some(l) = &self.route_limit {
-            quota = Some(l.take(now).inspect_err(|_| self.count_limited())?);
-        }
         if let Some((l, k)) = &self.keyed_limit {
-            let key = client
-                .filter(|c| !c.is_empty())
-                .map(|c| format!("h:{c}"))
-                .or_else(|| merchant.filter(|_| k.by_merchant).map(|m| format!("m:{m}")));
+            let key =
+                client.filter(|c| !c.is_empty()).map(KeyRef::Header).or_else(|| merchant.filter(|_| k.by_merchant).map(KeyRef::Merchant));
             if let Some(key) = key {
-                let q = l.take(&key, now).inspect_err(|_| self.count_limited())?;
-                quota = Some(match quota {
-                    Some(r) if r.remaining < q.remaining => r,
-                    _ => q,
-                });
+                quota = Some(l.take(key, now).inspect_err(|_| self.count_limited())?);
             }
+        }
+        if let Some(l) = &self.route_limit {
+            let r = l.take(now).inspect_err(|_| self.count_limited())?;
+            quota = Some(match quota {
+                Some(q) if q.remaining < r.remaining => q,
+                _ => r,
+            });
         }
         Ok(quota)
     }

@@ -91,25 +91,51 @@ impl RouteLimiter {
     }
 }
 
-/// One bucket per client key, in a bounded table.
+/// A client key: the value of the route's client header, or a merchant id.
+#[derive(Debug, Clone, Copy, Hash)]
+pub enum KeyRef<'a> {
+    Header(&'a str),
+    Merchant(&'a str),
+}
+
+/// How often (in takes) the keyed table drops buckets that have refilled completely.
+const SWEEP_EVERY: u32 = 1_024;
+
+/// One bucket per client key, in a table bounded in bytes: keys are stored as a keyed
+/// 64-bit hash (a client's megabyte header costs what a short one does), at most `max_keys`
+/// of them, and idle keys are swept.
 #[derive(Debug)]
 pub struct KeyedLimiter {
     cfg: Bucket,
     max_keys: usize,
-    table: Mutex<HashMap<String, (TokenBucket, Instant)>>,
+    hasher: std::collections::hash_map::RandomState,
+    table: Mutex<Table>,
+}
+
+#[derive(Debug, Default)]
+struct Table {
+    buckets: HashMap<u64, (TokenBucket, Instant)>,
+    takes: u32,
 }
 
 impl KeyedLimiter {
     pub fn new(cfg: Bucket, max_keys: usize) -> Self {
-        Self { cfg, max_keys: max_keys.max(1), table: Mutex::new(HashMap::new()) }
+        Self { cfg, max_keys: max_keys.max(1), hasher: Default::default(), table: Mutex::new(Table::default()) }
     }
 
-    pub fn take(&self, key: &str, now: Instant) -> Result<Quota, Limited> {
+    pub fn take(&self, key: KeyRef<'_>, now: Instant) -> Result<Quota, Limited> {
+        use std::hash::BuildHasher;
+        let key = self.hasher.hash_one(key);
         let mut table = self.table.lock().unwrap_or_else(|e| e.into_inner());
-        if !table.contains_key(key) && table.len() >= self.max_keys {
-            Self::evict(&mut table, self.max_keys, now);
+        table.takes = table.takes.wrapping_add(1);
+        if table.takes.is_multiple_of(SWEEP_EVERY) {
+            // Full buckets are the same as absent ones: dropping them loses nothing.
+            table.buckets.retain(|_, (b, _)| !b.is_full(now));
         }
-        let entry = table.entry(key.to_owned()).or_insert_with(|| (TokenBucket::new(self.cfg, now), now));
+        if !table.buckets.contains_key(&key) && table.buckets.len() >= self.max_keys {
+            Self::evict(&mut table.buckets, self.max_keys, now);
+        }
+        let entry = table.buckets.entry(key).or_insert_with(|| (TokenBucket::new(self.cfg, now), now));
         entry.1 = now;
         entry.0.take(now)
     }
@@ -117,7 +143,7 @@ impl KeyedLimiter {
     /// Makes room in a full table. Lossless first: full buckets are the same as absent ones.
     /// If that frees less than a tenth, the least recently used tenth goes too, so the work
     /// of a scan is spread over many insertions (a flood of new keys stays cheap).
-    fn evict(table: &mut HashMap<String, (TokenBucket, Instant)>, max_keys: usize, now: Instant) {
+    fn evict(table: &mut HashMap<u64, (TokenBucket, Instant)>, max_keys: usize, now: Instant) {
         table.retain(|_, (b, _)| !b.is_full(now));
         let target = max_keys - max_keys.div_ceil(10);
         if table.len() > target {
@@ -135,7 +161,7 @@ impl KeyedLimiter {
     }
 
     pub fn len(&self) -> usize {
-        self.table.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.table.lock().unwrap_or_else(|e| e.into_inner()).buckets.len()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -188,10 +214,10 @@ mod tests {
     fn keys_are_independent() {
         let t = Instant::now();
         let k = KeyedLimiter::new(b(1.0, 2), 100);
-        assert!(k.take("a", t).is_ok());
-        assert!(k.take("a", t).is_ok());
-        assert!(k.take("a", t).is_err());
-        assert!(k.take("b", t).is_ok(), "b has its own bucket");
+        assert!(k.take(KeyRef::Header("a"), t).is_ok());
+        assert!(k.take(KeyRef::Header("a"), t).is_ok());
+        assert!(k.take(KeyRef::Header("a"), t).is_err());
+        assert!(k.take(KeyRef::Header("b"), t).is_ok(), "b has its own bucket");
     }
 
     #[test]
@@ -199,7 +225,7 @@ mod tests {
         let t = Instant::now();
         let k = KeyedLimiter::new(b(1.0, 5), 1_000);
         for i in 0..100_000 {
-            let _ = k.take(&format!("key-{i}"), t + Duration::from_micros(i));
+            let _ = k.take(KeyRef::Header(&format!("key-{i}")), t + Duration::from_micros(i));
         }
         assert!(k.len() <= 1_000, "{} keys kept", k.len());
     }
@@ -209,13 +235,34 @@ mod tests {
         let t = Instant::now();
         let k = KeyedLimiter::new(b(1.0, 2), 2);
         // "hot" is drained; "idle" took one token long ago and has refilled.
-        assert!(k.take("idle", t).is_ok());
+        assert!(k.take(KeyRef::Header("idle"), t).is_ok());
         let later = t + 10 * SEC;
-        assert!(k.take("hot", later).is_ok());
-        assert!(k.take("hot", later).is_ok());
+        assert!(k.take(KeyRef::Header("hot"), later).is_ok());
+        assert!(k.take(KeyRef::Header("hot"), later).is_ok());
         // A new key evicts the full "idle" bucket, not the drained "hot" one.
-        assert!(k.take("new", later).is_ok());
-        assert!(k.take("hot", later).is_err(), "hot keeps its empty bucket");
+        assert!(k.take(KeyRef::Header("new"), later).is_ok());
+        assert!(k.take(KeyRef::Header("hot"), later).is_err(), "hot keeps its empty bucket");
         assert_eq!(k.len(), 2);
+    }
+
+    #[test]
+    fn idle_keys_are_swept_and_long_keys_cost_nothing_extra() {
+        let t = Instant::now();
+        let k = KeyedLimiter::new(b(1.0, 2), 1_000_000);
+        let long = "x".repeat(1 << 20);
+        assert!(k.take(KeyRef::Header(&long), t).is_ok());
+        assert!(k.take(KeyRef::Header(&long), t).is_ok());
+        assert!(k.take(KeyRef::Header(&long), t).is_err(), "a long key is still one client");
+        assert!(k.take(KeyRef::Merchant(&long), t).is_ok(), "a merchant is not the header of the same text");
+        for i in 0..SWEEP_EVERY {
+            let _ = k.take(KeyRef::Header(&format!("k{i}")), t);
+        }
+        assert!(k.len() > 100);
+        // Much later every bucket has refilled: the next sweep drops them all.
+        let later = t + 3_600 * SEC;
+        for i in 0..SWEEP_EVERY {
+            let _ = k.take(KeyRef::Header("active"), later + Duration::from_millis(u64::from(i)));
+        }
+        assert!(k.len() <= 2, "{} keys kept after a sweep", k.len());
     }
 }

@@ -29,6 +29,40 @@ pub enum Failure {
 }
 
 const UNAVAILABLE: i32 = 14;
+const CANCELLED: i32 = 1;
+const DEADLINE_EXCEEDED: i32 = 4;
+
+/// What an attempt's outcome says about the instance and the route's breaker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Counted: `instance` toward the instance's ejection, `breaker` as a breaker failure.
+    Counted { instance: bool, breaker: bool },
+    /// The client's doing (its own deadline ran out, it cancelled or went away): counts
+    /// against nobody.
+    Client,
+}
+
+/// Judges an attempt's outcome. `client_deadline`: the deadline was the client's, shorter
+/// than the route's; `client_gone`: the client went away before the answer;
+/// `breaker_failure`: the route's breaker's failure codes.
+pub fn judge(failure: Option<Failure>, client_deadline: bool, client_gone: bool, breaker_failure: impl Fn(i32) -> bool) -> Verdict {
+    match failure {
+        None => Verdict::Counted { instance: false, breaker: false },
+        Some(Failure::Timeout | Failure::Status(DEADLINE_EXCEEDED)) if client_deadline => Verdict::Client,
+        Some(Failure::Status(CANCELLED)) => Verdict::Client,
+        Some(_) if client_gone => Verdict::Client,
+        Some(Failure::Connect | Failure::RefusedStream | Failure::Timeout) => Verdict::Counted { instance: true, breaker: true },
+        Some(Failure::Status(c)) => Verdict::Counted { instance: is_server_failure(c), breaker: breaker_failure(c) },
+    }
+}
+
+/// Status codes that say the instance (not the request) is in trouble.
+pub fn is_server_failure(code: i32) -> bool {
+    matches!(
+        tonic::Code::from_i32(code),
+        tonic::Code::Unavailable | tonic::Code::Internal | tonic::Code::Unknown | tonic::Code::DataLoss | tonic::Code::DeadlineExceeded
+    )
+}
 
 /// Whether `failure` may be retried for a request that is (or is not) safe to repeat.
 pub fn retryable(failure: Failure, safe: bool) -> bool {

@@ -16,7 +16,7 @@ use futures_util::future::BoxFuture;
 use paymesh_core::ShardId;
 use paymesh_core::config::MeshConfig;
 use paymesh_core::shard::shard_for_merchant;
-use paymesh_edge::upstream::BytesCodec;
+use paymesh_proto::codec::BytesCodec;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 use tokio::sync::{Notify, oneshot};

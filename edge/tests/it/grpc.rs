@@ -73,14 +73,15 @@ async fn metadata_can_carry_the_shard_key() {
     req.metadata_mut().insert("x-merchant-id", m.parse().expect("ascii"));
     let p = c.authorize(req).await.expect("routed by metadata").into_inner();
     assert!(p.payment_id.starts_with("pay_1_"));
-    // A header naming another shard's merchant sends the call there, and that instance
-    // refuses it: the header never makes a payment land on the wrong shard.
+    // Regression (issue 11): a header naming another merchant than the message is refused
+    // by the edge (it used to route by the header, so rotating it dodged per-merchant limits).
     let other = stack.merchant_on(0, 0);
     let mut req = tonic::Request::new(authorize(&m, "md2"));
     req.metadata_mut().insert("x-merchant-id", other.parse().expect("ascii"));
-    let err = c.authorize(req).await.expect_err("wrong shard");
-    assert_eq!(err.code(), Code::FailedPrecondition);
-    assert_eq!(stack.count(0, "payments").await, 0);
+    let err = c.authorize(req).await.expect_err("disagreeing header");
+    assert_eq!(err.code(), Code::InvalidArgument, "{}", err.message());
+    assert!(err.message().contains("disagrees"), "{}", err.message());
+    assert_eq!((stack.count(0, "payments").await, stack.count(1, "payments").await), (0, 1));
     stack.stop().await;
 }
 
@@ -92,7 +93,7 @@ async fn unknown_services_and_methods_are_unimplemented() {
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static("/nope.v1.Nothing/Do");
     let err =
-        grpc.unary(tonic::Request::new(bytes::Bytes::new()), path, paymesh_edge::upstream::BytesCodec).await.expect_err("unknown service");
+        grpc.unary(tonic::Request::new(bytes::Bytes::new()), path, paymesh_proto::codec::BytesCodec).await.expect_err("unknown service");
     assert_eq!(err.code(), Code::Unimplemented);
     assert!(err.message().contains("no route for /nope.v1.Nothing/Do"), "{}", err.message());
     stack.stop().await;
@@ -108,7 +109,7 @@ async fn grpc_timeout_is_honoured() {
     let mut req = tonic::Request::new(body);
     req.set_timeout(Duration::from_millis(200));
     let path = http::uri::PathAndQuery::from_static("/inventory.v1.Inventory/GetItem");
-    let err = grpc.unary(req, path, paymesh_edge::upstream::BytesCodec).await.expect_err("deadline");
+    let err = grpc.unary(req, path, paymesh_proto::codec::BytesCodec).await.expect_err("deadline");
     assert!(matches!(err.code(), Code::DeadlineExceeded | Code::Cancelled), "{err:?}");
     stack.stop().await;
 }

@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use paymesh_edge::upstream::BytesCodec;
+use paymesh_proto::codec::BytesCodec;
 use prost::Message;
 use prost_reflect::{DescriptorPool, DynamicMessage, MethodDescriptor, Value};
 use tonic::server::{NamedService, UnaryService};

@@ -70,7 +70,7 @@ async fn inventory_over_grpc_passthrough() {
     grpc.ready().await.expect("ready");
     let path = http::uri::PathAndQuery::from_static("/inventory.v1.Inventory/GetItem");
     let reply = grpc
-        .unary(tonic::Request::new(bytes::Bytes::from(req.encode_to_vec())), path, paymesh_edge::upstream::BytesCodec)
+        .unary(tonic::Request::new(bytes::Bytes::from(req.encode_to_vec())), path, paymesh_proto::codec::BytesCodec)
         .await
         .expect("call");
     let item = DynamicMessage::decode(pool.get_message_by_name("inventory.v1.Item").expect("desc"), reply.into_inner()).expect("decode");

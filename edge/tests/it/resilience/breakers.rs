@@ -214,7 +214,7 @@ async fn grpc_calls_share_the_breaker_and_get_unavailable_when_open() {
     let mut body = vec![0x0a, a0.len() as u8];
     body.extend_from_slice(a0.as_bytes());
     let path = http::uri::PathAndQuery::from_static("/flaky.v1.Flaky/Write");
-    let err = grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_edge::upstream::BytesCodec).await.expect_err("open");
+    let err = grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_proto::codec::BytesCodec).await.expect_err("open");
     assert_eq!(err.code(), Code::Unavailable);
     assert!(err.message().contains("circuit breaker 'flaky.v1.Flaky@shard-0' is open"), "{}", err.message());
     stack.stop().await;

@@ -81,8 +81,7 @@ async fn a_route_wide_limit_applies_to_everyone_over_grpc_too() {
     let mut body = vec![0x0a, a.len() as u8];
     body.extend_from_slice(a.as_bytes());
     let path = http::uri::PathAndQuery::from_static("/flaky.v1.Flaky/Read");
-    let err =
-        grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_edge::upstream::BytesCodec).await.expect_err("limited");
+    let err = grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_proto::codec::BytesCodec).await.expect_err("limited");
     assert_eq!(err.code(), tonic::Code::ResourceExhausted);
     assert!(err.metadata().get("retry-after").is_some(), "{:?}", err.metadata());
     assert_eq!(err.metadata().get("ratelimit-limit").and_then(|v| v.to_str().ok()), Some("2"));

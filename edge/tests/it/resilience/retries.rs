@@ -107,7 +107,7 @@ async fn retries_stay_in_the_shard_and_grpc_reads_are_retried_too() {
         let mut body = vec![0x0a, a.len() as u8];
         body.extend_from_slice(a.as_bytes());
         let path = http::uri::PathAndQuery::from_static("/flaky.v1.Flaky/Read");
-        grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_edge::upstream::BytesCodec)
+        grpc.unary(tonic::Request::new(bytes::Bytes::from(body)), path, paymesh_proto::codec::BytesCodec)
             .await
             .expect("a read is retried on f0b");
     }

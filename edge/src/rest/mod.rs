@@ -1,0 +1,380 @@
+//! The REST front of the edge: a request/response transformation around the gRPC path, as
+//! Envoy's transcoder filter sits in front of its router.
+//!
+//! A REST request is matched to a `google.api.http` binding and transcoded to its request
+//! message; then it runs as a gRPC call through the very same proxy code as any gRPC
+//! client's call (a pingora subrequest carrying the encoded message): routing, shard pick,
+//! rate limits, breaker, concurrency slots, deadlines, retries, metrics and upstream
+//! connections exist once. The gRPC answer (headers, message, trailers) is rendered back as
+//! JSON with the HTTP status of its gRPC code.
+//!
+//! Rejections made here, before the gRPC path runs: 404 (no route), 405 (wrong verb),
+//! 415 (not JSON), 413 (too large), 400 (malformed JSON, unknown field, wrong type).
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use http::StatusCode;
+use pingora::protocols::http::HttpTask;
+use pingora::protocols::http::ServerSession as HttpSession;
+use pingora::proxy::Session;
+use pingora::proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
+use prost::Message;
+use prost_reflect::DynamicMessage;
+use tonic::Code;
+
+use crate::catalog::{BodyRule, MethodRoute, RestBinding, ServiceRoute};
+use crate::io::{BodyError, header, read_body, respond_error, respond_json};
+use crate::state::EdgeState;
+use crate::transcode::{request, response};
+
+mod head_only;
+
+/// The most response bytes the edge buffers to render one answer as JSON.
+const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
+
+/// Response headers of the gRPC answer that a REST client also gets.
+const PASSED_BACK: &[&str] = &["retry-after", "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset"];
+
+/// What happened, for logs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Refused by the REST front before the gRPC path ran.
+    Rejected(Code),
+    /// Answered by the gRPC path (the edge's guards or an upstream) with this code.
+    Answered(Code),
+    /// The client went away before the answer; the call was cancelled.
+    ClientGone,
+}
+
+/// A transcoded REST call handed to the gRPC path (the subrequest's user context).
+#[derive(Debug)]
+pub struct RestCall {
+    pub service: Arc<ServiceRoute>,
+    pub method: Arc<MethodRoute>,
+    /// The request message, already decoded, so the gRPC path need not decode it again.
+    pub message: Option<DynamicMessage>,
+    /// Length of the gRPC frame the subrequest's body carries.
+    pub frame_len: usize,
+    /// The request's span (the gRPC path continues it instead of opening its own).
+    pub span: tracing::Span,
+}
+
+/// The REST call a subrequest carries, if this session is one.
+pub fn take_call(session: &mut Session) -> Option<RestCall> {
+    let ctx = session.subrequest_ctx.as_mut()?.user_ctx_mut()?;
+    ctx.downcast_mut::<Option<RestCall>>()?.take()
+}
+
+/// Handles one REST request completely, including writing the response. Requests refused
+/// here are recorded in the request metrics here; the rest by the gRPC path.
+pub async fn handle(state: &EdgeState, session: &mut Session, span: &tracing::Span) -> pingora::Result<Outcome> {
+    let started = Instant::now();
+    let mut route = None;
+    let outcome = exchange(state, session, span, &mut route).await?;
+    if let Outcome::Rejected(code) = outcome {
+        state.requests.record("rest", route.unwrap_or("unmatched"), None, crate::metrics::code_name(code as i32), started.elapsed());
+    }
+    Ok(outcome)
+}
+
+async fn exchange<'s>(
+    state: &'s EdgeState,
+    session: &mut Session,
+    span: &tracing::Span,
+    route: &mut Option<&'s str>,
+) -> pingora::Result<Outcome> {
+    let verb = session.req_header().method.clone();
+    let uri = session.req_header().uri.clone();
+    let path = uri.path();
+    let (binding, vars) = match state.catalog.rest_route(&verb, path) {
+        Ok(found) => found,
+        Err(allowed) if allowed.is_empty() => {
+            respond_error(session, Code::NotFound, &format!("no route for {verb} {path}"), Some(StatusCode::NOT_FOUND), &[]).await?;
+            return Ok(Outcome::Rejected(Code::NotFound));
+        }
+        Err(allowed) => {
+            let list = allowed.iter().map(http::Method::as_str).collect::<Vec<_>>().join(", ");
+            let msg = format!("{verb} is not allowed on {path}; allowed: {list}");
+            respond_error(session, Code::Unimplemented, &msg, Some(StatusCode::METHOD_NOT_ALLOWED), &[("allow", list)]).await?;
+            return Ok(Outcome::Rejected(Code::Unimplemented));
+        }
+    };
+    *route = Some(binding.method.grpc_path.as_str());
+    span.record("route", binding.method.grpc_path.as_str());
+
+    let takes_body = !matches!(binding.body, BodyRule::None);
+    if takes_body && !is_json(header(session, "content-type").as_deref(), session) {
+        let msg = "send the request body as JSON with Content-Type: application/json";
+        respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
+        return Ok(Outcome::Rejected(Code::InvalidArgument));
+    }
+    let body = match read_body(session, state.config.max_body_bytes).await {
+        Ok(b) => b,
+        Err(BodyError::TooLarge { limit }) => {
+            let msg = format!("request body is larger than the limit of {limit} bytes");
+            respond_error(session, Code::InvalidArgument, &msg, Some(StatusCode::PAYLOAD_TOO_LARGE), &[]).await?;
+            return Ok(Outcome::Rejected(Code::InvalidArgument));
+        }
+        Err(BodyError::Read(e)) => return Err(e),
+    };
+    let message = match request::build(binding, &vars, uri.query(), &body) {
+        Ok(m) => m,
+        Err(e) => {
+            respond_error(session, Code::InvalidArgument, &e.0, None, &[]).await?;
+            return Ok(Outcome::Rejected(Code::InvalidArgument));
+        }
+    };
+    let frame = grpc_frame(&message);
+    let call = RestCall {
+        service: binding.service.clone(),
+        method: binding.method.clone(),
+        message: Some(message),
+        frame_len: frame.len(),
+        span: span.clone(),
+    };
+    let head = grpc_request_head(session, &call);
+    let reply = match call_grpc_path(session, head, call, frame).await? {
+        Some(reply) => reply,
+        None => return Ok(Outcome::ClientGone),
+    };
+    render(session, binding, reply).await
+}
+
+/// Runs the call through the gRPC path and collects its answer; `None` when the client
+/// went away first (the call, and any retry of it, is then cancelled).
+async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, frame: Bytes) -> pingora::Result<Option<Reply>> {
+    let Some(spawner) = session.subrequest_spawner.as_ref() else {
+        return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "the proxy does not allow subrequests"));
+    };
+    // The subrequest starts from a request head; the gRPC one is written here, so it does
+    // not depend on the client's HTTP version.
+    let mut grpc_request = HttpSession::new_http1(Box::new(head_only::HeadOnly::new(head)));
+    grpc_request.read_request().await?;
+    let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Some(call))).build();
+    let (subrequest, mut handle) = spawner.create_subrequest(&grpc_request, ctx);
+    // Dropping the handle aborts the call: the upstream stream is reset, retries stop.
+    let running = AbortOnDrop(tokio::spawn(subrequest.run()));
+    if handle.tx.send(HttpTask::Body(Some(frame), true)).await.is_err() {
+        return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "the gRPC path ended before reading the request"));
+    }
+    let mut watch_client = true;
+    let reply = loop {
+        tokio::select! {
+            reply = collect(&mut handle.rx) => break reply,
+            gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => match gone {
+                Err(_) => return Ok(None),
+                // Bytes of a pipelined next request: stop watching and do not reuse the
+                // connection (those bytes are consumed).
+                Ok(_) => {
+                    watch_client = false;
+                    session.set_keepalive(None);
+                }
+            },
+        }
+    };
+    drop(running);
+    Ok(Some(reply))
+}
+
+struct AbortOnDrop(tokio::task::JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Request headers that describe the REST exchange itself (its framing, encoding and
+/// connection), not the call: the gRPC request has its own.
+const NOT_FORWARDED: &[&str] = &[
+    "host",
+    "content-type",
+    "content-length",
+    "transfer-encoding",
+    "content-encoding",
+    "accept-encoding",
+    "expect",
+    "te",
+    "connection",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "http2-settings",
+];
+
+/// The HTTP/1.1 head of the gRPC request a REST call becomes: `POST /pkg.Service/Method`,
+/// `application/grpc`, the frame's length, and the client's other headers (trace context,
+/// request id, routing and client headers).
+fn grpc_request_head(session: &Session, call: &RestCall) -> Vec<u8> {
+    let req = session.req_header();
+    let mut head = Vec::with_capacity(256);
+    head.extend_from_slice(b"POST ");
+    head.extend_from_slice(call.method.grpc_path.as_bytes());
+    head.extend_from_slice(b" HTTP/1.1\r\nhost: paymesh-edge\r\ncontent-type: application/grpc\r\nte: trailers\r\ncontent-length: ");
+    head.extend_from_slice(call.frame_len.to_string().as_bytes());
+    head.extend_from_slice(b"\r\n");
+    for (name, value) in &req.headers {
+        if NOT_FORWARDED.contains(&name.as_str()) {
+            continue;
+        }
+        head.extend_from_slice(name.as_str().as_bytes());
+        head.extend_from_slice(b": ");
+        head.extend_from_slice(value.as_bytes());
+        head.extend_from_slice(b"\r\n");
+    }
+    head.extend_from_slice(b"\r\n");
+    head
+}
+
+/// A gRPC answer as the gRPC path delivered it.
+#[derive(Debug, Default)]
+struct Reply {
+    headers: http::HeaderMap,
+    status: Option<i32>,
+    message: Option<String>,
+    body: BytesMut,
+    /// Why the answer is unusable, if it is.
+    broken: Option<String>,
+}
+
+impl Reply {
+    fn take_status(&mut self, headers: &http::HeaderMap) {
+        if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
+            self.status = Some(code);
+            self.message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(decode_grpc_message);
+        }
+    }
+}
+
+async fn collect(rx: &mut tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
+    let mut reply = Reply::default();
+    while let Some(task) = rx.recv().await {
+        match task {
+            HttpTask::Header(h, end) => {
+                reply.take_status(&h.headers);
+                reply.headers = h.headers.clone();
+                if end {
+                    break;
+                }
+            }
+            HttpTask::Body(Some(b), _) | HttpTask::UpgradedBody(Some(b), _) => {
+                if reply.body.len() + b.len() > MAX_RESPONSE_BYTES {
+                    reply.broken = Some(format!("the upstream's answer is larger than the {MAX_RESPONSE_BYTES} bytes the edge renders"));
+                    break;
+                }
+                reply.body.extend_from_slice(&b);
+            }
+            HttpTask::Body(None, _) | HttpTask::UpgradedBody(None, _) => {}
+            HttpTask::Trailer(Some(t)) => reply.take_status(&t),
+            HttpTask::Trailer(None) => {}
+            HttpTask::Done => break,
+            HttpTask::Failed(e) => {
+                reply.broken = Some(format!("the call failed: {e}"));
+                break;
+            }
+        }
+    }
+    reply
+}
+
+async fn render(session: &mut Session, binding: &RestBinding, reply: Reply) -> pingora::Result<Outcome> {
+    let Reply { headers, status, message, body, broken } = reply;
+    let extra: Vec<(&'static str, String)> =
+        PASSED_BACK.iter().filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (*name, v.to_owned()))).collect();
+    let code = match (broken, status) {
+        (Some(why), _) => {
+            respond_error(session, Code::Unavailable, &why, None, &extra).await?;
+            return Ok(Outcome::Answered(Code::Unavailable));
+        }
+        (None, None) => {
+            respond_error(session, Code::Internal, "the upstream's answer carried no grpc-status", None, &extra).await?;
+            return Ok(Outcome::Answered(Code::Internal));
+        }
+        (None, Some(code)) => Code::from_i32(code),
+    };
+    if code != Code::Ok {
+        respond_error(session, code, message.as_deref().unwrap_or(""), None, &extra).await?;
+        return Ok(Outcome::Answered(code));
+    }
+    let rendered = first_message(&body).and_then(|payload| {
+        DynamicMessage::decode(binding.method.desc.output(), payload)
+            .map_err(|e| e.to_string())
+            .and_then(|m| response::to_json(&m, binding.response_body.as_ref()))
+    });
+    match rendered {
+        Ok(json) => {
+            respond_json(session, StatusCode::OK, json, &extra).await?;
+            Ok(Outcome::Answered(Code::Ok))
+        }
+        Err(e) => {
+            tracing::error!(error = %e, method = %binding.method.grpc_path, "upstream reply does not match its descriptor");
+            respond_error(session, Code::Internal, "the upstream's reply could not be rendered as JSON", None, &[]).await?;
+            Ok(Outcome::Answered(Code::Internal))
+        }
+    }
+}
+
+/// A message as one uncompressed gRPC frame.
+fn grpc_frame(message: &DynamicMessage) -> Bytes {
+    let len = message.encoded_len();
+    let mut buf = BytesMut::with_capacity(5 + len);
+    buf.put_u8(0);
+    buf.put_u32(len as u32);
+    message.encode_raw(&mut buf);
+    buf.freeze()
+}
+
+/// The payload of the first gRPC frame of a response body.
+fn first_message(body: &[u8]) -> Result<&[u8], String> {
+    let header = body.get(..5).ok_or("the upstream answered OK without a message")?;
+    if header[0] != 0 {
+        return Err("the upstream compressed its answer although the edge did not offer compression".into());
+    }
+    let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+    body.get(5..5 + len).ok_or_else(|| "the upstream's answer is truncated".to_owned())
+}
+
+/// Undoes the percent-encoding of a `grpc-message` value.
+fn decode_grpc_message(v: &str) -> String {
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && let Some(b) = v.get(i + 1..i + 3).and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(b);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `application/json` (any parameters, any `+json` suffix). An empty body needs no type.
+fn is_json(content_type: Option<&str>, session: &Session) -> bool {
+    match content_type {
+        Some(ct) => {
+            let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
+            essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
+        }
+        None => session.req_header().headers.get(http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn grpc_messages_round_trip_through_percent_encoding() {
+        for m in ["plain", "shard 1: 100% down\né", "%zz stays", ""] {
+            assert_eq!(decode_grpc_message(&crate::status::encode_grpc_message(m)), m);
+        }
+        assert_eq!(decode_grpc_message("%zz"), "%zz");
+    }
+}
