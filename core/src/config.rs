@@ -533,6 +533,10 @@ mod raw {
         pub connect_timeout: String,
         #[serde(default = "default_request_timeout")]
         pub request_timeout: String,
+        #[serde(default = "default_client_read_timeout")]
+        pub client_read_timeout: String,
+        #[serde(default = "default_body_read_deadline")]
+        pub body_read_deadline: String,
         #[serde(default = "default_threads")]
         pub threads: usize,
         #[serde(default)]
@@ -739,6 +743,12 @@ mod raw {
     }
     fn default_request_timeout() -> String {
         "20s".into()
+    }
+    fn default_client_read_timeout() -> String {
+        "10s".into()
+    }
+    fn default_body_read_deadline() -> String {
+        "10s".into()
     }
     fn default_threads() -> usize {
         2

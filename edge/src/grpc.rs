@@ -80,8 +80,8 @@ pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<Rest
     };
     let msg = match request_message(state, session, &method, known).await? {
         Ok(m) => m,
-        Err(e) => {
-            grpc_trailers_only(session, Code::InvalidArgument, &e).await?;
+        Err((code, e)) => {
+            grpc_trailers_only(session, code, &e).await?;
             return Ok(None);
         }
     };
@@ -112,23 +112,29 @@ async fn request_message(
     session: &mut Session,
     method: &MethodRoute,
     known: Option<DynamicMessage>,
-) -> pingora::Result<Result<Option<DynamicMessage>, String>> {
+) -> pingora::Result<Result<Option<DynamicMessage>, (Code, String)>> {
     if method.desc.is_client_streaming() {
         return Ok(Ok(None));
     }
     let limit = state.config.max_body_bytes.min(RETRY_BUFFER_LIMIT);
     session.as_downstream_mut().enable_retry_buffering();
-    let body = match read_body(session, limit).await {
+    let body = match read_body(session, limit, state.config.body_read_deadline).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { limit }) => {
-            return Ok(Err(format!("request message is larger than the {limit} bytes the edge reads to route it")));
+            return Ok(Err((
+                Code::InvalidArgument,
+                format!("request message is larger than the {limit} bytes the edge reads to route it"),
+            )));
+        }
+        Err(BodyError::TooSlow { deadline }) => {
+            return Ok(Err((Code::DeadlineExceeded, format!("the request message did not arrive within {deadline:?}; send it at once"))));
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
     if let Some(m) = known {
         return Ok(Ok(Some(m)));
     }
-    Ok(first_message(&body, method).map(Some))
+    Ok(first_message(&body, method).map(Some).map_err(|e| (Code::InvalidArgument, e)))
 }
 
 /// Decodes the first length-prefixed message of a gRPC request body.

@@ -1,5 +1,7 @@
 //! Small helpers for reading requests and writing responses on a pingora session.
 
+use std::time::Duration;
+
 use bytes::{Bytes, BytesMut};
 use http::StatusCode;
 use pingora::http::ResponseHeader;
@@ -11,26 +13,58 @@ use crate::status::{encode_grpc_message, http_status, json_error};
 /// Why a body could not be read.
 #[derive(Debug)]
 pub enum BodyError {
-    TooLarge { limit: usize },
+    TooLarge {
+        limit: usize,
+    },
+    /// The client did not send the whole body within the deadline.
+    TooSlow {
+        deadline: Duration,
+    },
     Read(Box<pingora::Error>),
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes (by Content-Length
-/// before reading anything, or while reading).
-pub async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, BodyError> {
+/// before reading anything, or while reading) and bodies that take longer than `deadline`
+/// to arrive (a client trickling bytes cannot hold the edge).
+pub async fn read_body(session: &mut Session, limit: usize, deadline: Duration) -> Result<Bytes, BodyError> {
     let declared =
         session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
     if declared.is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge { limit });
     }
-    let mut buf = BytesMut::new();
-    while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
-        if buf.len() + chunk.len() > limit {
-            return Err(BodyError::TooLarge { limit });
+    let read = async {
+        let mut buf = BytesMut::new();
+        while let Some(chunk) = session.read_request_body().await.map_err(BodyError::Read)? {
+            if buf.len() + chunk.len() > limit {
+                return Err(BodyError::TooLarge { limit });
+            }
+            buf.extend_from_slice(&chunk);
         }
-        buf.extend_from_slice(&chunk);
-    }
-    Ok(buf.freeze())
+        Ok(buf.freeze())
+    };
+    tokio::time::timeout(deadline, read).await.unwrap_or(Err(BodyError::TooSlow { deadline }))
+}
+
+/// The most a refused request's body is read (and discarded) so its client can read the
+/// answer: closing a connection with unread data resets it, and the client, still
+/// writing, sees a broken pipe instead of the 413 (nginx calls this a lingering close).
+const LINGER_BYTES: usize = 16 * 1024 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
+
+/// After an early answer: reads and discards what is left of the request body (bounded in
+/// bytes and time), and marks the connection as not reusable.
+pub async fn linger(session: &mut Session) {
+    session.set_keepalive(None);
+    let drain = async {
+        let mut discarded = 0;
+        while discarded < LINGER_BYTES {
+            match session.read_request_body().await {
+                Ok(Some(chunk)) => discarded += chunk.len(),
+                Ok(None) | Err(_) => break,
+            }
+        }
+    };
+    let _ = tokio::time::timeout(LINGER_TIME, drain).await;
 }
 
 /// Writes a complete JSON response.

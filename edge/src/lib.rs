@@ -16,6 +16,7 @@
 pub mod admin;
 pub mod balance;
 pub mod catalog;
+pub mod client_io;
 pub mod cluster;
 pub mod grpc;
 pub mod health;

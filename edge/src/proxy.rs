@@ -185,6 +185,13 @@ impl ProxyHttp for EdgeProxy {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<bool> {
         ctx.started = Some(Instant::now());
+        // No read from a client waits longer than this: a stalled header or body, or an idle
+        // keepalive connection, is closed.
+        if session.subrequest_ctx.is_none() {
+            let cfg = &self.state.config;
+            session.set_read_timeout(Some(cfg.client_read_timeout));
+            session.set_keepalive(Some(cfg.client_read_timeout.as_secs().max(1)));
+        }
         // A REST call handed over by the REST front: it continues that request's span and
         // runs as the gRPC call it was transcoded to.
         if let Some(call) = rest::take_call(session) {
@@ -385,6 +392,14 @@ impl ProxyHttp for EdgeProxy {
 
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut RequestCtx) {
         let now = Instant::now();
+        // The next request on this connection is under the read deadline again (HTTP/1;
+        // HTTP/2 connections stay disarmed).
+        if session.subrequest_ctx.is_none()
+            && let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream())
+            && !session.as_downstream().is_http2()
+        {
+            armed.set(true);
+        }
         // A call the edge answered itself carries its status in the response it wrote.
         let written = session.as_downstream().response_written().and_then(|h| grpc_status(&h.headers));
         let code = ctx.status.or(written).unwrap_or(if e.is_some() { Code::Unavailable as i32 } else { 0 });

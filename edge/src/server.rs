@@ -12,9 +12,13 @@ use pingora::services::background::background_service;
 use pingora::services::listening::Service;
 
 use crate::admin::Admin;
+use crate::client_io::WithClientDeadline;
 use crate::health::HealthChecker;
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
+
+/// How long an HTTP/2 client connection may have no stream before it is closed.
+const H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
@@ -51,10 +55,15 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(&server.configuration, EdgeProxy { state: state.clone() }, "paymesh edge");
+    let mut proxy = pingora::proxy::http_proxy(&server.configuration, EdgeProxy { state: state.clone() });
     let mut options = HttpServerOptions::default();
     options.h2c = true;
-    proxy.app_logic_mut().ok_or_else(|| EdgeError::Pingora("the proxy service has no app logic".into()))?.server_options = Some(options);
+    // An HTTP/2 connection with no stream for this long is closed (clients reconnect).
+    options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+    proxy.server_options = Some(options);
+    // Every client connection gets read deadlines (see client_io).
+    let app = WithClientDeadline { app: Arc::new(proxy), timeout: cfg.client_read_timeout };
+    let mut proxy = Service::new("paymesh edge".to_owned(), app);
     proxy.add_tcp(&cfg.listen.to_string());
 
     let mut admin = Service::new("paymesh admin".to_owned(), Admin { state: state.clone() });

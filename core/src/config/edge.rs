@@ -20,6 +20,13 @@ pub struct EdgeConfig {
     pub connect_timeout: Duration,
     /// Default deadline of a call; routes may override it.
     pub request_timeout: Duration,
+    /// Longest wait for any read from a client (a stalled header or body, an idle keepalive
+    /// connection): the connection is closed after it.
+    pub client_read_timeout: Duration,
+    /// Longest time a client may take to send a whole body the edge reads itself (a REST
+    /// body, or the gRPC request message it routes by): a client trickling bytes cannot
+    /// hold a connection past it.
+    pub body_read_deadline: Duration,
     /// Worker threads of the proxy.
     pub threads: usize,
     /// Extra FileDescriptorSet files (Paymesh's own are built in), resolved against the
@@ -206,7 +213,14 @@ pub(super) fn validate(
     }
     let connect_timeout = dur("connect_timeout", &raw.connect_timeout)?;
     let request_timeout = dur("request_timeout", &raw.request_timeout)?;
-    for (key, d) in [("connect_timeout", connect_timeout), ("request_timeout", request_timeout)] {
+    let client_read_timeout = dur("client_read_timeout", &raw.client_read_timeout)?;
+    let body_read_deadline = dur("body_read_deadline", &raw.body_read_deadline)?;
+    for (key, d) in [
+        ("connect_timeout", connect_timeout),
+        ("request_timeout", request_timeout),
+        ("client_read_timeout", client_read_timeout),
+        ("body_read_deadline", body_read_deadline),
+    ] {
         if d.is_zero() {
             return Err(err(format!("edge.{key}"), "must be above zero".into()));
         }
@@ -311,6 +325,8 @@ pub(super) fn validate(
         max_body_bytes: raw.max_body_bytes,
         connect_timeout,
         request_timeout,
+        client_read_timeout,
+        body_read_deadline,
         threads: raw.threads,
         descriptor_sets: raw.descriptor_sets.iter().map(|p| base_dir.join(p)).collect(),
         health,

@@ -25,7 +25,7 @@ use prost_reflect::DynamicMessage;
 use tonic::Code;
 
 use crate::catalog::{BodyRule, MethodRoute, RestBinding, ServiceRoute};
-use crate::io::{BodyError, header, read_body, respond_error, respond_json};
+use crate::io::{BodyError, header, linger, read_body, respond_error, respond_json};
 use crate::state::EdgeState;
 use crate::transcode::{request, response};
 
@@ -110,15 +110,28 @@ async fn exchange<'s>(
         respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
         return Ok(Outcome::Rejected(Code::InvalidArgument));
     }
-    let body = match read_body(session, state.config.max_body_bytes).await {
+    let body = match read_body(session, state.config.max_body_bytes, state.config.body_read_deadline).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { limit }) => {
             let msg = format!("request body is larger than the limit of {limit} bytes");
-            respond_error(session, Code::InvalidArgument, &msg, Some(StatusCode::PAYLOAD_TOO_LARGE), &[]).await?;
+            respond_error(session, Code::InvalidArgument, &msg, Some(StatusCode::PAYLOAD_TOO_LARGE), &[("connection", "close".into())])
+                .await?;
+            linger(session).await;
             return Ok(Outcome::Rejected(Code::InvalidArgument));
+        }
+        Err(BodyError::TooSlow { deadline }) => {
+            let msg = format!("the request body did not arrive within {deadline:?}; send it at once");
+            session.set_keepalive(None);
+            respond_error(session, Code::DeadlineExceeded, &msg, Some(StatusCode::REQUEST_TIMEOUT), &[("connection", "close".into())])
+                .await?;
+            return Ok(Outcome::Rejected(Code::DeadlineExceeded));
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
+    // The client has sent its request; it may now rightly be silent until the answer.
+    if let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream()) {
+        armed.set(false);
+    }
     let message = match request::build(binding, &vars, uri.query(), &body) {
         Ok(m) => m,
         Err(e) => {

@@ -10,6 +10,7 @@ mod inventory;
 mod admin;
 mod binary;
 mod grpc;
+mod misuse;
 mod rejections;
 mod resilience;
 mod rest;
