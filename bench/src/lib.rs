@@ -7,9 +7,11 @@
 //! - [`target`]: how one Authorize is sent to each kind of target (the side-by-side runs);
 //! - [`call`], [`template`], [`report`]: ghz's interface for any method: dynamic messages
 //!   from descriptors, per-request templating, ghz's JSON report; [`ghz_config`] reads
-//!   ghz's `--config` files.
+//!   ghz's `--config` files;
+//! - [`echo`]: an upstream that does no work (`echo-upstream`), for what a proxy costs.
 
 pub mod call;
+pub mod echo;
 pub mod ghz_config;
 pub mod load;
 pub mod report;

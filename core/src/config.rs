@@ -721,6 +721,16 @@ mod raw {
         pub rate_limit: EdgeRateLimit,
         #[serde(default)]
         pub retry: EdgeRetry,
+        #[serde(default)]
+        pub concurrency: Option<EdgeConcurrency>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeConcurrency {
+        pub max_requests: usize,
+        #[serde(default)]
+        pub max_pending: usize,
     }
 
     #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ use paymesh_core::config::{EdgeConfig, ShardKeyKind};
 use prost_reflect::{DescriptorPool, DynamicMessage, ExtensionDescriptor, FieldDescriptor, Kind, MethodDescriptor, Value};
 
 use crate::cluster::Cluster;
+use crate::resilience::concurrency::ConcurrencyLimit;
 use crate::resilience::guards::RouteGuards;
 use crate::transcode::template::PathTemplate;
 
@@ -40,6 +41,9 @@ pub struct ServiceRoute {
     pub methods: HashMap<String, Arc<MethodRoute>>,
     /// The metrics label of calls to methods the descriptors do not know.
     pub unknown_method_label: String,
+    /// The concurrency limit its calls take a slot of: the route's own when configured,
+    /// else its cluster's.
+    pub limit: Arc<ConcurrencyLimit>,
 }
 
 /// One method of a routed service.
@@ -156,6 +160,10 @@ impl Catalog {
                 methods.insert(m.name().to_owned(), Arc::new(route));
             }
             let guards = RouteGuards::new(r, cluster.shards, std::time::Instant::now());
+            let limit = match r.concurrency {
+                Some((max_requests, max_pending)) => Arc::new(ConcurrencyLimit::new(max_requests, max_pending)),
+                None => cluster.limit.clone(),
+            };
             let service = Arc::new(ServiceRoute {
                 name: r.service.clone(),
                 cluster,
@@ -164,6 +172,7 @@ impl Catalog {
                 guards,
                 methods,
                 unknown_method_label: format!("/{}/<unknown>", r.service),
+                limit,
             });
             if let Some(ext) = &http_rule {
                 for method in service.methods.values() {

@@ -101,7 +101,7 @@ pub struct Cluster {
     pub name: String,
     pub shards: Option<u32>,
     pub endpoints: Vec<Arc<Upstream>>,
-    pub limit: ConcurrencyLimit,
+    pub limit: Arc<ConcurrencyLimit>,
     outlier: config::Outlier,
     balancer: P2c,
 }
@@ -137,7 +137,7 @@ impl Cluster {
             name: cfg.name.clone(),
             shards: cfg.shards,
             endpoints,
-            limit: ConcurrencyLimit::new(cfg.max_requests, cfg.max_pending),
+            limit: Arc::new(ConcurrencyLimit::new(cfg.max_requests, cfg.max_pending)),
             outlier: outlier.clone(),
             balancer: P2c::new(Rng::from_entropy()),
         }

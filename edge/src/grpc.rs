@@ -106,14 +106,21 @@ pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<Rest
 
 /// The call's request message: the one the REST front decoded, or the first message of a
 /// unary or server-streaming call's body (read into pingora's retry buffer, which then
-/// replays it upstream). `None` for client streams, which the edge routes by metadata.
+/// replays it upstream) when the route needs it. `None` for client streams, which the edge
+/// routes by metadata.
 async fn request_message(
     state: &EdgeState,
     session: &mut Session,
     method: &MethodRoute,
     known: Option<DynamicMessage>,
 ) -> pingora::Result<Result<Option<DynamicMessage>, (Code, String)>> {
-    if method.desc.is_client_streaming() {
+    if let Some(m) = known {
+        return Ok(Ok(Some(m)));
+    }
+    // Only what routing, per-merchant limits or retry safety need: an unsharded route
+    // without an idempotency key field is proxied without being read.
+    let needed = !method.keys.is_empty() || method.idempotency_key.is_some();
+    if method.desc.is_client_streaming() || !needed {
         return Ok(Ok(None));
     }
     let limit = state.config.max_body_bytes.min(RETRY_BUFFER_LIMIT);
@@ -131,9 +138,6 @@ async fn request_message(
         }
         Err(BodyError::Read(e)) => return Err(e),
     };
-    if let Some(m) = known {
-        return Ok(Ok(Some(m)));
-    }
     Ok(first_message(&body, method).map(Some).map_err(|e| (Code::InvalidArgument, e)))
 }
 

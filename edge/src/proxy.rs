@@ -29,6 +29,8 @@ use crate::state::EdgeState;
 const MAX_H2_STREAMS: usize = 256;
 /// How long an idle upstream connection is kept.
 const UPSTREAM_IDLE: Duration = Duration::from_secs(60);
+/// How often an upstream HTTP/2 connection is pinged (a missing answer closes it).
+const UPSTREAM_PING: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct EdgeProxy {
@@ -133,14 +135,20 @@ impl EdgeProxy {
                 return Ok(false);
             }
         }
-        let cluster = &target.service.cluster;
-        match cluster.limit.acquire(target.timeout).await {
+        let service = &target.service;
+        let limit = &service.limit;
+        match limit.acquire(target.timeout).await {
             Ok(slot) => ctx.slot = Some(slot),
             Err(_) => {
                 ctx.permit = None;
+                let whose = if Arc::ptr_eq(limit, &service.cluster.limit) {
+                    format!("cluster '{}'", service.cluster.name)
+                } else {
+                    format!("route '{}'", service.name)
+                };
                 let msg = format!(
-                    "cluster '{}' is at its limit of {} requests in flight and {} waiting; retry later",
-                    cluster.name, cluster.limit.max_requests, cluster.limit.max_pending
+                    "{whose} is at its limit of {} requests in flight and {} waiting; retry later",
+                    limit.max_requests, limit.max_pending
                 );
                 grpc_trailers_only(session, Code::Unavailable, &msg).await?;
                 return Ok(false);
@@ -251,6 +259,9 @@ impl ProxyHttp for EdgeProxy {
         peer.options.read_timeout = Some(target.timeout);
         peer.options.write_timeout = Some(target.timeout);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
+        // A dead upstream connection (a host gone without a FIN) is found by pings, not by
+        // the next call's timeout.
+        peer.options.h2_ping_interval = Some(UPSTREAM_PING);
         ctx.attempt = Some(Attempt { _in_flight: up.load.start(), upstream: up, started: Instant::now() });
         Ok(Box::new(peer))
     }
@@ -349,10 +360,21 @@ impl ProxyHttp for EdgeProxy {
         _session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
-        _client_reused: bool,
+        client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
-        // Retry only what the edge decided to retry; anything else may have been processed.
+        e.retry.decide_reuse(client_reused);
+        // pingora marks as retryable the errors that say the upstream never processed the
+        // request: GOAWAY(NO_ERROR) or REFUSED_STREAM before any answer, a reused connection
+        // found dead. Such a call may go to another instance whatever its method.
+        if !ctx.retrying && e.retry() && ctx.status.is_none() {
+            ctx.failure = Some(Failure::RefusedStream);
+            let retry = self.may_retry(ctx, Failure::RefusedStream);
+            e.set_retry(retry);
+            return e;
+        }
+        // Otherwise retry only what the edge decided to retry; anything else may have been
+        // processed.
         let retry = ctx.retrying;
         if !retry {
             ctx.failure = Some(match e.etype() {

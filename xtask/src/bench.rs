@@ -53,7 +53,7 @@ struct Sample {
     cpu_machine: f64,
 }
 
-pub async fn run(quick: bool) -> Result<(), String> {
+pub async fn run(quick: bool, edge_section: &str) -> Result<(), String> {
     let s = if quick {
         Settings { rounds: 1, concurrency: 32, warmup: "1s", duration: "5s" }
     } else {
@@ -93,7 +93,7 @@ pub async fn run(quick: bool) -> Result<(), String> {
     let samples = outcome?;
     let overloaded = overloaded?;
     stopped?;
-    report(&s, &samples, &overloaded)
+    report(&s, &samples, &format!("{overloaded}\n{edge_section}"))
 }
 
 fn bench_config() -> Result<String, String> {
@@ -179,15 +179,16 @@ async fn measure(stack: &Stack, nginx: Option<&Nginx>, s: &Settings) -> Result<V
     Ok(out)
 }
 
-/// Debian's nginx as a gRPC proxy in front of the same payments instances, on a free port.
-struct Nginx {
-    listen: std::net::SocketAddr,
+/// Debian's nginx as a gRPC proxy, on a free port.
+pub(crate) struct Nginx {
+    pub(crate) listen: std::net::SocketAddr,
     child: tokio::process::Child,
 }
 
 impl Nginx {
+    /// nginx in front of the same payments instances, mapping the client's shard header
+    /// to the shard's upstream group.
     async fn start(bin: &Path, stack: &Stack, dir: &Path) -> Result<Self, String> {
-        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
         let port = free_port().map_err(|e| format!("no free port: {e}"))?;
         let listen = std::net::SocketAddr::from(([127, 0, 0, 1], port));
         let mut upstreams = String::new();
@@ -201,12 +202,20 @@ impl Nginx {
             upstreams += "        keepalive 64;\n        keepalive_requests 1000000;\n    }\n";
             map += &format!("        {id} shard{id};\n");
         }
+        let http = format!(
+            "{upstreams}    map $http_x_paymesh_shard $shard_upstream {{\n        default shard0;\n{map}    }}\n\
+                 server {{\n        listen {listen} http2;\n        # The default (1000 requests per connection, then GOAWAY) fails in-flight calls of\n        # a busy multiplexed client; a gRPC proxy keeps its connections.\n        keepalive_requests 1000000;\n        location / {{ grpc_pass grpc://$shard_upstream; }}\n    }}\n"
+        );
+        Self::start_with(bin, dir, listen, &http).await
+    }
+
+    /// nginx with `http` as the body of its `http { }` block, listening on `listen`.
+    pub(crate) async fn start_with(bin: &Path, dir: &Path, listen: std::net::SocketAddr, http: &str) -> Result<Self, String> {
+        std::fs::create_dir_all(dir.join("tmp")).map_err(|e| e.to_string())?;
         let d = dir.display();
         let conf = format!(
             "daemon off;\nworker_processes 2;\npid {d}/nginx.pid;\nerror_log {d}/error.log warn;\nevents {{ worker_connections 4096; }}\n\
-             http {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n\
-             {upstreams}    map $http_x_paymesh_shard $shard_upstream {{\n        default shard0;\n{map}    }}\n\
-                 server {{\n        listen {listen} http2;\n        # The default (1000 requests per connection, then GOAWAY) fails in-flight calls of\n        # a busy multiplexed client; a gRPC proxy keeps its connections.\n        keepalive_requests 1000000;\n        location / {{ grpc_pass grpc://$shard_upstream; }}\n    }}\n}}\n"
+             http {{\n    access_log off;\n    client_body_temp_path {d}/tmp/body;\n    proxy_temp_path {d}/tmp/proxy;\n    fastcgi_temp_path {d}/tmp/fastcgi;\n    uwsgi_temp_path {d}/tmp/uwsgi;\n    scgi_temp_path {d}/tmp/scgi;\n{http}}}\n"
         );
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
@@ -230,7 +239,7 @@ impl Nginx {
         Ok(nginx)
     }
 
-    async fn stop(mut self) {
+    pub(crate) async fn stop(mut self) {
         // SIGQUIT is nginx's graceful shutdown; kill if it lingers.
         if let Some(pid) = self.child.id() {
             let _ = tokio::process::Command::new("kill").args(["-QUIT", &pid.to_string()]).status().await;
@@ -403,7 +412,7 @@ fn cpu(stack: &Stack) -> (f64, f64, f64, f64) {
 const TICKS: f64 = 100.0;
 
 /// CPU seconds of a process (utime + stime).
-fn proc_cpu(pid: u32) -> f64 {
+pub(crate) fn proc_cpu(pid: u32) -> f64 {
     stat_seconds(pid, [11, 12])
 }
 
@@ -418,7 +427,7 @@ fn stat_seconds(pid: u32, fields: [usize; 2]) -> f64 {
 
 /// CPU seconds of every live process named `comm`, with their exited children's (so
 /// PostgreSQL's finished backends still count).
-fn comm_cpu(comm: &str) -> f64 {
+pub(crate) fn comm_cpu(comm: &str) -> f64 {
     std::fs::read_dir("/proc")
         .map(|d| {
             d.flatten()
@@ -445,7 +454,7 @@ fn machine_cpu() -> f64 {
     busy / TICKS
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
+pub(crate) fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     if v.is_empty() { 0.0 } else { v[v.len() / 2] }
 }
@@ -510,14 +519,24 @@ fn report(s: &Settings, samples: &[(usize, &'static str, Sample)], overloaded: &
     let text = format!("{header}{table}\n{FOOTNOTE}\n{overloaded}");
     println!("\n{text}");
     let results = crate::root().join("bench/results");
-    std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
-    let path = results.join(format!("{date}.md"));
-    std::fs::write(&path, &text).map_err(|e| e.to_string())?;
+    let path = write_result("", &text)?;
     let json = serde_json::json!({ "date": date, "quick": s.rounds == 1, "concurrency": s.concurrency, "duration": s.duration, "rounds": s.rounds, "modes": json });
     let json_path = results.join(format!("{date}.json"));
     std::fs::write(&json_path, serde_json::to_string_pretty(&json).map_err(|e| e.to_string())?).map_err(|e| e.to_string())?;
     println!("written to {} and {}", path.display(), json_path.display());
     Ok(())
+}
+
+/// Writes a report to `bench/results/<date>[-<suffix>].md` and returns the path.
+pub(crate) fn write_result(suffix: &str, text: &str) -> Result<std::path::PathBuf, String> {
+    let results = crate::root().join("bench/results");
+    std::fs::create_dir_all(&results).map_err(|e| e.to_string())?;
+    let date = paymesh_core::clock::today();
+    let name = if suffix.is_empty() { format!("{date}.md") } else { format!("{date}-{suffix}.md") };
+    let path = results.join(name);
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    println!("written to {}", path.display());
+    Ok(path)
 }
 
 #[cfg(test)]

@@ -11,6 +11,7 @@
 //!   it exits, killed if xtask dies), until Ctrl-C; for trying the supervisor, and its tests.
 
 mod bench;
+mod bench_edge;
 mod chaos;
 mod compose_check;
 mod install;
@@ -29,7 +30,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    OTLP receiver (rotel) and Prometheus scraping everything
   test [--smoke]                   install prerequisites and run every test (--smoke: only the
                                    smoke run of the stack, faults included)
-  bench [--quick]                  side-by-side benchmark: direct vs gRPC and REST through the edge
+  bench [--quick] [--edge]         side-by-side benchmark: direct vs gRPC and REST through the edge
+                                   (--edge: only the edge-only section, no database)
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
   redrive [--list] [--config FILE] re-drive (or only list) dead-lettered events of the running
@@ -167,15 +169,24 @@ fn redrive(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let quick = match args {
-        [] => false,
-        [q] if q == "--quick" => true,
-        _ => return Err(format!("unknown options {args:?} for bench\n{USAGE}")),
-    };
-    install::postgres()?;
+    let (mut quick, mut edge_only) = (false, false);
+    for a in args {
+        match a.as_str() {
+            "--quick" => quick = true,
+            "--edge" => edge_only = true,
+            _ => return Err(format!("unknown option {a} for bench\n{USAGE}")),
+        }
+    }
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
-    runtime.block_on(bench::run(quick))
+    // The edge-only section needs no database: it runs first, and alone with --edge.
+    let edge = runtime.block_on(bench_edge::run(quick))?;
+    println!("\n{edge}");
+    if edge_only {
+        return bench::write_result("edge", &edge).map(drop);
+    }
+    install::postgres()?;
+    runtime.block_on(bench::run(quick, &edge))
 }
 
 fn supervise(args: &[String]) -> Result<(), String> {

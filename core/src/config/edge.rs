@@ -164,6 +164,10 @@ pub struct Route {
     pub breaker: Breaker,
     pub rate_limit: RateLimit,
     pub retry: Retry,
+    /// The route's own concurrency limit (max in flight, max waiting) instead of a share of
+    /// its cluster's: control-plane traffic (reflection, health watches) cannot then take
+    /// the slots of the cluster's calls.
+    pub concurrency: Option<(usize, usize)>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -316,7 +320,12 @@ pub(super) fn validate(
         let breaker = breaker(r.breaker, &|k: &str, m: String| err(key(&format!("breaker.{k}")), m))?;
         let rate_limit = rate_limit(r.rate_limit, &|k: &str, m: String| err(key(&format!("rate_limit.{k}")), m))?;
         let retry = retry(r.retry, &|k: &str, m: String| err(key(&format!("retry.{k}")), m))?;
-        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry });
+        let concurrency = match r.concurrency {
+            Some(c) if c.max_requests == 0 => return Err(err(key("concurrency.max_requests"), "must be at least 1".into())),
+            Some(c) => Some((c.max_requests, c.max_pending)),
+            None => None,
+        };
+        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry, concurrency });
     }
 
     Ok(EdgeConfig {

@@ -298,3 +298,37 @@ async fn a_client_that_goes_away_cancels_its_upstream_call() {
     wait_in_flight(0).await;
     stack.stop().await;
 }
+
+/// Regression: reflection and health streams took slots of the data plane's cluster limit,
+/// so a few long-lived control-plane streams could starve payments calls. A route may have
+/// its own limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_streams_cannot_take_the_clusters_slots() {
+    use tonic_health::pb::HealthCheckRequest;
+    use tonic_health::pb::health_client::HealthClient;
+    let health_route = "\n[[edge.routes]]\nservice = \"grpc.health.v1.Health\"\ncluster = \"flaky\"\nconcurrency = { max_requests = 2, max_pending = 0 }\n";
+    let stack = FlakyStack::start(health_route, "max_requests = 2\nmax_pending = 0", "").await;
+    let ch = tonic::transport::Channel::from_shared(format!("http://{}", stack.edge)).expect("uri").connect().await.expect("connect");
+    let mut watches = Vec::new();
+    for _ in 0..2 {
+        let mut stream =
+            HealthClient::new(ch.clone()).watch(HealthCheckRequest { service: String::new() }).await.expect("watch").into_inner();
+        stream.message().await.expect("first status").expect("a status");
+        watches.push(stream);
+    }
+    let third = HealthClient::new(ch.clone()).watch(HealthCheckRequest { service: String::new() }).await;
+    let refused = match third {
+        Err(s) => s,
+        Ok(r) => r.into_inner().message().await.expect_err("the route's limit is 2"),
+    };
+    assert_eq!(refused.code(), Code::Unavailable, "{refused:?}");
+    assert!(refused.message().contains("route 'grpc.health.v1.Health' is at its limit"), "{}", refused.message());
+    // The cluster's two slots are all there for the data plane, two calls at a time.
+    let a = stack.account_on(0, 0);
+    for _ in 0..5 {
+        let (r1, r2) = tokio::join!(stack.read(&a), stack.read(&a));
+        assert_eq!((r1.status, r2.status), (200, 200), "{}", String::from_utf8_lossy(&r2.body));
+    }
+    drop(watches);
+    stack.stop().await;
+}
