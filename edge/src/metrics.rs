@@ -14,12 +14,26 @@ use crate::state::EdgeState;
 const BUCKETS: [f64; 13] = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
 
 /// Requests by protocol, route, shard and outcome, with a latency histogram per protocol,
-/// route and shard. Labels come from config (routes, shards) and the fixed set of gRPC
-/// codes, so cardinality is bounded. One lock per request, and a route's key is allocated
-/// only the first time it is seen.
+/// route and shard. Labels come from config (routes, shards, one `<unknown>` method per
+/// service) and the fixed set of gRPC codes, so cardinality is bounded. No lock is shared
+/// by all requests: each thread records into its own slot (a route's key is allocated the
+/// first time a slot sees it), and a scrape adds the slots up.
 #[derive(Debug, Default)]
 pub struct RequestMetrics {
-    by_route: Mutex<BTreeMap<String, RouteSeries>>,
+    slots: [Mutex<BTreeMap<String, RouteSeries>>; SLOTS],
+}
+
+/// Independent recording slots; threads are spread over them.
+const SLOTS: usize = 16;
+
+/// This thread's slot.
+fn slot() -> usize {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static NEXT: AtomicUsize = AtomicUsize::new(0);
+    thread_local! {
+        static SLOT: usize = NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS;
+    }
+    SLOT.with(|s| *s)
 }
 
 /// A route's series by protocol and shard.
@@ -39,11 +53,25 @@ struct Histogram {
     sum: f64,
 }
 
+impl Series {
+    fn add(&mut self, other: &Series) {
+        for (code, n) in &other.codes {
+            *self.codes.entry(code).or_default() += n;
+        }
+        let (h, o) = (&mut self.latency, &other.latency);
+        for (b, n) in h.buckets.iter_mut().zip(o.buckets) {
+            *b += n;
+        }
+        h.count += o.count;
+        h.sum += o.sum;
+    }
+}
+
 impl RequestMetrics {
     /// Records one request. `route` is the gRPC method path (or `unmatched`), `code` the
     /// gRPC status name of the answer.
     pub fn record(&self, protocol: &'static str, route: &str, shard: Option<u32>, code: &'static str, took: Duration) {
-        let mut by_route = self.by_route.lock().unwrap_or_else(|e| e.into_inner());
+        let mut by_route = self.slots[slot()].lock().unwrap_or_else(|e| e.into_inner());
         let series = match by_route.get_mut(route) {
             Some(r) => r,
             None => by_route.entry(route.to_owned()).or_default(),
@@ -62,7 +90,16 @@ impl RequestMetrics {
     }
 
     fn render(&self, out: &mut String) {
-        let by_route = self.by_route.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        let mut by_route: BTreeMap<String, RouteSeries> = BTreeMap::new();
+        for slot in &self.slots {
+            let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
+            for (route, series) in slot.iter() {
+                let merged = by_route.entry(route.clone()).or_default();
+                for (key, s) in series {
+                    merged.entry(*key).or_default().add(s);
+                }
+            }
+        }
         let series = || {
             by_route.iter().flat_map(|(r, m)| {
                 m.iter().map(move |((p, shard), s)| {
@@ -256,4 +293,37 @@ pub fn render(state: &EdgeState) -> String {
         by_endpoint(&|e| e.load.in_flight().to_string()),
     );
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scrape_adds_up_every_threads_slot() {
+        let m = std::sync::Arc::new(RequestMetrics::default());
+        let threads: Vec<_> = (0..8)
+            .map(|t| {
+                let m = m.clone();
+                std::thread::spawn(move || {
+                    for i in 0..100 {
+                        let code = if i % 4 == 0 { "UNAVAILABLE" } else { "OK" };
+                        m.record("grpc", "/a.B/C", Some(t % 2), code, Duration::from_millis(2));
+                    }
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().expect("thread");
+        }
+        let mut out = String::new();
+        m.render(&mut out);
+        for shard in ["0", "1"] {
+            let labels = format!("protocol=\"grpc\",route=\"/a.B/C\",shard=\"{shard}\"");
+            assert!(out.contains(&format!("paymesh_edge_requests_total{{{labels},code=\"OK\"}} 300")), "{out}");
+            assert!(out.contains(&format!("paymesh_edge_requests_total{{{labels},code=\"UNAVAILABLE\"}} 100")), "{out}");
+            assert!(out.contains(&format!("paymesh_edge_request_duration_seconds_count{{{labels}}} 400")), "{out}");
+            assert!(out.contains(&format!("paymesh_edge_request_duration_seconds_bucket{{{labels},le=\"0.0025\"}} 400")), "{out}");
+        }
+    }
 }
