@@ -157,7 +157,7 @@ listen = "127.0.0.1:1"
 [edge]
 listen = "{edge}"
 admin_listen = "{admin}"
-threads = 2
+threads = {threads}
 descriptor_sets = ["{descriptors}"]
 
 [edge.health]
@@ -172,8 +172,14 @@ service = "paymesh.bench.v1.Echo"
 cluster = "echo"
 shard_keys = [{{ field = "merchant_id", kind = "merchant", header = "x-merchant-id" }}]
 "#,
-        descriptors = descriptors.display()
+        descriptors = descriptors.display(),
+        threads = edge_threads()
     )
+}
+
+/// The edge's worker threads: 2 (as nginx's workers), or `PAYMESH_BENCH_EDGE_THREADS`.
+fn edge_threads() -> String {
+    std::env::var("PAYMESH_BENCH_EDGE_THREADS").ok().filter(|t| t.parse::<u32>().is_ok_and(|n| n > 0)).unwrap_or_else(|| "2".into())
 }
 
 async fn wait_listening(addr: SocketAddr, what: &str) -> Result<(), String> {
@@ -340,8 +346,9 @@ fn report(quick: bool, rounds: usize, duration: &str, results: &[Round], (rss_be
         check(rss_with <= 64 * 1024)
     );
     format!(
-        "## Edge only: what the proxy costs per call\n\nCommand: `cargo xtask bench --edge{}` (also part of `cargo xtask bench`). Upstream: `echo-upstream` (answers with the request's bytes; no database). Closed loop, concurrency {CONCURRENCY}, {duration} per path per round, {rounds} round(s) alternating the paths, medians across rounds; the edge with 2 threads, nginx with 2 workers, all release builds and the load generator on this machine ({} cores). Proxy CPU per call = the proxy process's CPU time over the run / calls.\n\n{table}\nTargets (issue 11):\n{targets}",
+        "## Edge only: what the proxy costs per call\n\nCommand: `cargo xtask bench --edge{}` (also part of `cargo xtask bench`). Upstream: `echo-upstream` (answers with the request's bytes; no database). Closed loop, concurrency {CONCURRENCY}, {duration} per path per round, {rounds} round(s) alternating the paths, medians across rounds; the edge with {} thread(s), nginx with 2 workers, all release builds and the load generator on this machine ({} cores). Proxy CPU per call = the proxy process's CPU time over the run / calls.\n\n{table}\nTargets (issue 11):\n{targets}",
         if quick { " --quick" } else { "" },
+        edge_threads(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
     )
 }

@@ -167,15 +167,19 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
     grpc_request.read_request().await?;
     let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Some(call))).build();
     let (subrequest, mut handle) = spawner.create_subrequest(&grpc_request, ctx);
-    // Dropping the handle aborts the call: the upstream stream is reset, retries stop.
-    let running = AbortOnDrop(tokio::spawn(subrequest.run()));
-    if handle.tx.send(HttpTask::Body(Some(frame), true)).await.is_err() {
-        return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "the gRPC path ended before reading the request"));
-    }
+    // The subrequest runs in this task, next to the collection of its answer: no hop to
+    // another thread, and dropping it (the client went away) resets the upstream stream and
+    // stops any retry.
+    let call = async move {
+        let sent = handle.tx.send(HttpTask::Body(Some(frame), true)).await.is_ok();
+        let ((), reply) = tokio::join!(subrequest.run(), collect(&mut handle.rx));
+        (sent, reply)
+    };
+    tokio::pin!(call);
     let mut watch_client = true;
-    let reply = loop {
+    let (sent, reply) = loop {
         tokio::select! {
-            reply = collect(&mut handle.rx) => break reply,
+            done = &mut call => break done,
             gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => match gone {
                 Err(_) => return Ok(None),
                 // Bytes of a pipelined next request: stop watching and do not reuse the
@@ -187,16 +191,10 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
             },
         }
     };
-    drop(running);
-    Ok(Some(reply))
-}
-
-struct AbortOnDrop(tokio::task::JoinHandle<()>);
-
-impl Drop for AbortOnDrop {
-    fn drop(&mut self) {
-        self.0.abort();
+    if !sent {
+        return Err(pingora::Error::explain(pingora::ErrorType::InternalError, "the gRPC path ended before reading the request"));
     }
+    Ok(Some(reply))
 }
 
 /// Request headers that describe the REST exchange itself (its framing, encoding and
