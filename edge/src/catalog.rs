@@ -100,6 +100,44 @@ pub struct Catalog {
     pub services: HashMap<String, Arc<ServiceRoute>>,
     /// Most specific first.
     pub rest: Vec<RestBinding>,
+    /// Which bindings a path can match, by its first segment, so a request is compared with
+    /// the few templates that start like it, not with every route.
+    rest_index: RestIndex,
+}
+
+/// Positions in `Catalog::rest` (ascending, so most specific first) by a template's first
+/// segment; templates starting with a variable or wildcard are candidates for every path.
+#[derive(Debug, Default)]
+struct RestIndex {
+    by_first: HashMap<String, Vec<usize>>,
+    any_first: Vec<usize>,
+}
+
+impl RestIndex {
+    fn build(rest: &[RestBinding]) -> Self {
+        let mut index = Self::default();
+        for (i, b) in rest.iter().enumerate() {
+            match b.template.first_literal() {
+                Some(l) => index.by_first.entry(l.to_owned()).or_default().push(i),
+                None => index.any_first.push(i),
+            }
+        }
+        index
+    }
+
+    /// The candidates for `path`, in `rest`'s order.
+    fn candidates(&self, path: &str) -> impl Iterator<Item = usize> + '_ {
+        // A verb (`:name`) is not part of a literal segment.
+        let first = path.strip_prefix('/').unwrap_or(path).split('/').next().unwrap_or("").split(':').next().unwrap_or("");
+        let keyed = self.by_first.get(first).map_or(&[][..], Vec::as_slice);
+        let (mut a, mut b) = (keyed.iter().copied().peekable(), self.any_first.iter().copied().peekable());
+        std::iter::from_fn(move || match (a.peek(), b.peek()) {
+            (Some(x), Some(y)) if x < y => a.next(),
+            (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+            (Some(_), None) => a.next(),
+            (None, None) => None,
+        })
+    }
 }
 
 impl MethodRoute {
@@ -209,7 +247,8 @@ impl Catalog {
             services.insert(r.service.clone(), service);
         }
         rest.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
-        Ok(Self { pool, services, rest })
+        let rest_index = RestIndex::build(&rest);
+        Ok(Self { pool, services, rest, rest_index })
     }
 
     /// The service and method of a gRPC path `/package.Service/Method`.
@@ -223,7 +262,7 @@ impl Catalog {
     /// it matches some template but not for this verb (an empty list means no route at all).
     pub fn rest_route(&self, verb: &Method, path: &str) -> Result<(&RestBinding, PathVars), Vec<Method>> {
         let mut allowed = Vec::new();
-        for b in &self.rest {
+        for b in self.rest_index.candidates(path).map(|i| &self.rest[i]) {
             if let Some(vars) = b.template.matches(path) {
                 if b.verb == *verb {
                     return Ok((b, vars));
@@ -372,6 +411,50 @@ payments_instances = true
         assert!(c.grpc_route("/payments.v1.Payments/Void").is_some_and(|(_, m)| m.is_some()));
         assert!(c.grpc_route("/payments.v1.Payments/Nope").is_some_and(|(_, m)| m.is_none()));
         assert!(c.grpc_route("/other.v1.X/Y").is_none());
+    }
+
+    #[test]
+    fn the_index_finds_what_a_scan_of_every_route_finds() {
+        let c = build(
+            "[[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\n\
+             [[edge.routes]]\nservice = \"query.v1.MerchantQueries\"\ncluster = \"payments\"\n",
+        )
+        .expect("catalog");
+        let scan = |verb: &Method, path: &str| {
+            let mut allowed = Vec::new();
+            for b in &c.rest {
+                if let Some(vars) = b.template.matches(path) {
+                    if b.verb == *verb {
+                        return Ok((b.method.grpc_path.clone(), vars));
+                    }
+                    if !allowed.contains(&b.verb) {
+                        allowed.push(b.verb.clone());
+                    }
+                }
+            }
+            Err(allowed)
+        };
+        let paths = [
+            "/api/payments/authorize",
+            "/api/payments/pay_0_x",
+            "/api/payments/pay_0_x/capture",
+            "/api/payments/pay_0_x/refund",
+            "/api/payments/pay_0_x/void",
+            "/api/merchants/m-1/payments",
+            "/api/merchants/m-1/balance",
+            "/api/merchants/m-1",
+            "/api",
+            "/",
+            "",
+            "/elsewhere/x",
+            "/api:verb",
+        ];
+        for path in paths {
+            for verb in [Method::GET, Method::POST, Method::DELETE] {
+                let indexed = c.rest_route(&verb, path).map(|(b, vars)| (b.method.grpc_path.clone(), vars));
+                assert_eq!(indexed, scan(&verb, path), "{verb} {path}");
+            }
+        }
     }
 
     #[test]

@@ -129,6 +129,14 @@ impl PathTemplate {
         Some(bound)
     }
 
+    /// The template's first segment when it is a literal (the key of the catalog's index).
+    pub fn first_literal(&self) -> Option<&str> {
+        match self.segments.first() {
+            Some(Segment::Literal(l)) => Some(l),
+            _ => None,
+        }
+    }
+
     /// Higher is more specific: literal segments count most, then fixed length.
     pub fn specificity(&self) -> (usize, usize) {
         let literals = self.segments.iter().filter(|s| matches!(s, Segment::Literal(_))).count() + usize::from(self.verb.is_some());
