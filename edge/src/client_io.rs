@@ -77,9 +77,9 @@ impl AsyncRead for ClientIo {
                 self.waiting = None;
                 if !self.seen_first && buf.filled().len() > before {
                     self.seen_first = true;
-                    let first = &buf.filled()[before..];
-                    let n = first.len().min(H2_PREFACE.len());
-                    if first[..n] == H2_PREFACE[..n] {
+                    // Only a whole preface says HTTP/2 (pingora decides the same way); a
+                    // client sending "P" and stalling stays under the deadline.
+                    if buf.filled()[before..].starts_with(H2_PREFACE) {
                         // HTTP/2: idle connections are normal, and h2 bounds them itself.
                         self.armed.set(false);
                     }

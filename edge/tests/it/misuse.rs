@@ -240,8 +240,10 @@ async fn stalled_and_trickling_clients_cannot_hold_the_edge() {
             }
         })
     };
-    // Also an idle connection that never sends a byte.
+    // Also an idle connection that never sends a byte, and one that sends the first byte of
+    // the HTTP/2 preface (and of POST) and stalls.
     stalled.push(TcpStream::connect(stack.edge).await.expect("connect"));
+    stalled.push(raw_request(stack.edge, "P").await);
     let start = Instant::now();
     for (i, conn) in stalled.iter_mut().enumerate() {
         let mut buf = [0u8; 1024];
