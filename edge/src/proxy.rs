@@ -369,6 +369,10 @@ impl ProxyHttp for EdgeProxy {
         // found dead. Such a call may go to another instance whatever its method.
         if !ctx.retrying && e.retry() && ctx.status.is_none() {
             ctx.failure = Some(Failure::RefusedStream);
+            // An instance that refuses streams is not taking calls: outlier detection sees it.
+            if let (Some(a), Some(t)) = (&ctx.attempt, &ctx.grpc) {
+                t.service.cluster.report(&a.upstream, true, Instant::now());
+            }
             let retry = self.may_retry(ctx, Failure::RefusedStream);
             e.set_retry(retry);
             return e;

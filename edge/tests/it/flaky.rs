@@ -139,6 +139,42 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
+/// A raw HTTP/2 server: health checks pass, every other stream is refused before any
+/// processing (RST_STREAM with REFUSED_STREAM), as an overloaded or draining server does.
+async fn refuse_streams(
+    listener: tokio::net::TcpListener,
+    control: Arc<Control>,
+    mut stop: oneshot::Receiver<()>,
+) -> Result<(), tonic::transport::Error> {
+    loop {
+        let socket = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok((socket, _)) => socket,
+                Err(_) => continue,
+            },
+            _ = &mut stop => return Ok(()),
+        };
+        let control = control.clone();
+        tokio::spawn(async move {
+            let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+            while let Some(Ok((request, mut respond))) = conn.accept().await {
+                if request.uri().path() != "/grpc.health.v1.Health/Check" {
+                    control.calls.fetch_add(1, Ordering::SeqCst);
+                    respond.send_reset(h2::Reason::REFUSED_STREAM);
+                    continue;
+                }
+                let head = http::Response::builder().status(200).header("content-type", "application/grpc").body(()).expect("head");
+                let Ok(mut send) = respond.send_response(head, false) else { continue };
+                // HealthCheckResponse { status: SERVING }
+                let _ = send.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]), false);
+                let mut trailers = http::HeaderMap::new();
+                trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
+                let _ = send.send_trailers(trailers);
+            }
+        });
+    }
+}
+
 pub struct Instance {
     pub name: String,
     pub shard: u32,
@@ -174,6 +210,13 @@ impl FlakyStack {
     /// Starts four instances (f0a, f0b on shard 0; f1a, f1b on shard 1) and the edge with
     /// `route_extra` appended to the flaky route and `cluster_extra` to its cluster.
     pub async fn start(route_extra: &str, cluster_extra: &str, edge_extra: &str) -> Self {
+        Self::start_with_refusers(route_extra, cluster_extra, edge_extra, &[]).await
+    }
+
+    /// As [`Self::start`], with the instances named in `refusers` replaced by a raw HTTP/2
+    /// server that answers health checks and refuses every other stream with
+    /// RST_STREAM(REFUSED_STREAM) (counted in its `calls`).
+    pub async fn start_with_refusers(route_extra: &str, cluster_extra: &str, edge_extra: &str, refusers: &[&str]) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("paymesh-flaky-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -197,6 +240,11 @@ impl FlakyStack {
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
             let (tx, rx) = oneshot::channel::<()>();
+            if refusers.contains(&name) {
+                let task = tokio::spawn(refuse_streams(listener, control.clone(), rx));
+                instances.push(Instance { name: name.into(), shard, addr, control, stop: Some(tx), task: Some(task) });
+                continue;
+            }
             let task = tokio::spawn(async move {
                 tonic::transport::Server::builder()
                     .add_service(health)

@@ -334,3 +334,21 @@ async fn control_plane_streams_cannot_take_the_clusters_slots() {
     drop(watches);
     stack.stop().await;
 }
+
+/// Regression: an upstream that refused a stream (RST_STREAM with REFUSED_STREAM: nothing was
+/// processed, RFC 9113 section 8.7) failed the call, even though another instance could have
+/// taken it. Such a call is retried on another instance of the shard whatever its method.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_stream_is_retried_on_another_instance() {
+    let stack = FlakyStack::start_with_refusers("", "", "", &["f0a"]).await;
+    let a = stack.account_on(0, 0);
+    // Writes without an idempotency key: never repeated after anything was processed.
+    for i in 0..30 {
+        let r = stack.write(&a, None).await;
+        assert_eq!(r.status, 200, "write {i}: {}", String::from_utf8_lossy(&r.body));
+        assert_eq!(r.json()["servedBy"], "f0b", "write {i}");
+    }
+    assert!(stack.calls(&["f0a"]) > 0, "no call was sent to the refusing instance, so nothing was tested");
+    assert_eq!(stack.calls(&["f0b"]), 30, "each write ran exactly once");
+    stack.stop().await;
+}
