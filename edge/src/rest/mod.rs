@@ -110,13 +110,24 @@ async fn exchange<'s>(
         respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
         return Ok(Outcome::Rejected(Code::InvalidArgument));
     }
+    // A client that asked to be told before sending its body (curl does for bodies over
+    // 1 KiB) hears "100 Continue" once the request passed the checks so far, and is refused
+    // (413) before sending a body that is too large.
+    if expects_continue(session) && !declared_too_large(session, state.config.max_body_bytes) {
+        session.as_downstream_mut().write_continue_response().await?;
+    }
     let body = match read_body(session, state.config.max_body_bytes, state.config.body_read_deadline).await {
         Ok(b) => b,
         Err(BodyError::TooLarge { limit }) => {
             let msg = format!("request body is larger than the limit of {limit} bytes");
             respond_error(session, Code::InvalidArgument, &msg, Some(StatusCode::PAYLOAD_TOO_LARGE), &[("connection", "close".into())])
                 .await?;
-            linger(session).await;
+            // A client that waited for "100 Continue" sends no body after a refusal.
+            if expects_continue(session) {
+                session.set_keepalive(None);
+            } else {
+                linger(session).await;
+            }
             return Ok(Outcome::Rejected(Code::InvalidArgument));
         }
         Err(BodyError::TooSlow { deadline }) => {
@@ -364,6 +375,20 @@ fn decode_grpc_message(v: &str) -> String {
         i += 1;
     }
     String::from_utf8_lossy(&out).into_owned()
+}
+
+fn expects_continue(session: &Session) -> bool {
+    session.req_header().headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+}
+
+fn declared_too_large(session: &Session, limit: usize) -> bool {
+    session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok())
+        .is_some_and(|n| n > limit)
 }
 
 /// `application/json` (any parameters, any `+json` suffix). An empty body needs no type.

@@ -352,3 +352,43 @@ async fn a_refused_stream_is_retried_on_another_instance() {
     assert_eq!(stack.calls(&["f0b"]), 30, "each write ran exactly once");
     stack.stop().await;
 }
+
+/// Regression: a client sending `Expect: 100-continue` (curl does for bodies over 1 KiB) never
+/// heard "100 Continue" and waited (curl: a second) before sending its body; one whose body is
+/// too large should be refused before sending it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_expect_100_continue_hear_it_or_a_413_first() {
+    let stack = FlakyStack::start("", "", "max_body_bytes = 65536").await;
+    let path = format!("/v1/flaky/{}", stack.account_on(0, 0));
+    let body = format!(r#"{{"note":"{}"}}"#, "x".repeat(2_000));
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\nconnection: close\r\n\r\n",
+        body.len()
+    );
+    let mut conn = raw_request(stack.edge, &head).await;
+    let mut seen = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !seen.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = tokio::time::timeout(DEADLINE, conn.read(&mut buf)).await.expect("no 100 Continue before the body").expect("read");
+        assert!(n > 0, "closed: {}", String::from_utf8_lossy(&seen));
+        seen.extend_from_slice(&buf[..n]);
+    }
+    assert!(seen.starts_with(b"HTTP/1.1 100 Continue"), "{}", String::from_utf8_lossy(&seen));
+    conn.write_all(body.as_bytes()).await.expect("body");
+    let mut answer = Vec::new();
+    conn.read_to_end(&mut answer).await.expect("answer");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.contains("HTTP/1.1 200"), "{answer}");
+
+    // Too large: the 413 comes at once, without a 100 Continue, and nothing is sent.
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\nexpect: 100-continue\r\ncontent-length: {}\r\n\r\n",
+        10 * 1024 * 1024
+    );
+    let mut conn = raw_request(stack.edge, &head).await;
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut answer)).await.expect("the 413 came, and the connection closed");
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    stack.stop().await;
+}
