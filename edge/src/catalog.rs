@@ -118,7 +118,8 @@ impl RestIndex {
         let mut index = Self::default();
         for (i, b) in rest.iter().enumerate() {
             match b.template.first_literal() {
-                Some(l) => index.by_first.entry(l.to_owned()).or_default().push(i),
+                // Keyed as a path's first segment is looked up: without a `:verb`.
+                Some(l) => index.by_first.entry(l.split(':').next().unwrap_or(l).to_owned()).or_default().push(i),
                 None => index.any_first.push(i),
             }
         }

@@ -51,8 +51,14 @@ impl Target {
 }
 
 /// Decides the target, or answers the call itself (trailers-only) and returns `None`.
-/// `call` is the transcoded request when the call comes from the REST front.
-pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<RestCall>) -> pingora::Result<Option<Target>> {
+/// `call` is the transcoded request when the call comes from the REST front. When the call
+/// is refused once its route is known, `label` is set to its metrics label.
+pub async fn prepare(
+    state: &EdgeState,
+    session: &mut Session,
+    call: Option<RestCall>,
+    label: &mut Option<String>,
+) -> pingora::Result<Option<Target>> {
     let path = session.req_header().uri.path().to_owned();
     let (service, method, known) = match call {
         Some(c) => (c.service, Some(c.method), c.message),
@@ -72,6 +78,7 @@ pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<Rest
     let Some(method) = method else {
         if service.sharded {
             let msg = format!("{path} is not a method of {}", service.name);
+            *label = Some(service.unknown_method_label.clone());
             grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
             return Ok(None);
         }
@@ -81,6 +88,7 @@ pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<Rest
     let msg = match request_message(state, session, &method, known).await? {
         Ok(m) => m,
         Err((code, e)) => {
+            *label = Some(method.grpc_path.clone());
             grpc_trailers_only(session, code, &e).await?;
             return Ok(None);
         }
@@ -91,6 +99,7 @@ pub async fn prepare(state: &EdgeState, session: &mut Session, call: Option<Rest
         match shardkey::shard_of(&method.keys, msg.as_ref(), &hdr, shards) {
             Ok(s) => Some(s),
             Err(e) => {
+                *label = Some(method.grpc_path.clone());
                 grpc_trailers_only(session, Code::InvalidArgument, &e.0).await?;
                 return Ok(None);
             }

@@ -43,10 +43,13 @@ pub struct RequestCtx {
     /// "grpc" or "rest": how the client called, for metrics.
     protocol: &'static str,
     grpc: Option<Target>,
-    /// The edge refused the call itself (rate limit, breaker, cluster limit).
-    answered_by_edge: bool,
-    /// From the request sent upstream to the upstream's answer, for the last attempt.
+    /// From the request sent upstream (its last body byte) to the upstream's answer, for the
+    /// last attempt.
     upstream_time: Option<Duration>,
+    /// When the last attempt's request body was sent in full.
+    body_sent_at: Option<Instant>,
+    /// The metrics label of a call the edge refused before it had a target.
+    refused_label: Option<String>,
     started: Option<Instant>,
     tried: Vec<usize>,
     attempt: Option<Attempt>,
@@ -88,6 +91,16 @@ struct Attempt {
     started: Instant,
 }
 
+/// Whether the upstream said it never processed the request: RST_STREAM(REFUSED_STREAM) or
+/// GOAWAY(NO_ERROR), from the upstream itself.
+fn not_processed(e: &Error) -> bool {
+    e.root_cause().downcast_ref::<h2::Error>().is_some_and(|h| {
+        h.is_remote()
+            && ((h.is_reset() && h.reason() == Some(h2::Reason::REFUSED_STREAM))
+                || (h.is_go_away() && h.reason() == Some(h2::Reason::NO_ERROR)))
+    })
+}
+
 fn is_grpc(session: &Session) -> bool {
     session.req_header().headers.get(http::header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
 }
@@ -100,11 +113,14 @@ impl EdgeProxy {
     /// Target and guards of a gRPC call (a client's, or the REST front's); `Ok(true)` when
     /// the edge answered it itself.
     async fn route_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, call: Option<rest::RestCall>) -> pingora::Result<bool> {
-        let Some(target) = grpc::prepare(&self.state, session, call).await? else { return Ok(true) };
+        let Some(target) = grpc::prepare(&self.state, session, call, &mut ctx.refused_label).await? else { return Ok(true) };
         ctx.span.record("route", target.route_label());
+        // The client has sent what the edge needed; it may now rightly wait in silence.
+        if let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream()) {
+            armed.set(false);
+        }
         if !self.guard_grpc(session, ctx, &target).await? {
             ctx.grpc = Some(target);
-            ctx.answered_by_edge = true;
             return Ok(true);
         }
         ctx.grpc = Some(target);
@@ -167,10 +183,13 @@ impl EdgeProxy {
     }
 
     /// Whether another attempt is allowed after `failure`, spending budget if so.
-    fn may_retry(&self, ctx: &RequestCtx, failure: Failure) -> bool {
+    fn may_retry(&self, session: &Session, ctx: &RequestCtx, failure: Failure) -> bool {
         let Some(target) = &ctx.grpc else { return false };
         let guards = &target.service.guards;
-        guards.retry.enabled
+        // pingora replays at most 64 KiB of a body it has already sent: beyond that, another
+        // instance would get a truncated request.
+        !session.as_downstream().retry_buffer_truncated()
+            && guards.retry.enabled
             && (ctx.tried.len() as u32) < guards.retry.max_attempts
             && ctx.tried.len() < target.service.cluster.size(target.shard)
             && retry::retryable(failure, target.safe)
@@ -198,7 +217,13 @@ impl ProxyHttp for EdgeProxy {
         if session.subrequest_ctx.is_none() {
             let cfg = &self.state.config;
             session.set_read_timeout(Some(cfg.client_read_timeout));
-            session.set_keepalive(Some(cfg.client_read_timeout.as_secs().max(1)));
+            // Only ever shorten an idle keepalive: pingora turns it off for a reason
+            // (`Connection: close`, HTTP/1.0, both Content-Length and Transfer-Encoding, a
+            // shutdown in progress).
+            let ours = cfg.client_read_timeout.as_secs().max(1);
+            if let Some(current) = session.get_keepalive() {
+                session.set_keepalive(Some(if current == 0 { ours } else { current.min(ours) }));
+            }
         }
         // A REST call handed over by the REST front: it continues that request's span and
         // runs as the gRPC call it was transcoded to.
@@ -225,6 +250,8 @@ impl ProxyHttp for EdgeProxy {
     }
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> pingora::Result<Box<HttpPeer>> {
+        // The previous attempt, if any, has been judged already.
+        ctx.attempt = None;
         let Some(target) = &ctx.grpc else {
             return Err(Error::explain(ErrorType::InternalError, "no gRPC target was chosen for this request"));
         };
@@ -249,6 +276,7 @@ impl ProxyHttp for EdgeProxy {
         ctx.failure = None;
         ctx.status = None;
         ctx.upstream_time = None;
+        ctx.body_sent_at = None;
         ctx.retrying = false;
         let cfg = &self.state.config;
         let mut peer = HttpPeer::new(up.address, false, String::new());
@@ -264,6 +292,19 @@ impl ProxyHttp for EdgeProxy {
         peer.options.h2_ping_interval = Some(UPSTREAM_PING);
         ctx.attempt = Some(Attempt { _in_flight: up.load.start(), upstream: up, started: Instant::now() });
         Ok(Box::new(peer))
+    }
+
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        _body: &mut Option<bytes::Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> pingora::Result<()> {
+        if end_of_stream {
+            ctx.body_sent_at = Some(Instant::now());
+        }
+        Ok(())
     }
 
     async fn upstream_request_filter(
@@ -291,15 +332,17 @@ impl ProxyHttp for EdgeProxy {
 
     async fn upstream_response_filter(
         &self,
-        _session: &mut Session,
+        session: &mut Session,
         resp: &mut ResponseHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
         let now = Instant::now();
         if let Some(a) = &ctx.attempt {
-            let took = a.started.elapsed();
-            a.upstream.load.observe(took, now);
-            ctx.upstream_time = Some(took);
+            a.upstream.load.observe(a.started.elapsed(), now);
+            // The upstream's time starts when it has the whole request, not while a slow
+            // client is still uploading it.
+            let sent = ctx.body_sent_at.map_or(a.started, |b| b.max(a.started));
+            ctx.upstream_time = Some(now.saturating_duration_since(sent));
         }
         // A trailers-only answer carries its status in the headers: an UNAVAILABLE for a call
         // that is safe to repeat is tried again on another instance before the caller sees it.
@@ -312,7 +355,7 @@ impl ProxyHttp for EdgeProxy {
                 resp.insert_header("grpc-message", "the upstream did not answer within the deadline")?;
             }
             ctx.status = Some(code);
-            if code == Code::Unavailable as i32 && self.may_retry(ctx, Failure::Status(code)) {
+            if code == Code::Unavailable as i32 && self.may_retry(session, ctx, Failure::Status(code)) {
                 if let (Some(a), Some(t)) = (&ctx.attempt, &ctx.grpc) {
                     t.service.cluster.report(&a.upstream, true, now);
                 }
@@ -342,14 +385,14 @@ impl ProxyHttp for EdgeProxy {
         Ok(())
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(&self, session: &mut Session, _peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
         ctx.failure = Some(Failure::Connect);
         if let (Some(a), Some(t)) = (ctx.attempt.take(), &ctx.grpc) {
             t.service.cluster.report(&a.upstream, true, Instant::now());
         }
         // Nothing reached this instance, so another one of the same shard may take the call,
         // whatever the method.
-        let retry = self.may_retry(ctx, Failure::Connect);
+        let retry = self.may_retry(session, ctx, Failure::Connect);
         e.set_retry(retry);
         e
     }
@@ -357,40 +400,69 @@ impl ProxyHttp for EdgeProxy {
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
-        _session: &mut Session,
+        session: &mut Session,
         e: Box<Error>,
         ctx: &mut RequestCtx,
         client_reused: bool,
     ) -> Box<Error> {
         let mut e = e.more_context(format!("peer: {peer}"));
+        if ctx.retrying {
+            // The edge itself turned a safe call's UNAVAILABLE into this error.
+            e.set_retry(true);
+            return e;
+        }
+        let unanswered = ctx.status.is_none();
+        // The upstream said it never processed the stream (RFC 9113 section 8.7):
+        // REFUSED_STREAM, or GOAWAY(NO_ERROR) before any answer. Another instance may take
+        // the call whatever its method.
+        let refused = unanswered && not_processed(&e);
+        // pingora also marks a reused connection found dead as retryable, but the request
+        // may have been processed there (an instance killed after committing a write): that
+        // is an UNAVAILABLE, repeated only when the call is safe to repeat.
         e.retry.decide_reuse(client_reused);
-        // pingora marks as retryable the errors that say the upstream never processed the
-        // request: GOAWAY(NO_ERROR) or REFUSED_STREAM before any answer, a reused connection
-        // found dead. Such a call may go to another instance whatever its method.
-        if !ctx.retrying && e.retry() && ctx.status.is_none() {
-            ctx.failure = Some(Failure::RefusedStream);
-            // An instance that refuses streams is not taking calls: outlier detection sees it.
-            if let (Some(a), Some(t)) = (&ctx.attempt, &ctx.grpc) {
+        let dead_connection = unanswered && !refused && e.retry();
+        if refused || dead_connection {
+            let failure = if refused { Failure::RefusedStream } else { Failure::Status(Code::Unavailable as i32) };
+            ctx.failure = Some(failure);
+            // Judged here, once: an instance that refuses streams or drops connections is
+            // not taking calls, and outlier detection sees it.
+            if let (Some(a), Some(t)) = (ctx.attempt.take(), &ctx.grpc) {
                 t.service.cluster.report(&a.upstream, true, Instant::now());
             }
-            let retry = self.may_retry(ctx, Failure::RefusedStream);
+            let retry = self.may_retry(session, ctx, failure);
             e.set_retry(retry);
             return e;
         }
-        // Otherwise retry only what the edge decided to retry; anything else may have been
-        // processed.
-        let retry = ctx.retrying;
-        if !retry {
-            ctx.failure = Some(match e.etype() {
-                ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
-                _ => ctx.failure.unwrap_or(Failure::Status(Code::Unavailable as i32)),
-            });
-        }
-        e.set_retry(retry);
+        // Anything else may have been processed: never repeated.
+        ctx.failure = Some(match e.etype() {
+            ErrorType::ReadTimedout | ErrorType::WriteTimedout => Failure::Timeout,
+            _ => ctx.failure.unwrap_or(Failure::Status(Code::Unavailable as i32)),
+        });
+        e.set_retry(false);
         e
     }
 
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        // The client's side failed: it was too slow (its read deadline) or it is gone. Not
+        // the upstream's doing, and there may be nobody to answer.
+        if matches!(e.esource(), pingora::ErrorSource::Downstream) {
+            let too_slow = matches!(e.etype(), ErrorType::ReadTimedout);
+            if too_slow {
+                let message = "the request did not arrive in time; send it at once";
+                ctx.status.get_or_insert(Code::DeadlineExceeded as i32);
+                let written = if is_grpc(session) {
+                    grpc_trailers_only(session, Code::DeadlineExceeded, message).await
+                } else {
+                    respond_error(session, Code::DeadlineExceeded, message, Some(http::StatusCode::REQUEST_TIMEOUT), &[]).await
+                };
+                if let Err(w) = written {
+                    tracing::debug!(error = %w, "could not write the error answer; the client is gone");
+                }
+            } else {
+                ctx.status.get_or_insert(Code::Cancelled as i32);
+            }
+            return FailToProxy { error_code: if too_slow { 408 } else { 499 }, can_reuse_downstream: false };
+        }
         let (code, message) = match e.etype() {
             ErrorType::ReadTimedout | ErrorType::WriteTimedout => {
                 (Code::DeadlineExceeded, "the upstream did not answer in time".to_owned())
@@ -433,9 +505,10 @@ impl ProxyHttp for EdgeProxy {
         // gRPC calls, and REST calls that reached the gRPC path (the REST front records
         // the ones it refused itself).
         if !ctx.protocol.is_empty() {
-            let (route, shard) = match &ctx.grpc {
-                Some(t) => (t.route_label(), t.shard.map(|s| s.0)),
-                None => ("unmatched", None),
+            let (route, shard) = match (&ctx.grpc, &ctx.refused_label) {
+                (Some(t), _) => (t.route_label(), t.shard.map(|s| s.0)),
+                (None, Some(label)) => (label.as_str(), None),
+                (None, None) => ("unmatched", None),
             };
             let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
             self.state.requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
@@ -443,7 +516,9 @@ impl ProxyHttp for EdgeProxy {
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.
             let failure = ctx.failure.or_else(|| ctx.status.filter(|c| *c != 0).map(Failure::Status));
-            let client_gone = e.is_some_and(|e| matches!(e.esource(), pingora::ErrorSource::Downstream));
+            // The client went away, or stalled mid-upload until the upstream timed out.
+            let client_gone = e.is_some_and(|e| matches!(e.esource(), pingora::ErrorSource::Downstream))
+                || (matches!(failure, Some(Failure::Timeout)) && !session.as_downstream_mut().is_body_done());
             let breaker = target.service.guards.breaker(target.shard);
             let verdict = retry::judge(failure, target.client_deadline, client_gone, |c| breaker.is_failure_code(c));
             if let Verdict::Counted { instance, breaker: failed } = verdict {

@@ -31,6 +31,11 @@ pub struct Limited {
     pub retry_after: Duration,
 }
 
+/// Seconds as a duration, saturating (a tiny configured rate must not panic).
+fn secs(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s).unwrap_or(Duration::MAX)
+}
+
 #[derive(Debug, Clone, Copy)]
 pub struct TokenBucket {
     cfg: Bucket,
@@ -51,11 +56,7 @@ impl TokenBucket {
 
     fn quota(&self) -> Quota {
         let missing = f64::from(self.cfg.burst) - self.tokens;
-        Quota {
-            limit: self.cfg.burst,
-            remaining: self.tokens.floor() as u32,
-            reset: Duration::from_secs_f64((missing / self.cfg.rate).max(0.0)),
-        }
+        Quota { limit: self.cfg.burst, remaining: self.tokens.floor() as u32, reset: secs((missing / self.cfg.rate).max(0.0)) }
     }
 
     /// Takes a token if one is there.
@@ -65,7 +66,7 @@ impl TokenBucket {
             self.tokens -= 1.0;
             Ok(self.quota())
         } else {
-            let retry_after = Duration::from_secs_f64((1.0 - self.tokens) / self.cfg.rate);
+            let retry_after = secs((1.0 - self.tokens) / self.cfg.rate);
             Err(Limited { quota: self.quota(), retry_after })
         }
     }
@@ -199,6 +200,14 @@ mod tests {
             assert!(bucket.take(later).is_ok());
         }
         assert!(bucket.take(later).is_err());
+    }
+
+    #[test]
+    fn a_tiny_rate_saturates_instead_of_panicking() {
+        let t = Instant::now();
+        let mut bucket = TokenBucket::new(b(1e-300, 1), t);
+        assert!(bucket.take(t).is_ok());
+        assert_eq!(bucket.take(t).expect_err("empty").retry_after, Duration::MAX);
     }
 
     #[test]

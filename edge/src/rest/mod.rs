@@ -73,7 +73,14 @@ pub async fn handle(state: &EdgeState, session: &mut Session, span: &tracing::Sp
     let started = Instant::now();
     let mut route = None;
     let outcome = exchange(state, session, span, &mut route).await?;
-    if let Outcome::Rejected(code) = outcome {
+    // The gRPC path records the calls it ran, except those whose client left (their
+    // subrequest is dropped before it records anything).
+    let code = match outcome {
+        Outcome::Rejected(code) => Some(code),
+        Outcome::ClientGone => Some(Code::Cancelled),
+        Outcome::Answered(_) => None,
+    };
+    if let Some(code) = code {
         state.requests.record("rest", route.unwrap_or("unmatched"), None, crate::metrics::code_name(code as i32), started.elapsed());
     }
     Ok(outcome)
@@ -113,7 +120,8 @@ async fn exchange<'s>(
     // A client that asked to be told before sending its body (curl does for bodies over
     // 1 KiB) hears "100 Continue" once the request passed the checks so far, and is refused
     // (413) before sending a body that is too large.
-    if expects_continue(session) && !declared_too_large(session, state.config.max_body_bytes) {
+    let withheld_continue = expects_continue(session) && declared_too_large(session, state.config.max_body_bytes);
+    if expects_continue(session) && !withheld_continue {
         session.as_downstream_mut().write_continue_response().await?;
     }
     let body = match read_body(session, state.config.max_body_bytes, state.config.body_read_deadline).await {
@@ -122,8 +130,8 @@ async fn exchange<'s>(
             let msg = format!("request body is larger than the limit of {limit} bytes");
             respond_error(session, Code::InvalidArgument, &msg, Some(StatusCode::PAYLOAD_TOO_LARGE), &[("connection", "close".into())])
                 .await?;
-            // A client that waited for "100 Continue" sends no body after a refusal.
-            if expects_continue(session) {
+            // A client that waited for "100 Continue" and did not get it sends no body.
+            if withheld_continue {
                 session.set_keepalive(None);
             } else {
                 linger(session).await;
@@ -132,9 +140,11 @@ async fn exchange<'s>(
         }
         Err(BodyError::TooSlow { deadline }) => {
             let msg = format!("the request body did not arrive within {deadline:?}; send it at once");
-            session.set_keepalive(None);
             respond_error(session, Code::DeadlineExceeded, &msg, Some(StatusCode::REQUEST_TIMEOUT), &[("connection", "close".into())])
                 .await?;
+            // Read (and drop) what the client is still sending for a moment, so it can read
+            // the 408 rather than have the connection reset under it.
+            linger(session).await;
             return Ok(Outcome::Rejected(Code::DeadlineExceeded));
         }
         Err(BodyError::Read(e)) => return Err(e),
@@ -177,13 +187,15 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
     let mut grpc_request = HttpSession::new_http1(Box::new(head_only::HeadOnly::new(head)));
     grpc_request.read_request().await?;
     let ctx = SubrequestCtx::builder().body_mode(BodyMode::ExpectBody).user_ctx(Box::new(Some(call))).build();
-    let (subrequest, mut handle) = spawner.create_subrequest(&grpc_request, ctx);
+    let (subrequest, handle) = spawner.create_subrequest(&grpc_request, ctx);
     // The subrequest runs in this task, next to the collection of its answer: no hop to
     // another thread, and dropping it (the client went away) resets the upstream stream and
     // stops any retry.
     let call = async move {
         let sent = handle.tx.send(HttpTask::Body(Some(frame), true)).await.is_ok();
-        let ((), reply) = tokio::join!(subrequest.run(), collect(&mut handle.rx));
+        // `collect` owns the receiver: when it stops early (an oversized answer), the
+        // subrequest's next send fails and it ends instead of waiting for a reader.
+        let ((), reply) = tokio::join!(subrequest.run(), collect(handle.rx));
         (sent, reply)
     };
     tokio::pin!(call);
@@ -192,10 +204,13 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
         tokio::select! {
             done = &mut call => break done,
             gone = session.as_downstream_mut().read_body_or_idle(true), if watch_client => match gone {
-                Err(_) => return Ok(None),
-                // Bytes of a pipelined next request: stop watching and do not reuse the
-                // connection (those bytes are consumed).
-                Ok(_) => {
+                // The connection closed or broke: the client is gone.
+                Err(e) if matches!(e.etype(), pingora::ErrorType::ConnectionClosed | pingora::ErrorType::ReadError) => {
+                    return Ok(None);
+                }
+                // Anything else (bytes of a pipelined next request, which the read consumed):
+                // the client is still there. Stop watching, and do not reuse the connection.
+                _ => {
                     watch_client = false;
                     session.set_keepalive(None);
                 }
@@ -224,6 +239,9 @@ const NOT_FORWARDED: &[&str] = &[
     "upgrade",
     "proxy-connection",
     "http2-settings",
+    // The REST front renders the answer itself and offers no compression.
+    "grpc-accept-encoding",
+    "grpc-encoding",
 ];
 
 /// The HTTP/1.1 head of the gRPC request a REST call becomes: `POST /pkg.Service/Method`,
@@ -270,7 +288,7 @@ impl Reply {
     }
 }
 
-async fn collect(rx: &mut tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
+async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
     let mut reply = Reply::default();
     while let Some(task) = rx.recv().await {
         match task {
@@ -377,8 +395,11 @@ fn decode_grpc_message(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// `Expect: 100-continue` from an HTTP/1.1 client (HTTP/1.0 has no 100 responses).
 fn expects_continue(session: &Session) -> bool {
-    session.req_header().headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
+    let req = session.req_header();
+    req.version != http::Version::HTTP_10
+        && req.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 fn declared_too_large(session: &Session, limit: usize) -> bool {

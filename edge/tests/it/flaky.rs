@@ -42,6 +42,8 @@ pub struct Control {
     changed: Notify,
     calls: AtomicUsize,
     held: AtomicUsize,
+    /// Connections a raw instance dropped mid-call (see [`Raw::DieOnSecondCall`]).
+    crashes: AtomicUsize,
 }
 
 impl Control {
@@ -59,6 +61,10 @@ impl Control {
     /// Calls waiting in `Hold`.
     pub fn held(&self) -> usize {
         self.held.load(Ordering::SeqCst)
+    }
+    /// Connections dropped mid-call by a raw instance.
+    pub fn crashes(&self) -> usize {
+        self.crashes.load(Ordering::SeqCst)
     }
 }
 
@@ -139,10 +145,23 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
-/// A raw HTTP/2 server: health checks pass, every other stream is refused before any
-/// processing (RST_STREAM with REFUSED_STREAM), as an overloaded or draining server does.
-async fn refuse_streams(
+/// What a raw HTTP/2 instance does with calls other than health checks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Raw {
+    /// Refuses every stream before any processing (RST_STREAM with REFUSED_STREAM), as an
+    /// overloaded or draining server does. Counted in `calls`.
+    Refuse,
+    /// Answers the first call on a connection; on the second it counts the call as
+    /// processed (as a committed write) and drops the connection without answering, as an
+    /// instance killed mid-call does.
+    DieOnSecondCall,
+}
+
+/// A raw HTTP/2 server (no tonic): health checks pass, other calls as `mode` says.
+async fn serve_raw(
     listener: tokio::net::TcpListener,
+    mode: Raw,
+    name: &'static str,
     control: Arc<Control>,
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), tonic::transport::Error> {
@@ -157,16 +176,34 @@ async fn refuse_streams(
         let control = control.clone();
         tokio::spawn(async move {
             let Ok(mut conn) = h2::server::handshake(socket).await else { return };
+            let mut data_calls = 0;
             while let Some(Ok((request, mut respond))) = conn.accept().await {
-                if request.uri().path() != "/grpc.health.v1.Health/Check" {
+                let reply = if request.uri().path() == "/grpc.health.v1.Health/Check" {
+                    // HealthCheckResponse { status: SERVING }
+                    Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])
+                } else {
+                    data_calls += 1;
                     control.calls.fetch_add(1, Ordering::SeqCst);
-                    respond.send_reset(h2::Reason::REFUSED_STREAM);
-                    continue;
-                }
+                    match mode {
+                        Raw::Refuse => {
+                            respond.send_reset(h2::Reason::REFUSED_STREAM);
+                            continue;
+                        }
+                        Raw::DieOnSecondCall if data_calls >= 2 => {
+                            control.crashes.fetch_add(1, Ordering::SeqCst);
+                            return;
+                        }
+                        // Reply { served_by = name }
+                        Raw::DieOnSecondCall => {
+                            let mut frame = vec![0, 0, 0, 0, (name.len() + 2) as u8, 0x12, name.len() as u8];
+                            frame.extend_from_slice(name.as_bytes());
+                            Bytes::from(frame)
+                        }
+                    }
+                };
                 let head = http::Response::builder().status(200).header("content-type", "application/grpc").body(()).expect("head");
                 let Ok(mut send) = respond.send_response(head, false) else { continue };
-                // HealthCheckResponse { status: SERVING }
-                let _ = send.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]), false);
+                let _ = send.send_data(reply, false);
                 let mut trailers = http::HeaderMap::new();
                 trailers.insert("grpc-status", http::HeaderValue::from_static("0"));
                 let _ = send.send_trailers(trailers);
@@ -210,13 +247,12 @@ impl FlakyStack {
     /// Starts four instances (f0a, f0b on shard 0; f1a, f1b on shard 1) and the edge with
     /// `route_extra` appended to the flaky route and `cluster_extra` to its cluster.
     pub async fn start(route_extra: &str, cluster_extra: &str, edge_extra: &str) -> Self {
-        Self::start_with_refusers(route_extra, cluster_extra, edge_extra, &[]).await
+        Self::start_with_raw(route_extra, cluster_extra, edge_extra, &[]).await
     }
 
-    /// As [`Self::start`], with the instances named in `refusers` replaced by a raw HTTP/2
-    /// server that answers health checks and refuses every other stream with
-    /// RST_STREAM(REFUSED_STREAM) (counted in its `calls`).
-    pub async fn start_with_refusers(route_extra: &str, cluster_extra: &str, edge_extra: &str, refusers: &[&str]) -> Self {
+    /// As [`Self::start`], with the named instances replaced by a raw HTTP/2 server that
+    /// answers health checks and treats every other call as its [`Raw`] mode says.
+    pub async fn start_with_raw(route_extra: &str, cluster_extra: &str, edge_extra: &str, raw: &[(&str, Raw)]) -> Self {
         static NEXT: AtomicUsize = AtomicUsize::new(0);
         let dir = std::env::temp_dir().join(format!("paymesh-flaky-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst)));
         std::fs::create_dir_all(&dir).expect("dir");
@@ -235,13 +271,14 @@ impl FlakyStack {
                 changed: Notify::new(),
                 calls: AtomicUsize::new(0),
                 held: AtomicUsize::new(0),
+                crashes: AtomicUsize::new(0),
             });
             let svc = Flaky { pool: pool.clone(), name: name.into(), control: control.clone() };
             let (reporter, health) = tonic_health::server::health_reporter();
             reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
             let (tx, rx) = oneshot::channel::<()>();
-            if refusers.contains(&name) {
-                let task = tokio::spawn(refuse_streams(listener, control.clone(), rx));
+            if let Some((_, mode)) = raw.iter().find(|(n, _)| *n == name) {
+                let task = tokio::spawn(serve_raw(listener, *mode, name, control.clone(), rx));
                 instances.push(Instance { name: name.into(), shard, addr, control, stop: Some(tx), task: Some(task) });
                 continue;
             }

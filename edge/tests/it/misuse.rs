@@ -13,7 +13,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tonic::Code;
 
-use crate::flaky::{FlakyStack, Mode, QUICK_BREAKER};
+use crate::flaky::{FlakyStack, Mode, QUICK_BREAKER, Raw};
 use crate::harness::DEADLINE;
 
 const OUTLIER: &str =
@@ -212,32 +212,32 @@ async fn a_client_sending_too_much_reads_its_413() {
 /// (99 of 200 still open after 40 s). The edge closes them after its read deadlines.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_and_trickling_clients_cannot_hold_the_edge() {
-    let stack = FlakyStack::start("", "", "client_read_timeout = \"300ms\"\nbody_read_deadline = \"1s\"").await;
+    let stack = FlakyStack::start("", "", "client_read_timeout = \"1s\"\nbody_read_deadline = \"3s\"").await;
     let path = format!("/v1/flaky/{}", stack.account_on(0, 0));
     let head = format!("POST {path} HTTP/1.1\r\nhost: edge\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{{\"note\":");
     let mut stalled = Vec::new();
     for _ in 0..50 {
         stalled.push(raw_request(stack.edge, &head).await);
     }
-    // One that sends a byte every 200 ms: never idle for 300 ms, but slower than the 1 s
-    // deadline for the whole body.
+    // One that sends a byte every 100 ms: never idle for the 1 s read timeout, but slower
+    // than the 3 s deadline for the whole body (100 bytes would take 10 s).
     let trickler = {
         let (edge, head) = (stack.edge, head.clone());
         tokio::spawn(async move {
-            let mut conn = raw_request(edge, &head).await;
-            let start = Instant::now();
-            let mut buf = [0u8; 1024];
-            loop {
-                assert!(start.elapsed() < DEADLINE, "the trickling client was never cut off");
-                tokio::select! {
-                    n = conn.read(&mut buf) => return String::from_utf8_lossy(&buf[..n.unwrap_or(0)]).into_owned(),
-                    _ = tokio::time::sleep(Duration::from_millis(200)) => {
-                        if conn.write_all(b" ").await.is_err() {
-                            return String::new();
-                        }
+            let (mut read, mut write) = raw_request(edge, &head).await.into_split();
+            let writer = tokio::spawn(async move {
+                loop {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    if write.write_all(b" ").await.is_err() {
+                        return;
                     }
                 }
-            }
+            });
+            let mut answer = Vec::new();
+            let read = tokio::time::timeout(DEADLINE, read.read_to_end(&mut answer)).await;
+            writer.abort();
+            assert!(read.is_ok(), "the trickling client was never cut off");
+            String::from_utf8_lossy(&answer).into_owned()
         })
     };
     // Also an idle connection that never sends a byte, and one that sends the first byte of
@@ -258,7 +258,7 @@ async fn stalled_and_trickling_clients_cannot_hold_the_edge() {
         }
     }
     let answer = trickler.await.expect("join");
-    assert!(answer.is_empty() || answer.starts_with("HTTP/1.1 408"), "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer}");
     assert_eq!(stack.calls(&["f0a", "f0b"]), 0, "a stalled request reached an upstream");
     stack.stop().await;
 }
@@ -340,7 +340,7 @@ async fn control_plane_streams_cannot_take_the_clusters_slots() {
 /// taken it. Such a call is retried on another instance of the shard whatever its method.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_stream_is_retried_on_another_instance() {
-    let stack = FlakyStack::start_with_refusers("", "", "", &["f0a"]).await;
+    let stack = FlakyStack::start_with_raw("", "", "", &[("f0a", Raw::Refuse)]).await;
     let a = stack.account_on(0, 0);
     // Writes without an idempotency key: never repeated after anything was processed.
     for i in 0..30 {
@@ -390,5 +390,37 @@ async fn clients_that_expect_100_continue_hear_it_or_a_413_first() {
     let _ = tokio::time::timeout(DEADLINE, conn.read_to_end(&mut answer)).await.expect("the 413 came, and the connection closed");
     let answer = String::from_utf8_lossy(&answer);
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    stack.stop().await;
+}
+
+/// The other side of the refused-stream retry: a write whose connection died after the
+/// instance received it (killed mid-call, maybe after committing) may have been processed,
+/// and is never sent to another instance. (pingora marks such an error on a reused
+/// connection as retryable; the edge retries it only for calls that are safe to repeat.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_write_lost_with_its_connection_is_not_sent_again() {
+    let no_ejection = "[edge.outlier]\nconsecutive_failures = 1000\n";
+    let stack = FlakyStack::start_with_raw("", "", no_ejection, &[("f0a", Raw::DieOnSecondCall)]).await;
+    let a = stack.account_on(0, 0);
+    // f0b answers slowly, so the balancer (peak-EWMA) keeps choosing f0a, which answers the
+    // first call of a connection and dies on the second.
+    stack.set(&["f0b"], Mode::Slow(Duration::from_millis(30)));
+    let (mut sent, mut failed) = (0, 0);
+    while stack.instance("f0a").control.crashes() == 0 {
+        assert!(
+            sent < 300,
+            "the balancer never sent f0a a second call on one connection: f0a {} calls, f0b {}, {failed} failed",
+            stack.calls(&["f0a"]),
+            stack.calls(&["f0b"])
+        );
+        let r = stack.write(&a, None).await;
+        sent += 1;
+        if r.status != 200 {
+            assert_eq!(r.status, 503, "{}", String::from_utf8_lossy(&r.body));
+            failed += 1;
+        }
+    }
+    assert_eq!(failed, stack.instance("f0a").control.crashes(), "each lost write is reported, not retried");
+    assert_eq!(stack.calls(&["f0a", "f0b"]), sent, "a write ran twice: {sent} sent");
     stack.stop().await;
 }
