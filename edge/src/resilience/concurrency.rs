@@ -47,8 +47,17 @@ impl ConcurrencyLimit {
             self.overflows.fetch_add(1, Ordering::Relaxed);
             return Err(Overflow::Full);
         }
+        // Leaves the waiting line however the wait ends, a cancelled call (its client gone)
+        // included.
+        struct Waiting<'a>(&'a AtomicUsize);
+        impl Drop for Waiting<'_> {
+            fn drop(&mut self) {
+                self.0.fetch_sub(1, Ordering::AcqRel);
+            }
+        }
+        let waiting = Waiting(&self.pending);
         let waited = tokio::time::timeout(wait, self.slots.clone().acquire_owned()).await;
-        self.pending.fetch_sub(1, Ordering::AcqRel);
+        drop(waiting);
         match waited {
             Ok(Ok(p)) => Ok(p),
             _ => {
@@ -104,5 +113,22 @@ mod tests {
         drop(first);
         waiter.await.expect("join").expect("the waiting request got the slot");
         assert_eq!(l.overflows(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_cancelled_wait_leaves_the_line() {
+        let l = Arc::new(ConcurrencyLimit::new(1, 1));
+        let _first = l.acquire(LONG).await.expect("slot");
+        let waiter = {
+            let l = l.clone();
+            tokio::spawn(async move { l.acquire(LONG).await.map(|_| ()) })
+        };
+        while l.pending() == 0 {
+            tokio::task::yield_now().await;
+        }
+        // The waiting call's client goes away: its future is dropped mid-wait.
+        waiter.abort();
+        let _ = waiter.await;
+        assert_eq!(l.pending(), 0, "the cancelled call still holds its place in line");
     }
 }
