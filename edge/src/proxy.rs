@@ -174,6 +174,16 @@ impl EdgeProxy {
         Ok(true)
     }
 
+    /// What is left of the call's deadline (at least a millisecond).
+    fn remaining(&self, ctx: &RequestCtx) -> Duration {
+        let left = match (&ctx.grpc, ctx.started) {
+            (Some(t), Some(started)) => (started + t.timeout).saturating_duration_since(Instant::now()),
+            (Some(t), None) => t.timeout,
+            _ => Duration::ZERO,
+        };
+        left.max(Duration::from_millis(1))
+    }
+
     /// Whether the call's deadline has passed by `now`.
     fn deadline_passed(&self, ctx: &RequestCtx, now: Instant) -> bool {
         match (&ctx.grpc, ctx.started) {
@@ -284,8 +294,10 @@ impl ProxyHttp for EdgeProxy {
         peer.options.max_h2_streams = MAX_H2_STREAMS;
         peer.options.connection_timeout = Some(cfg.connect_timeout);
         peer.options.total_connection_timeout = Some(cfg.connect_timeout);
-        peer.options.read_timeout = Some(target.timeout);
-        peer.options.write_timeout = Some(target.timeout);
+        // What is left of the call's deadline (a retry does not start the clock again).
+        let remaining = self.remaining(ctx);
+        peer.options.read_timeout = Some(remaining);
+        peer.options.write_timeout = Some(remaining);
         peer.options.idle_timeout = Some(UPSTREAM_IDLE);
         // A dead upstream connection (a host gone without a FIN) is found by pings, not by
         // the next call's timeout.
@@ -313,11 +325,10 @@ impl ProxyHttp for EdgeProxy {
         upstream: &mut RequestHeader,
         ctx: &mut RequestCtx,
     ) -> pingora::Result<()> {
-        // Propagate the deadline so the upstream gives up when the caller does.
-        if let Some(target) = &ctx.grpc
-            && upstream.headers.get("grpc-timeout").is_none()
-        {
-            upstream.insert_header("grpc-timeout", format!("{}m", target.timeout.as_millis().max(1)))?;
+        // Propagate what is left of the deadline (the client's `grpc-timeout`, capped by the
+        // route's) so the upstream gives up when the caller does.
+        if ctx.grpc.is_some() {
+            upstream.insert_header("grpc-timeout", format!("{}m", self.remaining(ctx).as_millis().max(1)))?;
         }
         // The upstream continues the edge's span.
         let (tp, ts) = paymesh_core::telemetry::headers_of(&ctx.span);
