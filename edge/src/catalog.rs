@@ -459,6 +459,22 @@ payments_instances = true
     }
 
     #[test]
+    fn the_shipped_config_builds_and_fences_off_control_plane_routes() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-config/paymesh.toml");
+        let text = std::fs::read_to_string(&path).expect("the shipped config");
+        let cfg = MeshConfig::parse(&path, &text, &|_| Some("x".into())).expect("config");
+        let edge = cfg.edge.expect("edge");
+        let clusters = edge.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &edge.outlier)))).collect();
+        let c = Catalog::build(&edge, &clusters).expect("catalog");
+        for name in ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
+            let route = c.services.get(name).unwrap_or_else(|| panic!("{name} is routed"));
+            assert!(!Arc::ptr_eq(&route.limit, &route.cluster.limit), "{name} has its own concurrency limit");
+        }
+        let payments = c.services.get("payments.v1.Payments").expect("payments");
+        assert!(Arc::ptr_eq(&payments.limit, &payments.cluster.limit), "payments calls share their cluster's limit");
+    }
+
+    #[test]
     fn a_method_without_any_key_field_fails_at_start() {
         let err = build("[[edge.routes]]\nservice = \"payments.v1.Payments\"\ncluster = \"payments\"\nshard_keys = [{ field = \"merchant_id\", kind = \"merchant\" }]\n")
             .expect_err("Capture has no merchant_id")

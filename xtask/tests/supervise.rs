@@ -7,7 +7,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use paymesh_testkit::process::is_running;
+use paymesh_testkit::process::{command_name, is_running};
 
 const XTASK: &str = env!("CARGO_BIN_EXE_xtask");
 const DEADLINE: Duration = Duration::from_secs(30);
@@ -91,7 +91,14 @@ fn a_killed_child_is_restarted_and_reported() {
 fn a_child_dies_with_its_supervisor_even_on_sigkill() {
     let (mut xtask, lines) = supervise_a_sleeper();
     let child = pid_in(&line_with(&lines, "sleeper started"));
-    assert!(is_running(child));
+    // The child asks for its parent-death signal (setpriv's prctl) just before it becomes
+    // `sleep`; a parent killed before that moment leaves nothing to deliver it. Kill xtask
+    // once the child runs `sleep` (seen failing on a loaded machine without this wait).
+    let deadline = Instant::now() + DEADLINE;
+    while command_name(child).as_deref() != Some("sleep") {
+        assert!(is_running(child) && Instant::now() < deadline, "the child never became sleep: {:?}", command_name(child));
+        std::thread::sleep(Duration::from_millis(10));
+    }
 
     signal(xtask.id(), "KILL");
     xtask.wait().expect("reap xtask");
