@@ -44,6 +44,8 @@ pub struct Control {
     held: AtomicUsize,
     /// Connections a raw instance dropped mid-call (see [`Raw::DieOnSecondCall`]).
     crashes: AtomicUsize,
+    /// The `grpc-timeout` of the last call that reached this instance.
+    last_timeout: Mutex<Option<String>>,
 }
 
 impl Control {
@@ -65,6 +67,10 @@ impl Control {
     /// Connections dropped mid-call by a raw instance.
     pub fn crashes(&self) -> usize {
         self.crashes.load(Ordering::SeqCst)
+    }
+    /// The `grpc-timeout` the last call arrived with (and forget it).
+    pub fn take_last_timeout(&self) -> Option<String> {
+        self.last_timeout.lock().expect("lock").take()
     }
 }
 
@@ -115,6 +121,8 @@ impl UnaryService<Bytes> for Handler {
 
     fn call(&mut self, request: Request<Bytes>) -> Self::Future {
         let (method, served_by, control) = (self.method.clone(), self.served_by.clone(), self.control.clone());
+        let timeout = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        *control.last_timeout.lock().expect("lock") = timeout;
         Box::pin(async move {
             let method = method.ok_or_else(|| Status::unimplemented("no such method"))?;
             let input =
@@ -272,6 +280,7 @@ impl FlakyStack {
                 calls: AtomicUsize::new(0),
                 held: AtomicUsize::new(0),
                 crashes: AtomicUsize::new(0),
+                last_timeout: Mutex::new(None),
             });
             let svc = Flaky { pool: pool.clone(), name: name.into(), control: control.clone() };
             let (reporter, health) = tonic_health::server::health_reporter();

@@ -424,3 +424,35 @@ async fn a_write_lost_with_its_connection_is_not_sent_again() {
     assert_eq!(stack.calls(&["f0a", "f0b"]), sent, "a write ran twice: {sent} sent");
     stack.stop().await;
 }
+
+/// Regression: a client's `grpc-timeout` longer than the route's timeout was forwarded
+/// unchanged, so the upstream kept working after the edge had given up on the call. The
+/// upstream gets what is left of the call's deadline: the client's, capped by the route's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upstreams_get_what_is_left_of_the_deadline() {
+    let stack = FlakyStack::start("timeout = \"2s\"", "", "").await;
+    let a = stack.account_on(0, 0);
+    let mut grpc = grpc_client(&stack).await;
+    let millis = |t: Option<String>| -> u64 {
+        let t = t.expect("the upstream got a grpc-timeout");
+        let (n, unit) = t.split_at(t.len() - 1);
+        let n: u64 = n.parse().expect("digits");
+        match unit {
+            "m" => n,
+            "S" => n * 1_000,
+            "u" => n / 1_000,
+            "n" => n / 1_000_000,
+            "M" => n * 60_000,
+            "H" => n * 3_600_000,
+            other => panic!("unit {other}"),
+        }
+    };
+    for (asked, at_most) in [("30S", 2_000), ("500m", 500), ("1H", 2_000)] {
+        unary(&mut grpc, "/flaky.v1.Flaky/Write", write_request(&a, ""), &[("grpc-timeout", asked)]).await.expect("write");
+        let got = ["f0a", "f0b"].iter().filter_map(|n| stack.instance(n).control.take_last_timeout()).map(|t| millis(Some(t))).max();
+        let got = got.expect("a call reached shard 0");
+        assert!(got <= at_most, "asked {asked}: the upstream got {got} ms, more than {at_most}");
+        assert!(got > at_most / 2, "asked {asked}: the upstream got only {got} ms");
+    }
+    stack.stop().await;
+}
