@@ -240,6 +240,8 @@ impl ProxyHttp for EdgeProxy {
         if let Some(call) = rest::take_call(session) {
             ctx.protocol = "rest";
             ctx.span = RequestSpan(call.span.clone());
+            // The client's clock started with its REST request (upload and transcoding count).
+            ctx.started = Some(call.started);
             return self.route_grpc(session, ctx, Some(call)).await;
         }
         // One span per request, a child of the caller's trace when it sent `traceparent`.

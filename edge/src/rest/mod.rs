@@ -59,6 +59,8 @@ pub struct RestCall {
     pub frame_len: usize,
     /// The request's span (the gRPC path continues it instead of opening its own).
     pub span: tracing::Span,
+    /// When the REST request arrived: the call's clock (deadline, latency) starts there.
+    pub started: Instant,
 }
 
 /// The REST call a subrequest carries, if this session is one.
@@ -72,7 +74,7 @@ pub fn take_call(session: &mut Session) -> Option<RestCall> {
 pub async fn handle(state: &EdgeState, session: &mut Session, span: &tracing::Span) -> pingora::Result<Outcome> {
     let started = Instant::now();
     let mut route = None;
-    let outcome = exchange(state, session, span, &mut route).await?;
+    let outcome = exchange(state, session, span, &mut route, started).await?;
     // The gRPC path records the calls it ran, except those whose client left (their
     // subrequest is dropped before it records anything).
     let code = match outcome {
@@ -91,6 +93,7 @@ async fn exchange<'s>(
     session: &mut Session,
     span: &tracing::Span,
     route: &mut Option<&'s str>,
+    started: Instant,
 ) -> pingora::Result<Outcome> {
     let verb = session.req_header().method.clone();
     let uri = session.req_header().uri.clone();
@@ -167,6 +170,7 @@ async fn exchange<'s>(
         message: Some(message),
         frame_len: frame.len(),
         span: span.clone(),
+        started,
     };
     let head = grpc_request_head(session, &call);
     let reply = match call_grpc_path(session, head, call, frame).await? {
