@@ -138,9 +138,17 @@ impl UnaryService<Bytes> for Handler {
                         break;
                     }
                     Mode::Hold => {
+                        // Counted while held, also when the call is dropped mid-wait (its
+                        // stream reset by the edge).
+                        struct Held<'a>(&'a AtomicUsize);
+                        impl Drop for Held<'_> {
+                            fn drop(&mut self) {
+                                self.0.fetch_sub(1, Ordering::SeqCst);
+                            }
+                        }
                         control.held.fetch_add(1, Ordering::SeqCst);
+                        let _held = Held(&control.held);
                         changed.await;
-                        control.held.fetch_sub(1, Ordering::SeqCst);
                     }
                 }
             }

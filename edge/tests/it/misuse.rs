@@ -271,16 +271,19 @@ async fn a_client_that_goes_away_cancels_its_upstream_call() {
     let a = stack.account_on(0, 0);
     stack.set(&["f0a", "f0b"], Mode::Hold);
     let in_flight = |eps: Vec<serde_json::Value>| eps.iter().map(|e| e["in_flight"].as_u64().unwrap_or(0)).sum::<u64>();
+    // Both the edge's count of calls in flight and the upstream's count of calls it holds:
+    // the upstream stream must really be reset, not only forgotten by the edge.
+    let held = || ["f0a", "f0b"].iter().map(|n| stack.instance(n).control.held()).sum::<usize>();
     let wait_in_flight = |n: u64| {
         let stack = &stack;
         async move {
             let start = Instant::now();
             loop {
                 let eps = endpoints(stack).await;
-                if in_flight(eps.clone()) == n {
+                if in_flight(eps.clone()) == n && held() == n as usize {
                     return;
                 }
-                assert!(start.elapsed() < DEADLINE, "never {n} calls in flight upstream: {eps:?}");
+                assert!(start.elapsed() < DEADLINE, "never {n} calls in flight upstream (held there: {}): {eps:?}", held());
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
         }
