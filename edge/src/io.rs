@@ -27,9 +27,7 @@ pub enum BodyError {
 /// before reading anything, or while reading) and bodies that take longer than `deadline`
 /// to arrive (a client trickling bytes cannot hold the edge).
 pub async fn read_body(session: &mut Session, limit: usize, deadline: Duration) -> Result<Bytes, BodyError> {
-    let declared =
-        session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
+    if declared_length(session).is_some_and(|n| n > limit) {
         return Err(BodyError::TooLarge { limit });
     }
     let read = async {
@@ -43,6 +41,11 @@ pub async fn read_body(session: &mut Session, limit: usize, deadline: Duration) 
         Ok(buf.freeze())
     };
     tokio::time::timeout(deadline, read).await.unwrap_or(Err(BodyError::TooSlow { deadline }))
+}
+
+/// The body length the request declares (`Content-Length`), if any.
+pub fn declared_length(session: &Session) -> Option<usize> {
+    session.req_header().headers.get(http::header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok())
 }
 
 /// The most a refused request's body is read (and discarded) so its client can read the

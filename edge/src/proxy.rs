@@ -67,6 +67,13 @@ pub struct RequestCtx {
     span: RequestSpan,
 }
 
+impl RequestCtx {
+    /// When the call must be answered: its start plus its target's timeout.
+    fn deadline(&self) -> Option<Instant> {
+        Some(self.started? + self.grpc.as_ref()?.timeout)
+    }
+}
+
 /// A span that defaults to none (the context is created before the request is seen).
 #[derive(Debug, Clone)]
 struct RequestSpan(tracing::Span);
@@ -176,20 +183,12 @@ impl EdgeProxy {
 
     /// What is left of the call's deadline (at least a millisecond).
     fn remaining(&self, ctx: &RequestCtx) -> Duration {
-        let left = match (&ctx.grpc, ctx.started) {
-            (Some(t), Some(started)) => (started + t.timeout).saturating_duration_since(Instant::now()),
-            (Some(t), None) => t.timeout,
-            _ => Duration::ZERO,
-        };
-        left.max(Duration::from_millis(1))
+        ctx.deadline().map_or(Duration::ZERO, |d| d.saturating_duration_since(Instant::now())).max(Duration::from_millis(1))
     }
 
     /// Whether the call's deadline has passed by `now`.
     fn deadline_passed(&self, ctx: &RequestCtx, now: Instant) -> bool {
-        match (&ctx.grpc, ctx.started) {
-            (Some(t), Some(started)) => now >= started + t.timeout,
-            _ => false,
-        }
+        ctx.deadline().is_some_and(|d| now >= d)
     }
 
     /// Whether another attempt is allowed after `failure`, spending budget if so.
@@ -506,8 +505,8 @@ impl ProxyHttp for EdgeProxy {
         // The next request on this connection is under the read deadline again (HTTP/1;
         // HTTP/2 connections stay disarmed).
         if session.subrequest_ctx.is_none()
-            && let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream())
             && !session.as_downstream().is_http2()
+            && let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream())
         {
             armed.set(true);
         }

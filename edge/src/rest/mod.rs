@@ -25,7 +25,7 @@ use prost_reflect::DynamicMessage;
 use tonic::Code;
 
 use crate::catalog::{BodyRule, MethodRoute, RestBinding, ServiceRoute};
-use crate::io::{BodyError, header, linger, read_body, respond_error, respond_json};
+use crate::io::{BodyError, declared_length, header, linger, read_body, respond_error, respond_json};
 use crate::state::EdgeState;
 use crate::transcode::{request, response};
 
@@ -123,7 +123,7 @@ async fn exchange<'s>(
     // A client that asked to be told before sending its body (curl does for bodies over
     // 1 KiB) hears "100 Continue" once the request passed the checks so far, and is refused
     // (413) before sending a body that is too large.
-    let withheld_continue = expects_continue(session) && declared_too_large(session, state.config.max_body_bytes);
+    let withheld_continue = expects_continue(session) && declared_length(session).is_some_and(|n| n > state.config.max_body_bytes);
     if expects_continue(session) && !withheld_continue {
         session.as_downstream_mut().write_continue_response().await?;
     }
@@ -275,7 +275,8 @@ fn grpc_request_head(session: &Session, call: &RestCall) -> Vec<u8> {
 /// A gRPC answer as the gRPC path delivered it.
 #[derive(Debug, Default)]
 struct Reply {
-    headers: http::HeaderMap,
+    /// The answer's headers a REST client also gets (`PASSED_BACK`).
+    passed_back: Vec<(&'static str, String)>,
     status: Option<i32>,
     message: Option<String>,
     body: BytesMut,
@@ -298,7 +299,10 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
         match task {
             HttpTask::Header(h, end) => {
                 reply.take_status(&h.headers);
-                reply.headers = h.headers.clone();
+                reply.passed_back = PASSED_BACK
+                    .iter()
+                    .filter_map(|name| h.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (*name, v.to_owned())))
+                    .collect();
                 if end {
                     break;
                 }
@@ -324,9 +328,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
 }
 
 async fn render(session: &mut Session, binding: &RestBinding, reply: Reply) -> pingora::Result<Outcome> {
-    let Reply { headers, status, message, body, broken } = reply;
-    let extra: Vec<(&'static str, String)> =
-        PASSED_BACK.iter().filter_map(|name| headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (*name, v.to_owned()))).collect();
+    let Reply { passed_back: extra, status, message, body, broken } = reply;
     let code = match (broken, status) {
         (Some(why), _) => {
             respond_error(session, Code::Unavailable, &why, None, &extra).await?;
@@ -404,16 +406,6 @@ fn expects_continue(session: &Session) -> bool {
     let req = session.req_header();
     req.version != http::Version::HTTP_10
         && req.headers.get(http::header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
-}
-
-fn declared_too_large(session: &Session, limit: usize) -> bool {
-    session
-        .req_header()
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<usize>().ok())
-        .is_some_and(|n| n > limit)
 }
 
 /// `application/json` (any parameters, any `+json` suffix). An empty body needs no type.

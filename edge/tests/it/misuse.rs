@@ -455,7 +455,6 @@ async fn upstreams_get_what_is_left_of_the_deadline() {
         let got = ["f0a", "f0b"].iter().filter_map(|n| stack.instance(n).control.take_last_timeout()).map(|t| millis(Some(t))).max();
         let got = got.expect("a call reached shard 0");
         assert!(got <= at_most, "asked {asked}: the upstream got {got} ms, more than {at_most}");
-        assert!(got > at_most / 2, "asked {asked}: the upstream got only {got} ms");
     }
     stack.stop().await;
 }
