@@ -22,7 +22,7 @@ use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream, TimingDigest, UniqueID, UniqueIDType,
 };
 use pingora::server::ShutdownWatch;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufWriter, ReadBuf};
 use tokio::time::Sleep;
 
 /// The HTTP/2 connection preface's first bytes.
@@ -42,10 +42,14 @@ impl Armed {
     }
 }
 
+/// Bytes of small writes gathered before they go out (one TCP segment's worth, as
+/// pingora's own listener buffers): an HTTP/1 answer's head and body leave in one write.
+const WRITE_BUFFER: usize = 1460;
+
 /// A client connection with a read deadline while armed.
 #[derive(Debug)]
 pub struct ClientIo {
-    inner: Stream,
+    inner: BufWriter<Stream>,
     timeout: Duration,
     armed: Arc<Armed>,
     /// When the current wait for data gives up.
@@ -56,7 +60,13 @@ pub struct ClientIo {
 
 impl ClientIo {
     pub fn new(inner: Stream, timeout: Duration) -> Self {
-        Self { inner, timeout, armed: Arc::new(Armed(AtomicBool::new(true))), waiting: None, seen_first: false }
+        Self {
+            inner: BufWriter::with_capacity(WRITE_BUFFER, inner),
+            timeout,
+            armed: Arc::new(Armed(AtomicBool::new(true))),
+            waiting: None,
+            seen_first: false,
+        }
     }
 
     /// The switch of this connection's deadline.
@@ -128,13 +138,15 @@ impl AsyncWrite for ClientIo {
 #[async_trait]
 impl Shutdown for ClientIo {
     async fn shutdown(&mut self) {
-        self.inner.shutdown().await;
+        // What is still buffered goes out first.
+        let _ = tokio::io::AsyncWriteExt::flush(&mut self.inner).await;
+        self.inner.get_mut().shutdown().await;
     }
 }
 
 impl UniqueID for ClientIo {
     fn id(&self) -> UniqueIDType {
-        self.inner.id()
+        self.inner.get_ref().id()
     }
 }
 
@@ -142,19 +154,19 @@ impl Ssl for ClientIo {}
 
 impl GetTimingDigest for ClientIo {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
-        self.inner.get_timing_digest()
+        self.inner.get_ref().get_timing_digest()
     }
 }
 
 impl GetProxyDigest for ClientIo {
     fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
-        self.inner.get_proxy_digest()
+        self.inner.get_ref().get_proxy_digest()
     }
 }
 
 impl GetSocketDigest for ClientIo {
     fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
-        self.inner.get_socket_digest()
+        self.inner.get_ref().get_socket_digest()
     }
 }
 
@@ -163,7 +175,7 @@ impl Peek for ClientIo {
     /// pingora peeks for the HTTP/2 preface before anything else: the first bytes are under
     /// the deadline too.
     async fn try_peek(&mut self, buf: &mut [u8]) -> std::io::Result<bool> {
-        match tokio::time::timeout(self.timeout, self.inner.try_peek(buf)).await {
+        match tokio::time::timeout(self.timeout, self.inner.get_mut().try_peek(buf)).await {
             Ok(r) => r,
             Err(_) => Err(self.timed_out()),
         }

@@ -21,6 +21,7 @@ pub mod cluster;
 pub mod grpc;
 pub mod health;
 pub mod io;
+pub mod lanes;
 pub mod metrics;
 pub mod proxy;
 pub mod resilience;

@@ -14,6 +14,7 @@ use pingora::services::listening::Service;
 use crate::admin::Admin;
 use crate::client_io::WithClientDeadline;
 use crate::health::HealthChecker;
+use crate::lanes::Lanes;
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -55,27 +56,29 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
     let mut server = Server::new_with_opt_and_conf(None, conf);
     server.bootstrap();
 
-    let mut proxy = pingora::proxy::http_proxy(&server.configuration, EdgeProxy { state: state.clone() });
-    let mut options = HttpServerOptions::default();
-    options.h2c = true;
-    // An HTTP/2 connection with no stream for this long is closed (clients reconnect).
-    options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
-    proxy.server_options = Some(options);
-    // Every client connection gets read deadlines (see client_io).
-    let app = WithClientDeadline { app: Arc::new(proxy), timeout: cfg.client_read_timeout };
-    let mut proxy = Service::new("paymesh edge".to_owned(), app);
-    proxy.add_tcp(&cfg.listen.to_string());
+    // One proxy app per lane (its own upstream connections); see lanes.
+    let make_app = || {
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, EdgeProxy { state: state.clone() });
+        let mut options = HttpServerOptions::default();
+        options.h2c = true;
+        // An HTTP/2 connection with no stream for this long is closed (clients reconnect).
+        options.h2_idle_timeout = Some(H2_IDLE_TIMEOUT);
+        proxy.server_options = Some(options);
+        // Every client connection gets read deadlines (see client_io).
+        WithClientDeadline { app: Arc::new(proxy), timeout: cfg.client_read_timeout }
+    };
+    let lanes = Lanes::start(cfg.listen, cfg.threads, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
 
     let mut admin = Service::new("paymesh admin".to_owned(), Admin { state: state.clone() });
     admin.add_tcp(&cfg.admin_listen.to_string());
 
     let health = background_service("health checks", HealthChecker { state: state.clone() });
 
-    server.add_service(proxy);
     server.add_service(admin);
     server.add_service(health);
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "edge starting");
-    server.run(RunArgs { shutdown_signal: shutdown });
+    server.run(RunArgs { shutdown_signal: lanes.drain_on(shutdown) });
+    lanes.stop();
     Ok(())
 }
 
