@@ -13,8 +13,10 @@ use std::time::Duration;
 
 use crate::{ShardId, duration};
 
+mod auth;
 mod edge;
 mod pipeline;
+pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
 pub use edge::{
     Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route, ShardKey,
     ShardKeyKind,
@@ -549,6 +551,8 @@ mod raw {
         pub clusters: Vec<EdgeCluster>,
         #[serde(default)]
         pub routes: Vec<EdgeRoute>,
+        #[serde(default)]
+        pub auth: Option<super::auth::RawAuth>,
     }
 
     #[derive(Debug, Deserialize)]
@@ -723,6 +727,8 @@ mod raw {
         pub retry: EdgeRetry,
         #[serde(default)]
         pub concurrency: Option<EdgeConcurrency>,
+        #[serde(default)]
+        pub auth: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]

@@ -15,6 +15,7 @@ pub mod clock;
 pub mod config;
 pub mod duration;
 pub mod grpc_code;
+pub mod identity;
 pub mod ids;
 pub mod money;
 pub mod shard;

@@ -22,7 +22,7 @@ use crate::transcode::template::PathTemplate;
 /// Why the catalog cannot be built; every message names the config key or descriptor.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub struct CatalogError(String);
+pub struct CatalogError(pub String);
 
 /// Path variables bound by a template: `(field path, value)`.
 pub type PathVars = Vec<(String, String)>;
@@ -44,6 +44,8 @@ pub struct ServiceRoute {
     /// The concurrency limit its calls take a slot of: the route's own when configured,
     /// else its cluster's.
     pub limit: Arc<ConcurrencyLimit>,
+    /// Callers need no credentials.
+    pub public: bool,
 }
 
 /// One method of a routed service.
@@ -212,6 +214,7 @@ impl Catalog {
                 methods,
                 unknown_method_label: format!("/{}/<unknown>", r.service),
                 limit,
+                public: r.public,
             });
             if let Some(ext) = &http_rule {
                 for method in service.methods.values() {

@@ -37,6 +37,8 @@ pub struct Target {
     pub merchant: Option<String>,
     /// Whether the call may be sent again after an UNAVAILABLE answer.
     pub safe: bool,
+    /// The authenticated caller (`None` on a public route).
+    pub identity: Option<crate::auth::Identity>,
 }
 
 impl Target {
@@ -60,8 +62,9 @@ pub async fn prepare(
     label: &mut Option<String>,
 ) -> pingora::Result<Option<Target>> {
     let path = session.req_header().uri.path().to_owned();
-    let (service, method, known) = match call {
-        Some(c) => (c.service, Some(c.method), c.message),
+    let from_rest = call.is_some();
+    let (service, method, known, rest_identity) = match call {
+        Some(c) => (c.service, Some(c.method), c.message, c.identity),
         None => {
             let Some((service, method)) = state.catalog.grpc_route(&path) else {
                 let routed: Vec<&str> = state.catalog.services.keys().map(String::as_str).collect();
@@ -69,7 +72,26 @@ pub async fn prepare(
                 grpc_trailers_only(session, Code::Unimplemented, &msg).await?;
                 return Ok(None);
             };
-            (service, method, None)
+            (service, method, None, None)
+        }
+    };
+    // The REST front has checked its caller already; a gRPC caller is checked here, before
+    // its request is read.
+    let identity = if from_rest {
+        rest_identity
+    } else {
+        match crate::auth::check(state, &service, session).await {
+            Ok(identity) => identity,
+            Err(refusal) => {
+                *label = Some(method.as_ref().map_or_else(|| service.unknown_method_label.clone(), |m| m.grpc_path.clone()));
+                let mut h = pingora::http::ResponseHeader::build(http::StatusCode::OK, Some(4))?;
+                h.insert_header(http::header::CONTENT_TYPE, "application/grpc")?;
+                h.insert_header("grpc-status", (Code::Unauthenticated as i32).to_string())?;
+                h.insert_header("grpc-message", crate::status::encode_grpc_message(&refusal.message()))?;
+                h.insert_header(http::header::WWW_AUTHENTICATE, refusal.www_authenticate())?;
+                session.write_response_header(Box::new(h), true).await?;
+                return Ok(None);
+            }
         }
     };
     let asked = header(session, "grpc-timeout").and_then(|t| parse_grpc_timeout(&t));
@@ -83,7 +105,7 @@ pub async fn prepare(
             return Ok(None);
         }
         // A method the descriptors do not know: passed through, never repeated.
-        return Ok(Some(Target { service, method: None, shard: None, timeout, client_deadline, merchant: None, safe: false }));
+        return Ok(Some(Target { service, method: None, shard: None, timeout, client_deadline, merchant: None, safe: false, identity }));
     };
     let msg = match request_message(state, session, &method, known).await? {
         Ok(m) => m,
@@ -110,7 +132,7 @@ pub async fn prepare(
     let hdr = |name: &str| header(session, name);
     let merchant = shardkey::merchant_id(&method.keys, msg.as_ref(), &hdr);
     let safe = method.safe_to_repeat(msg.as_ref());
-    Ok(Some(Target { service, method: Some(method), shard, timeout, client_deadline, merchant, safe }))
+    Ok(Some(Target { service, method: Some(method), shard, timeout, client_deadline, merchant, safe, identity }))
 }
 
 /// The call's request message: the one the REST front decoded, or the first message of a

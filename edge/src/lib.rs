@@ -14,6 +14,7 @@
 //! `/routes` and `/ready`. [`server`] assembles it all.
 
 pub mod admin;
+pub mod auth;
 pub mod balance;
 pub mod catalog;
 pub mod client_io;

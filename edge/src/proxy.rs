@@ -137,7 +137,11 @@ impl EdgeProxy {
     /// Rate limit, breaker and concurrency slot for a gRPC call; answers it on refusal.
     async fn guard_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, target: &Target) -> pingora::Result<bool> {
         let guards = &target.service.guards;
-        let client = guards.client_header().and_then(|h| header(session, h));
+        // An authenticated caller is limited as who it is, never by a header it picks.
+        let client = match &target.identity {
+            Some(identity) => Some(identity.limit_key()),
+            None => guards.client_header().and_then(|h| header(session, h)),
+        };
         if let Err(limited) = guards.admit(client.as_deref(), target.merchant.as_deref(), Instant::now()) {
             let msg =
                 format!("rate limit of {} exceeded; retry in {} s", target.service.name, limited.retry_after.as_secs_f64().ceil().max(1.0));
@@ -338,6 +342,21 @@ impl ProxyHttp for EdgeProxy {
         }
         if let Some(ts) = ts {
             upstream.insert_header("tracestate", ts)?;
+        }
+        // The caller's identity is what the edge verified, never what the client sent; the
+        // credential itself stays at the edge.
+        for name in paymesh_core::identity::ALL {
+            upstream.remove_header(name);
+        }
+        if let Some(identity) = ctx.grpc.as_ref().and_then(|t| t.identity.as_ref()) {
+            upstream.remove_header(&http::header::AUTHORIZATION);
+            upstream.remove_header(crate::auth::API_KEY_HEADER);
+            upstream.insert_header(paymesh_core::identity::SUBJECT, identity.subject.as_str())?;
+            if let Some(m) = &identity.merchant {
+                upstream.insert_header(paymesh_core::identity::MERCHANT, m.as_str())?;
+            }
+            upstream.insert_header(paymesh_core::identity::SCOPES, identity.scopes.join(" "))?;
+            upstream.insert_header(paymesh_core::identity::AUTHENTICATED_BY, identity.authenticated_by.as_str())?;
         }
         Ok(())
     }

@@ -76,6 +76,9 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
 
     server.add_service(admin);
     server.add_service(health);
+    if let Some(auth) = &state.auth {
+        server.add_service(background_service("jwks refresh", crate::auth::KeyRefresher { sets: auth.key_sets() }));
+    }
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "edge starting");
     server.run(RunArgs { shutdown_signal: lanes.drain_on(shutdown) });
     lanes.stop();

@@ -14,6 +14,8 @@ pub struct EdgeState {
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub catalog: Catalog,
     pub requests: crate::metrics::RequestMetrics,
+    /// Present when the config has `[edge.auth]`.
+    pub auth: Option<crate::auth::Authenticator>,
 }
 
 impl EdgeState {
@@ -21,7 +23,9 @@ impl EdgeState {
         let clusters: HashMap<String, Arc<Cluster>> =
             config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &config.outlier)))).collect();
         let catalog = Catalog::build(&config, &clusters)?;
-        Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default() }))
+        let auth =
+            config.auth.clone().map(crate::auth::Authenticator::new).transpose().map_err(|e| CatalogError(format!("edge.auth: {e}")))?;
+        Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default(), auth }))
     }
 
     /// Routes in config order.

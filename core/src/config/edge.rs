@@ -36,6 +36,8 @@ pub struct EdgeConfig {
     pub outlier: Outlier,
     pub clusters: Vec<Cluster>,
     pub routes: Vec<Route>,
+    /// Who may call; `None`: every route is public.
+    pub auth: Option<super::Auth>,
 }
 
 /// Active and passive health checking of upstream instances (Envoy's semantics).
@@ -168,6 +170,9 @@ pub struct Route {
     /// its cluster's: control-plane traffic (reflection, health watches) cannot then take
     /// the slots of the cluster's calls.
     pub concurrency: Option<(usize, usize)>,
+    /// Callers need no credentials (`auth = "public"`), e.g. health and reflection. Every
+    /// route is public when the edge has no `[edge.auth]`.
+    pub public: bool,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -284,6 +289,8 @@ pub(super) fn validate(
         clusters.push(Cluster { name: c.name, shards, endpoints, max_requests: c.max_requests, max_pending: c.max_pending });
     }
 
+    let raw_auth_absent = raw.auth.is_none();
+    let auth = raw.auth.map(|a| super::auth::validate(a, base_dir, err)).transpose()?;
     let mut routes = Vec::with_capacity(raw.routes.len());
     let mut services = HashSet::new();
     for (i, r) in raw.routes.into_iter().enumerate() {
@@ -325,7 +332,15 @@ pub(super) fn validate(
             Some(c) => Some((c.max_requests, c.max_pending)),
             None => None,
         };
-        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry, concurrency });
+        let public = match r.auth.as_deref() {
+            None | Some("required") => raw_auth_absent,
+            Some("public") => true,
+            Some(other) => return Err(err(key("auth"), format!("'{other}' is not an auth mode; use \"required\" or \"public\""))),
+        };
+        if r.auth.as_deref() == Some("required") && raw_auth_absent {
+            return Err(err(key("auth"), "is \"required\" but the edge has no [edge.auth] to check callers with".into()));
+        }
+        routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry, concurrency, public });
     }
 
     Ok(EdgeConfig {
@@ -342,6 +357,7 @@ pub(super) fn validate(
         outlier,
         clusters,
         routes,
+        auth,
     })
 }
 

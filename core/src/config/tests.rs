@@ -221,3 +221,48 @@ fn explicit_shards_must_not_have_gaps() {
     );
     assert!(problem(&text).contains("shard 1 has no endpoint"));
 }
+
+const EDGE_ROUTE: &str = r#"
+[edge]
+[[edge.clusters]]
+name = "payments"
+payments_instances = true
+[[edge.routes]]
+service = "paymesh.payments.v1.Payments"
+cluster = "payments"
+"#;
+
+fn with_auth(route_line: &str, auth: &str) -> String {
+    format!("{GOOD}{EDGE_ROUTE}{route_line}\n{auth}")
+}
+
+const ISSUER: &str =
+    "[edge.auth]\n[[edge.auth.issuers]]\nissuer = \"https://i.test/\"\naudiences = [\"paymesh\"]\njwks_file = \"jwks.json\"\n";
+
+#[test]
+fn routes_are_authenticated_when_the_edge_has_auth_and_public_only_when_said() {
+    let edge = |text: &str| parse(text).expect("good config").edge.expect("edge");
+    assert!(edge(&with_auth("", "")).routes[0].public, "no [edge.auth]: every route is public");
+    let e = edge(&with_auth("", ISSUER));
+    assert!(!e.routes[0].public, "[edge.auth]: routes need credentials by default");
+    assert_eq!(e.auth.expect("auth").issuers[0].keys, KeySource::File(PathBuf::from("mesh-config/jwks.json")));
+    assert!(edge(&with_auth("auth = \"public\"", ISSUER)).routes[0].public);
+}
+
+#[test]
+fn auth_mistakes_are_named_with_their_key() {
+    let cases = [
+        (with_auth("auth = \"required\"", ""), "edge.routes[0].auth"),
+        (with_auth("auth = \"maybe\"", ISSUER), "not an auth mode"),
+        (with_auth("", "[edge.auth]\n"), "nobody could call"),
+        (with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "jwks_url = \"https://i.test/jwks\"")), "not an http:// URL"),
+        (with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "")), "exactly one of jwks_file and jwks_url"),
+        (with_auth("", &ISSUER.replace("[\"paymesh\"]", "[]")), "audiences"),
+        (with_auth("", "[edge.auth]\n[[edge.auth.api_keys]]\nid = \"k_1\"\nsha256 = \"00\"\nsubject = \"s\"\n"), "not a key id"),
+        (with_auth("", "[edge.auth]\n[[edge.auth.api_keys]]\nid = \"k1\"\nsha256 = \"00\"\nsubject = \"s\"\n"), "64 hex digits"),
+    ];
+    for (text, expected) in cases {
+        let p = problem(&text);
+        assert!(p.contains(expected), "expected {expected:?} in: {p}");
+    }
+}

@@ -61,6 +61,8 @@ pub struct RestCall {
     pub span: tracing::Span,
     /// When the REST request arrived: the call's clock (deadline, latency) starts there.
     pub started: Instant,
+    /// The caller, verified by the REST front (`None` on a public route).
+    pub identity: Option<crate::auth::Identity>,
 }
 
 /// The REST call a subrequest carries, if this session is one.
@@ -113,6 +115,21 @@ async fn exchange<'s>(
     };
     *route = Some(binding.method.grpc_path.as_str());
     span.record("route", binding.method.grpc_path.as_str());
+
+    // Who is calling, before anything of the request is read.
+    let identity = match crate::auth::check(state, &binding.service, session).await {
+        Ok(identity) => identity,
+        Err(refusal) => {
+            let extra = [("www-authenticate", refusal.www_authenticate()), ("connection", "close".into())];
+            respond_error(session, Code::Unauthenticated, &refusal.message(), Some(StatusCode::UNAUTHORIZED), &extra).await?;
+            // A body the client is still sending is read and dropped for a moment, so it
+            // can read the 401 rather than have the connection reset under it.
+            if declared_length(session).is_some_and(|n| n > 0) || header(session, "transfer-encoding").is_some() {
+                linger(session).await;
+            }
+            return Ok(Outcome::Rejected(Code::Unauthenticated));
+        }
+    };
 
     let takes_body = !matches!(binding.body, BodyRule::None);
     if takes_body && !is_json(header(session, "content-type").as_deref(), session) {
@@ -171,6 +188,7 @@ async fn exchange<'s>(
         frame_len: frame.len(),
         span: span.clone(),
         started,
+        identity,
     };
     let head = grpc_request_head(session, &call);
     let reply = match call_grpc_path(session, head, call, frame).await? {

@@ -46,6 +46,8 @@ pub struct Control {
     crashes: AtomicUsize,
     /// The `grpc-timeout` of the last call that reached this instance.
     last_timeout: Mutex<Option<String>>,
+    /// The identity and credential headers of the last call that reached this instance.
+    last_identity: Mutex<Vec<(String, String)>>,
 }
 
 impl Control {
@@ -69,6 +71,10 @@ impl Control {
         self.crashes.load(Ordering::SeqCst)
     }
     /// The `grpc-timeout` the last call arrived with (and forget it).
+    pub fn take_last_identity(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *self.last_identity.lock().expect("lock"))
+    }
+
     pub fn take_last_timeout(&self) -> Option<String> {
         self.last_timeout.lock().expect("lock").take()
     }
@@ -123,6 +129,17 @@ impl UnaryService<Bytes> for Handler {
         let (method, served_by, control) = (self.method.clone(), self.served_by.clone(), self.control.clone());
         let timeout = request.metadata().get("grpc-timeout").and_then(|v| v.to_str().ok()).map(str::to_owned);
         *control.last_timeout.lock().expect("lock") = timeout;
+        let mut identity: Vec<(String, String)> = request
+            .metadata()
+            .iter()
+            .filter_map(|kv| match kv {
+                tonic::metadata::KeyAndValueRef::Ascii(k, v) => Some((k.as_str().to_owned(), v.to_str().unwrap_or("?").to_owned())),
+                tonic::metadata::KeyAndValueRef::Binary(..) => None,
+            })
+            .filter(|(k, _)| k.starts_with("x-paymesh-") || k == "authorization" || k == "x-api-key")
+            .collect();
+        identity.sort();
+        *control.last_identity.lock().expect("lock") = identity;
         Box::pin(async move {
             let method = method.ok_or_else(|| Status::unimplemented("no such method"))?;
             let input =
@@ -289,6 +306,7 @@ impl FlakyStack {
                 held: AtomicUsize::new(0),
                 crashes: AtomicUsize::new(0),
                 last_timeout: Mutex::new(None),
+                last_identity: Mutex::new(Vec::new()),
             });
             let svc = Flaky { pool: pool.clone(), name: name.into(), control: control.clone() };
             let (reporter, health) = tonic_health::server::health_reporter();

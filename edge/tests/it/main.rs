@@ -8,6 +8,7 @@ mod http_client;
 mod inventory;
 
 mod admin;
+mod auth;
 mod binary;
 mod grpc;
 mod misuse;
