@@ -189,7 +189,10 @@ pub(super) fn validate(
         }
         let sha = k.sha256.to_ascii_lowercase();
         if sha.len() != 64 || !sha.bytes().all(|b| b.is_ascii_hexdigit()) {
-            return Err(err(key("sha256"), "must be the key's SHA-256 as 64 hex digits (see `cargo xtask api-key`)".into()));
+            return Err(err(
+                key("sha256"),
+                "must be the SHA-256 of the whole key as 64 hex digits (printf %s \"$KEY\" | sha256sum)".into(),
+            ));
         }
         if k.subject.is_empty() {
             return Err(err(key("subject"), "must not be empty".into()));
