@@ -19,20 +19,20 @@ use tonic::Code;
 use crate::flaky::FlakyStack;
 use crate::http_client::{self, Version};
 
-const ISSUER: &str = "https://issuer.test/";
-const AUDIENCE: &str = "paymesh";
+pub(crate) const ISSUER: &str = "https://issuer.test/";
+pub(crate) const AUDIENCE: &str = "paymesh";
 const ALL: [&str; 4] = ["f0a", "f0b", "f1a", "f1b"];
 
 fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
 }
 
-fn now() -> u64 {
+pub(crate) fn now() -> u64 {
     SystemTime::now().duration_since(UNIX_EPOCH).expect("clock").as_secs()
 }
 
 /// A signing key and its public JWK.
-struct Key {
+pub(crate) struct Key {
     kid: String,
     alg: Algorithm,
     signing: EncodingKey,
@@ -42,7 +42,7 @@ struct Key {
 }
 
 impl Key {
-    fn ed25519(kid: &str) -> Self {
+    pub(crate) fn ed25519(kid: &str) -> Self {
         let doc = Ed25519KeyPair::generate_pkcs8(&SystemRandom::new()).expect("keygen");
         let pair = Ed25519KeyPair::from_pkcs8(doc.as_ref()).expect("key");
         let public = pair.public_key().as_ref().to_vec();
@@ -78,7 +78,7 @@ impl Key {
         Self { kid: kid.into(), alg: Algorithm::RS256, signing: EncodingKey::from_rsa_der(&private), jwk, public: n }
     }
 
-    fn sign(&self, claims: &serde_json::Value) -> String {
+    pub(crate) fn sign(&self, claims: &serde_json::Value) -> String {
         self.sign_as(self.alg, Some(&self.kid), claims)
     }
 
@@ -89,7 +89,7 @@ impl Key {
     }
 }
 
-fn claims(sub: &str, merchant: &str) -> serde_json::Value {
+pub(crate) fn claims(sub: &str, merchant: &str) -> serde_json::Value {
     json!({"iss": ISSUER, "aud": AUDIENCE, "sub": sub, "merchant_id": merchant, "scope": "payments:write payments:read", "exp": now() + 600})
 }
 
@@ -124,7 +124,7 @@ fn keys() -> Keys {
     Keys { rsa: Key::rsa("rsa-1", &dir), rsa2: Key::rsa("rsa-2", &dir), ec: Key::p256("ec-1"), ed: Key::ed25519("ed-1"), dir }
 }
 
-fn write_jwks(path: &Path, keys: &[&Key]) {
+pub(crate) fn write_jwks(path: &Path, keys: &[&Key]) {
     let doc = json!({"keys": keys.iter().map(|k| k.jwk.clone()).collect::<Vec<_>>()});
     std::fs::write(path, doc.to_string()).expect("write jwks");
 }

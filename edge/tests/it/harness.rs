@@ -49,6 +49,12 @@ fn pg() -> &'static PgServer {
 impl Stack {
     /// Two shards, two payments instances per shard, the inventory service, the edge.
     pub async fn start() -> Self {
+        Self::start_with("").await
+    }
+
+    /// As [`Self::start`], with `edge_extra` (e.g. an `[edge.auth]` section) added to the
+    /// config after the routes.
+    pub async fn start_with(edge_extra: &str) -> Self {
         let pg = pg();
         let db_urls: Vec<String> = (0..2).map(|i| pg.url(&pg.fresh_database(&format!("edge{i}")).expect("createdb"))).collect();
         let dir = std::env::temp_dir().join(format!("paymesh-edge-test-{}-{}", std::process::id(), uuid_like()));
@@ -113,15 +119,18 @@ shard_keys = [
 [[edge.routes]]
 service = "grpc.reflection.v1alpha.ServerReflection"
 cluster = "payments"
+auth = "public"
 
 [[edge.routes]]
 service = "grpc.reflection.v1.ServerReflection"
 cluster = "payments"
+auth = "public"
 
 [[edge.routes]]
 service = "inventory.v1.Inventory"
 cluster = "inventory"
 timeout = "2s"
+{edge_extra}
 "#,
             fds = fds.display()
         );

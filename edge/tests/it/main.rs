@@ -15,5 +15,6 @@ mod misuse;
 mod rejections;
 mod resilience;
 mod rest;
+mod scoping;
 mod second_service;
 mod sharding;

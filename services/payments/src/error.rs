@@ -34,6 +34,15 @@ pub enum PaymentError {
     )]
     InProgress { key: String },
 
+    /// The caller may not act on this merchant's payments; nothing was written.
+    /// PERMISSION_DENIED.
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// The call carries no caller identity where one is required. UNAUTHENTICATED.
+    #[error("{0}")]
+    Unauthenticated(String),
+
     /// The payment is locked by another request for longer than the lock timeout. ABORTED:
     /// retry with the same idempotency key.
     #[error("the payment is busy with another request ({0}); retry with the same idempotency key")]
@@ -62,6 +71,8 @@ impl PaymentError {
             Self::InProgress { .. } | Self::Busy(_) => Code::Aborted,
             Self::Unavailable(_) => Code::Unavailable,
             Self::Internal(_) => Code::Internal,
+            Self::Forbidden(_) => Code::PermissionDenied,
+            Self::Unauthenticated(_) => Code::Unauthenticated,
         }
     }
 }

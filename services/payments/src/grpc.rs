@@ -4,6 +4,7 @@
 //! `tonic::Status`.
 
 use paymesh_core::ShardId;
+use paymesh_core::identity::{Caller, Policy};
 use paymesh_core::ids::PaymentId;
 use paymesh_core::shard::shard_for_merchant;
 use paymesh_proto::payments::v1 as pb;
@@ -21,12 +22,19 @@ use crate::validate;
 pub struct PaymentsApi {
     store: PaymentStore,
     shard_count: u32,
+    /// Whether calls must carry the caller's identity and stay within its merchant.
+    policy: Policy,
     metrics: std::sync::Arc<crate::metrics::RpcMetrics>,
 }
 
 impl PaymentsApi {
-    pub fn new(store: PaymentStore, shard_count: u32, metrics: std::sync::Arc<crate::metrics::RpcMetrics>) -> Self {
-        Self { store, shard_count, metrics }
+    pub fn new(store: PaymentStore, shard_count: u32, policy: Policy, metrics: std::sync::Arc<crate::metrics::RpcMetrics>) -> Self {
+        Self { store, shard_count, policy, metrics }
+    }
+
+    /// The caller the edge vouched for (`None` when the mesh does not authenticate).
+    fn caller(&self, metadata: &MetadataMap) -> Result<Option<Caller>, PaymentError> {
+        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map_err(PaymentError::Unauthenticated)
     }
 
     fn observe<T>(&self, method: &'static str, started: std::time::Instant, result: Result<T, Status>) -> Result<T, Status> {
@@ -103,8 +111,12 @@ impl pb::payments_server::Payments for PaymentsApi {
         let (span, trace) = rpc_span("Payments/Authorize", self.shard(), request.metadata());
         span.record("merchant_id", request.get_ref().merchant_id.as_str());
         let result = async move {
+            let caller = self.caller(request.metadata())?;
             let req = request.into_inner();
             let cmd = validate::authorize(&req)?;
+            if let Some(c) = &caller {
+                c.may_write(&cmd.merchant_id).map_err(PaymentError::Forbidden)?;
+            }
             self.owns_merchant(&cmd.merchant_id)?;
             let fp = fingerprint("Authorize", &pb::AuthorizeRequest { idempotency_key: String::new(), ..req });
             let store = self.store.clone();
@@ -122,12 +134,13 @@ impl pb::payments_server::Payments for PaymentsApi {
         let (span, trace) = rpc_span("Payments/Capture", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
         let result = async move {
+            let caller = self.caller(request.metadata())?;
             let req = request.into_inner();
             let cmd = validate::capture(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Capture", &pb::CaptureRequest { idempotency_key: String::new(), ..req });
             let store = self.store.clone();
-            Ok(Response::new(to_completion(async move { store.capture(&cmd, &fp, &trace).await }).await?))
+            Ok(Response::new(to_completion(async move { store.capture(&cmd, caller.as_ref(), &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;
@@ -139,12 +152,13 @@ impl pb::payments_server::Payments for PaymentsApi {
         let (span, trace) = rpc_span("Payments/Refund", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
         let result = async move {
+            let caller = self.caller(request.metadata())?;
             let req = request.into_inner();
             let cmd = validate::refund(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Refund", &pb::RefundRequest { idempotency_key: String::new(), ..req });
             let store = self.store.clone();
-            Ok(Response::new(to_completion(async move { store.refund(&cmd, &fp, &trace).await }).await?))
+            Ok(Response::new(to_completion(async move { store.refund(&cmd, caller.as_ref(), &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;
@@ -156,12 +170,13 @@ impl pb::payments_server::Payments for PaymentsApi {
         let (span, trace) = rpc_span("Payments/Void", self.shard(), request.metadata());
         span.record("payment_id", request.get_ref().payment_id.as_str());
         let result = async move {
+            let caller = self.caller(request.metadata())?;
             let req = request.into_inner();
             let cmd = validate::void(&req)?;
             self.owns_payment(&cmd.payment_id)?;
             let fp = fingerprint("Void", &pb::VoidRequest { idempotency_key: String::new(), ..req });
             let store = self.store.clone();
-            Ok(Response::new(to_completion(async move { store.void(&cmd, &fp, &trace).await }).await?))
+            Ok(Response::new(to_completion(async move { store.void(&cmd, caller.as_ref(), &fp, &trace).await }).await?))
         }
         .instrument(span)
         .await;
@@ -174,9 +189,14 @@ impl pb::payments_server::Payments for PaymentsApi {
         span.record("payment_id", request.get_ref().payment_id.as_str());
         let result = async move {
             let _ = trace;
+            let caller = self.caller(request.metadata())?;
             let id = validate::payment_id(&request.get_ref().payment_id)?;
             self.owns_payment(&id)?;
-            Ok(Response::new(self.store.get(&id).await?))
+            let payment = self.store.get(&id).await?;
+            if let Some(c) = &caller {
+                c.may_read(&payment.merchant_id).map_err(PaymentError::Forbidden)?;
+            }
+            Ok(Response::new(payment))
         }
         .instrument(span)
         .await;

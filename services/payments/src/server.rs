@@ -114,7 +114,12 @@ pub async fn serve(
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
-        .add_service(PaymentsServer::new(PaymentsApi::new(store, config.shard_count(), metrics)))
+        .add_service(PaymentsServer::new(PaymentsApi::new(
+            store,
+            config.shard_count(),
+            paymesh_core::identity::Policy::of(config),
+            metrics,
+        )))
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
     let grace = config.payments.shutdown_grace;
     let result = tokio::select! {

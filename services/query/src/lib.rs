@@ -15,6 +15,20 @@ const MAX_PAGE: i64 = 100;
 #[derive(Debug, Clone)]
 pub struct Queries {
     pool: deadpool_postgres::Pool,
+    /// Whether callers must carry an identity and read only their own merchant (or any,
+    /// with the admin scope).
+    policy: paymesh_core::identity::Policy,
+}
+
+impl Queries {
+    /// Refuses a caller who may not read `merchant`'s data.
+    fn may_read(&self, metadata: &tonic::metadata::MetadataMap, merchant: &str) -> Result<(), Status> {
+        let caller = self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map_err(Status::unauthenticated)?;
+        match caller {
+            Some(c) => c.may_read(merchant).map_err(Status::permission_denied),
+            None => Ok(()),
+        }
+    }
 }
 
 fn unavailable(e: impl std::fmt::Display) -> Status {
@@ -51,6 +65,7 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
         &self,
         request: Request<q::ListMerchantPaymentsRequest>,
     ) -> Result<Response<q::ListMerchantPaymentsResponse>, Status> {
+        self.may_read(request.metadata(), &request.get_ref().merchant_id)?;
         let r = request.into_inner();
         check_merchant(&r.merchant_id)?;
         let size = match i64::from(r.page_size) {
@@ -102,6 +117,7 @@ impl q::merchant_queries_server::MerchantQueries for Queries {
     }
 
     async fn get_merchant_balance(&self, request: Request<q::GetMerchantBalanceRequest>) -> Result<Response<q::MerchantBalance>, Status> {
+        self.may_read(request.metadata(), &request.get_ref().merchant_id)?;
         let m = request.into_inner().merchant_id;
         check_merchant(&m)?;
         let client = self.pool.get().await.map_err(unavailable)?;
@@ -137,7 +153,10 @@ pub async fn serve(
     tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(q::merchant_queries_server::MerchantQueriesServer::new(Queries { pool }))
+        .add_service(q::merchant_queries_server::MerchantQueriesServer::new(Queries {
+            pool,
+            policy: paymesh_core::identity::Policy::of(config),
+        }))
         .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
         .await
         .map_err(|e| e.to_string())

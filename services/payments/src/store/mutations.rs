@@ -8,6 +8,7 @@
 
 use std::time::SystemTime;
 
+use paymesh_core::identity::Caller;
 use paymesh_core::ids::{PaymentId, RefundId};
 use paymesh_proto::payments::v1 as pb;
 use prost::Message;
@@ -82,16 +83,28 @@ impl PaymentStore {
         Ok(payment)
     }
 
-    pub async fn capture(&self, cmd: &validate::Capture, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
+    pub async fn capture(
+        &self,
+        cmd: &validate::Capture,
+        caller: Option<&Caller>,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::Payment, PaymentError> {
         let amount = cmd.amount;
-        self.mutate(&cmd.payment_id, &cmd.idempotency_key, fp, trace, |b, id| lifecycle::capture(b, id, amount), |p, _| p).await
+        let on = On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller };
+        self.mutate(on, fp, trace, |b, id| lifecycle::capture(b, id, amount), |p, _| p).await
     }
 
-    pub async fn refund(&self, cmd: &validate::Refund, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::RefundResponse, PaymentError> {
+    pub async fn refund(
+        &self,
+        cmd: &validate::Refund,
+        caller: Option<&Caller>,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::RefundResponse, PaymentError> {
         let amount = cmd.amount;
         self.mutate(
-            &cmd.payment_id,
-            &cmd.idempotency_key,
+            On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller },
             fp,
             trace,
             |b, id| lifecycle::refund(b, id, amount),
@@ -100,17 +113,23 @@ impl PaymentStore {
         .await
     }
 
-    pub async fn void(&self, cmd: &validate::Void, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
-        self.mutate(&cmd.payment_id, &cmd.idempotency_key, fp, trace, lifecycle::void, |p, _| p).await
+    pub async fn void(
+        &self,
+        cmd: &validate::Void,
+        caller: Option<&Caller>,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::Payment, PaymentError> {
+        let on = On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller };
+        self.mutate(on, fp, trace, lifecycle::void, |p, _| p).await
     }
 
-    /// The transaction shared by capture, refund and void: lock, claim the key, let
+    /// The transaction shared by capture, refund and void (on the payment `on` names): lock, claim the key, let
     /// `decide` apply the rules to the locked state, write everything, build the answer
     /// with `respond` (given the refund record when there is one).
     async fn mutate<R: Message + Default>(
         &self,
-        payment_id: &PaymentId,
-        key: &str,
+        On { payment_id, key, caller }: On<'_>,
         fp: &Fingerprint,
         trace: &TraceHeaders,
         decide: impl FnOnce(&Balance, &str) -> Result<Change, PaymentError>,
@@ -122,6 +141,11 @@ impl PaymentStore {
             // (or running) is answered at once, not queued behind it.
             idempotency::try_lock(&tx, &payment_id.to_string(), key).await?;
             let mut row = lock(&tx, payment_id).await?;
+            // Another merchant's payment: refused before anything is written (the
+            // transaction rolls back with nothing in it).
+            if let Some(c) = caller {
+                c.may_write(&row.merchant_id).map_err(PaymentError::Forbidden)?;
+            }
             // The time is read only once the row is ours, so it follows every earlier change.
             let now = now();
             if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
@@ -233,4 +257,12 @@ async fn update(tx: &Transaction<'_>, row: &PaymentRow) -> Result<(), PaymentErr
 
 fn decode<M: Message + Default>(bytes: &[u8]) -> Result<M, PaymentError> {
     M::decode(bytes).map_err(|e| PaymentError::Internal(format!("stored idempotent response does not decode: {e}")))
+}
+
+/// What a capture, refund or void acts on: the payment, under the request's idempotency
+/// key, for the caller (who must be the payment's merchant when the mesh is scoped).
+struct On<'a> {
+    payment_id: &'a PaymentId,
+    key: &'a str,
+    caller: Option<&'a Caller>,
 }
