@@ -462,7 +462,7 @@ payments_instances = true
     }
 
     #[test]
-    fn the_shipped_config_builds_and_fences_off_control_plane_routes() {
+    fn the_shipped_config_builds_fences_off_control_plane_routes_and_authenticates_the_rest() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-config/paymesh.toml");
         let text = std::fs::read_to_string(&path).expect("the shipped config");
         let cfg = MeshConfig::parse(&path, &text, &|_| Some("x".into())).expect("config");
@@ -472,8 +472,10 @@ payments_instances = true
         for name in ["grpc.health.v1.Health", "grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"] {
             let route = c.services.get(name).unwrap_or_else(|| panic!("{name} is routed"));
             assert!(!Arc::ptr_eq(&route.limit, &route.cluster.limit), "{name} has its own concurrency limit");
+            assert!(route.public, "{name} needs no credential");
         }
         let payments = c.services.get("payments.v1.Payments").expect("payments");
+        assert!(!payments.public && edge.auth.is_some(), "the shipped stack authenticates payments calls");
         assert!(Arc::ptr_eq(&payments.limit, &payments.cluster.limit), "payments calls share their cluster's limit");
     }
 

@@ -15,6 +15,7 @@ mod bench_edge;
 mod chaos;
 mod compose_check;
 mod install;
+mod local_auth;
 mod observe;
 mod probe;
 mod smoke;
@@ -36,6 +37,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    (--quick: a few minutes, part of `test`)
   redrive [--list] [--config FILE] re-drive (or only list) dead-lettered events of the running
                                    stack: dead outbox rows and worker DLQ messages
+  token --merchant M [--scope S]... [--ttl 1h] [--subject S]
+                                   print a token from the local stack's issuer (for curl,
+                                   grpcurl and ghz: authorization: Bearer <token>)
   supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
 
 fn main() -> ExitCode {
@@ -46,6 +50,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         Some("redrive") => redrive(&args[1..]),
+        Some("token") => local_auth::token_command(&root(), &args[1..]),
         Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");
@@ -82,6 +87,8 @@ fn up(args: &[String]) -> Result<(), String> {
     }
     install::postgres()?;
     install::build_tools()?;
+    // The shipped config's edge trusts the local issuer: its key and JWKS must exist first.
+    local_auth::LocalIssuer::ensure(&root().join(".paymesh/auth"))?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     let dir = root().join(".paymesh/up");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
@@ -96,6 +103,12 @@ fn up(args: &[String]) -> Result<(), String> {
         let stack = stack::Stack::start_with_env(&config, &dir, release, env).await?;
         let prometheus = if observe { Some(observe::start_prometheus(&install::prometheus()?, &stack.config, &dir).await?) } else { None };
         stack.print_endpoints();
+        if stack.config.edge.as_ref().is_some_and(|e| e.auth.is_some()) {
+            println!("\nCallers need a token (the edge's [edge.auth]); each acts only for its merchant:");
+            println!("  export TOKEN=$(cargo xtask token --merchant merchant-0)");
+            println!("  curl -H \"authorization: Bearer $TOKEN\" ...    grpcurl -H \"authorization: Bearer $TOKEN\" ...");
+            println!("  (--scope payments:admin reads across merchants; reflection and health need no token)");
+        }
         if let (Some(r), Some(p)) = (&receiver, &prometheus) {
             println!("\nObservability:");
             println!("  traces (OTLP at {}): one JSON line per span in {}", r.endpoint, r.spans.display());

@@ -397,5 +397,8 @@ fn chaos_config() -> Result<String, String> {
         shard_pool: 8,
         workers: &[("ledger-1", "ledger"), ("settlement-1", "settlement"), ("view-1", "view")],
         relay: "retry_interval = \"500ms\"\n[relay.breaker]\nwait_in_open = \"2s\"\n",
+        // The load spans many merchants through one client; authentication has its own
+        // tests (and the smoke run drives an authenticated stack).
+        auth_jwks: None,
     })
 }

@@ -14,7 +14,7 @@ use paymesh_core::shard::shard_for_merchant;
 use tokio::io::AsyncBufReadExt;
 use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::probe::{check, http};
+use crate::probe::check;
 use crate::stack::Stack;
 use crate::supervise::Signal;
 
@@ -81,7 +81,7 @@ async fn authorize_until(edge: std::net::SocketAddr, merchant: String, tally: Ar
     while !*stop.borrow_and_update() {
         let key = format!("fault-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let body = format!(r#"{{"merchantId":"{merchant}","amount":1000,"currency":"KRW","idempotencyKey":"{key}"}}"#);
-        match http(edge, "POST", "/api/payments/authorize", Some(&body)).await {
+        match super::http_as(&merchant, edge, "POST", "/api/payments/authorize", Some(&body)).await {
             Ok((200, _)) => {
                 tally.ok.fetch_add(1, Ordering::SeqCst);
             }
@@ -189,7 +189,7 @@ async fn authorize_succeeds(edge: std::net::SocketAddr, merchant: &str, when: &s
     loop {
         let key = format!("recover-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let body = format!(r#"{{"merchantId":"{merchant}","amount":1000,"currency":"KRW","idempotencyKey":"{key}"}}"#);
-        let last = http(edge, "POST", "/api/payments/authorize", Some(&body)).await;
+        let last = super::http_as(merchant, edge, "POST", "/api/payments/authorize", Some(&body)).await;
         if matches!(last, Ok((200, _))) {
             return Ok(());
         }

@@ -7,16 +7,44 @@ mod faults;
 use std::path::Path;
 use std::process::Command;
 
+use std::sync::OnceLock;
+
 use paymesh_core::shard::shard_for_merchant;
 
+use crate::local_auth::LocalIssuer;
 use crate::probe::http;
 use crate::stack::Stack;
+
+/// The smoke stack's token issuer (the stack authenticates callers, as `up`'s does).
+static ISSUER: OnceLock<LocalIssuer> = OnceLock::new();
+
+/// `Bearer <token>` for a caller acting for `merchant`.
+fn bearer(merchant: &str) -> Result<String, String> {
+    let issuer = ISSUER.get().ok_or("the smoke run's issuer is not set up")?;
+    let token =
+        issuer.mint(&format!("smoke-{merchant}"), Some(merchant), &["payments:write".into()], std::time::Duration::from_secs(3600))?;
+    Ok(format!("Bearer {token}"))
+}
+
+/// [`http`] as a caller acting for `merchant`.
+async fn http_as(
+    merchant: &str,
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+) -> Result<(u16, String), String> {
+    crate::probe::http_with(addr, method, path, body, &[("authorization", &bearer(merchant)?)]).await
+}
 
 pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), String> {
     let dir = crate::root().join(".paymesh/smoke");
     std::fs::create_dir_all(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+    let issuer = LocalIssuer::ensure(&dir.join("auth"))?;
+    let jwks = issuer.jwks.clone();
+    let _ = ISSUER.set(issuer);
     let config = dir.join("paymesh.toml");
-    std::fs::write(&config, smoke_config()?).map_err(|e| e.to_string())?;
+    std::fs::write(&config, smoke_config(&jwks)?).map_err(|e| e.to_string())?;
 
     // A real OTLP receiver: rotel, writing the spans it gets to a file.
     let receiver = crate::observe::start_receiver(rotel, &dir).await?;
@@ -40,11 +68,12 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
 
 /// Every port below the ephemeral range: servers here are killed and restarted on their port,
 /// which an outgoing connection could take meanwhile, or a reconnecting client connect to itself.
-fn smoke_config() -> Result<String, String> {
+fn smoke_config(jwks: &Path) -> Result<String, String> {
     crate::stack::free_ports::config(crate::stack::free_ports::Shape {
         shard_pool: 4,
         workers: &[("ledger-1", "ledger"), ("view-1", "view")],
         relay: "",
+        auth_jwks: Some(jwks),
     })
 }
 
@@ -119,8 +148,15 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     let trace_id =
         format!("{:032x}", std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(1));
     let traceparent = format!("00-{trace_id}-00f067aa0ba902b7-01");
-    let (status, first) =
-        crate::probe::http_with(edge.listen, "POST", "/api/payments/authorize", Some(&body), &[("traceparent", &traceparent)]).await?;
+    let auth = bearer(&merchant)?;
+    let (status, first) = crate::probe::http_with(
+        edge.listen,
+        "POST",
+        "/api/payments/authorize",
+        Some(&body),
+        &[("traceparent", &traceparent), ("authorization", &auth)],
+    )
+    .await?;
     if status != 200 {
         return Err(format!("POST /api/payments/authorize via the edge: {status} {first}"));
     }
@@ -128,20 +164,28 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     if !id.starts_with("pay_1_") {
         return Err(format!("merchant {merchant} is on shard 1 but got payment {id}"));
     }
-    let (status, replay) = http(edge.listen, "POST", "/api/payments/authorize", Some(&body)).await?;
+    let (status, replay) = http_as(&merchant, edge.listen, "POST", "/api/payments/authorize", Some(&body)).await?;
     if status != 200 || replay != first {
         return Err(format!("replay through the edge differs: {status} {replay} vs {first}"));
     }
     let capture = grpcurl_ok(
         grpcurl,
-        &["-plaintext", "-d", &format!(r#"{{"paymentId":"{id}","idempotencyKey":"smoke-2"}}"#), &e, "payments.v1.Payments/Capture"],
+        &[
+            "-plaintext",
+            "-H",
+            &format!("authorization: {auth}"),
+            "-d",
+            &format!(r#"{{"paymentId":"{id}","idempotencyKey":"smoke-2"}}"#),
+            &e,
+            "payments.v1.Payments/Capture",
+        ],
     )?;
     expect(&capture, "PAYMENT_STATUS_CAPTURED", "grpcurl Capture via the edge")?;
-    let (status, got) = http(edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
+    let (status, got) = http_as(&merchant, edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
     if status != 200 || !got.contains("PAYMENT_STATUS_CAPTURED") {
         return Err(format!("GET /api/payments/{id} via the edge: {status} {got}"));
     }
-    let (status, bad) = http(edge.listen, "POST", "/api/payments/authorize", Some(r#"{"merchantId":"m","amount":"x"}"#)).await?;
+    let (status, bad) = http_as("m", edge.listen, "POST", "/api/payments/authorize", Some(r#"{"merchantId":"m","amount":"x"}"#)).await?;
     if status != 400 || !bad.contains("amount") {
         return Err(format!("a bad body should be 400 naming the field, got {status} {bad}"));
     }
@@ -153,8 +197,8 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     // The event pipeline: relay -> Kafka -> ledger and view -> query, through the edge.
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
     loop {
-        let (status, balance) = http(edge.listen, "GET", &format!("/api/merchants/{merchant}/balance"), None).await?;
-        let (_, list) = http(edge.listen, "GET", &format!("/api/merchants/{merchant}/payments"), None).await?;
+        let (status, balance) = http_as(&merchant, edge.listen, "GET", &format!("/api/merchants/{merchant}/balance"), None).await?;
+        let (_, list) = http_as(&merchant, edge.listen, "GET", &format!("/api/merchants/{merchant}/payments"), None).await?;
         if status == 200 && balance.contains("\"balance\":\"50000\"") && list.contains("PAYMENT_STATUS_CAPTURED") {
             break;
         }
@@ -164,10 +208,29 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 
-    // Straight at an instance of the wrong shard: refused, naming the shard.
+    // Without a credential, through the edge: 401; another merchant's payment: 403.
+    let (status, _) = http(edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
+    if status != 401 {
+        return Err(format!("GET without a token should be 401, got {status}"));
+    }
+    let (status, _) = http_as("someone-else", edge.listen, "GET", &format!("/api/payments/{id}"), None).await?;
+    if status != 403 {
+        return Err(format!("GET of another merchant's payment should be 403, got {status}"));
+    }
+
+    // Straight at an instance of the wrong shard (with the identity the edge would forward):
+    // refused, naming the shard.
     let wrong = stack.config.payments.instances[0].listen.to_string();
+    let identity = [
+        "-H".to_owned(),
+        format!("{}: smoke", paymesh_core::identity::SUBJECT),
+        "-H".to_owned(),
+        format!("{}: {merchant}", paymesh_core::identity::MERCHANT),
+    ];
     let out = Command::new(grpcurl)
-        .args(["-plaintext", "-d", &body, &wrong, "payments.v1.Payments/Authorize"])
+        .arg("-plaintext")
+        .args(&identity)
+        .args(["-d", &body, &wrong, "payments.v1.Payments/Authorize"])
         .output()
         .map_err(|e| e.to_string())?;
     let text = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
@@ -175,7 +238,7 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
         return Err(format!("a wrong-shard Authorize should fail with FailedPrecondition, got: {text}"));
     }
     println!(
-        "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400, admin, the pipeline (balance and payments via query); direct: describe, wrong shard: all as expected"
+        "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400/401/403, admin, the pipeline (balance and payments via query); direct: describe, wrong shard: all as expected"
     );
     Ok(trace_id)
 }

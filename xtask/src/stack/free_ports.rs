@@ -13,6 +13,9 @@ pub struct Shape<'a> {
     pub workers: &'a [(&'a str, &'a str)],
     /// Extra keys of `[relay]` (one per line).
     pub relay: &'a str,
+    /// The local issuer's JWKS: the edge then authenticates callers (and the services scope
+    /// them to their merchant), as in the shipped config.
+    pub auth_jwks: Option<&'a std::path::Path>,
 }
 
 pub fn config(shape: Shape<'_>) -> Result<String, String> {
@@ -75,10 +78,14 @@ cluster = "query"
 [[edge.routes]]
 service = "grpc.reflection.v1alpha.ServerReflection"
 cluster = "payments"
+auth = "public"
 "#,
         port()?,
         port()?
     );
+    if let Some(jwks) = shape.auth_jwks {
+        text += &crate::local_auth::edge_auth_section(jwks);
+    }
     Ok(text)
 }
 
@@ -88,9 +95,13 @@ mod tests {
 
     #[test]
     fn the_config_is_valid_and_has_the_asked_workers() {
-        let text =
-            config(Shape { shard_pool: 8, workers: &[("ledger-1", "ledger"), ("view-1", "view")], relay: "retry_interval = \"500ms\"\n" })
-                .expect("config");
+        let text = config(Shape {
+            shard_pool: 8,
+            workers: &[("ledger-1", "ledger"), ("view-1", "view")],
+            relay: "retry_interval = \"500ms\"\n",
+            auth_jwks: None,
+        })
+        .expect("config");
         let c = paymesh_core::config::MeshConfig::parse(std::path::Path::new("free-ports.toml"), &text, &|_| None)
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(c.workers.map(|w| w.instances.len()), Some(2));
