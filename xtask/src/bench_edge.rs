@@ -7,6 +7,8 @@
 //! - `direct`: gRPC straight at the upstream;
 //! - `edge-grpc`: gRPC through the edge (routed by merchant, as Authorize is);
 //! - `edge-rest`: REST/JSON through the edge, transcoded to the same call;
+//! - `edge-grpc-jwt`: as `edge-grpc`, through a second edge that authenticates callers
+//!   (`[edge.auth]`, an EdDSA token on every call): the cost of verifying the token;
 //! - `nginx`: gRPC through Debian's nginx `grpc_pass` (not shard-aware: one upstream).
 //!
 //! Per path: calls/s, p50/p99, and the proxy's CPU per call (its process's CPU time over
@@ -22,7 +24,7 @@ use paymesh_testkit::port::free_port;
 use crate::bench::{Nginx, comm_cpu, median, proc_cpu};
 use crate::supervise::Program;
 
-const PATHS: [&str; 4] = ["direct", "edge-grpc", "edge-rest", "nginx"];
+const PATHS: [&str; 5] = ["direct", "edge-grpc", "edge-grpc-jwt", "edge-rest", "nginx"];
 const CONCURRENCY: usize = 32;
 const OPEN_CONNECTIONS: usize = 1_000;
 
@@ -53,14 +55,14 @@ pub async fn run(quick: bool) -> Result<String, String> {
     let mut echo = echo.spawn().await?;
     wait_listening(echo_addr, "echo-upstream").await?;
 
-    let config = dir.join("edge.toml");
-    std::fs::write(&config, edge_config(echo_addr, edge_addr, admin_addr, &descriptors)).map_err(|e| e.to_string())?;
-    let mut edge = Program::new(bin.join("edge"), ["--config".to_owned(), config.display().to_string()]);
-    edge.log = Some(dir.join("edge.log"));
-    edge.env.push(("RUST_LOG".into(), "warn".into()));
-    let mut edge = edge.spawn().await?;
-    let edge_pid = edge.id().ok_or("the edge exited at once; see .paymesh/bench-edge/edge.log")?;
-    wait_ready(admin_addr).await?;
+    let (mut edge, edge_pid) =
+        start_edge(&bin, &dir, "edge", &edge_config(echo_addr, edge_addr, admin_addr, &descriptors, None), admin_addr).await?;
+    // The same edge with authentication on, and a token for the load to send.
+    let issuer = crate::local_auth::LocalIssuer::ensure(&dir.join("auth"))?;
+    let token = issuer.mint("bench", Some("merchant-1"), &["payments:write".into()], Duration::from_secs(3600))?;
+    let (jwt_addr, jwt_admin) = (port()?, port()?);
+    let jwt_config = edge_config(echo_addr, jwt_addr, jwt_admin, &descriptors, Some(&issuer.jwks));
+    let (mut jwt_edge, jwt_pid) = start_edge(&bin, &dir, "edge-jwt", &jwt_config, jwt_admin).await?;
 
     let nginx = match crate::install::nginx() {
         Ok(nginx_bin) => {
@@ -82,13 +84,14 @@ pub async fn run(quick: bool) -> Result<String, String> {
     let mut failure = None;
     'rounds: for round in 1..=rounds {
         for path in PATHS {
-            let target = match (path, &nginx) {
-                ("direct", _) => echo_addr,
-                ("nginx", Ok(n)) => n.listen,
+            let (target, pid, headers) = match (path, &nginx) {
+                ("direct", _) => (echo_addr, 0, vec![]),
+                ("nginx", Ok(n)) => (n.listen, 0, vec![]),
                 ("nginx", Err(_)) => continue,
-                _ => edge_addr,
+                ("edge-grpc-jwt", _) => (jwt_addr, jwt_pid, vec![format!("authorization=Bearer {token}")]),
+                _ => (edge_addr, edge_pid, vec![]),
             };
-            match measure(&load, &descriptors, path, target, duration, edge_pid).await {
+            match measure(&load, &descriptors, path, target, duration, pid, &headers).await {
                 Ok(r) => {
                     println!(
                         "    round {round} {path:<10} {:>8.0} calls/s  p50 {:>6.2} ms  p99 {:>6.2} ms  errors {}  proxy CPU {:>6.1} µs/call",
@@ -112,7 +115,7 @@ pub async fn run(quick: bool) -> Result<String, String> {
     if let Ok(n) = nginx {
         n.stop().await;
     }
-    for child in [&mut edge, &mut echo] {
+    for child in [&mut edge, &mut jwt_edge, &mut echo] {
         if let Some(pid) = child.id() {
             let _ = crate::supervise::kill(pid, crate::supervise::Signal::Term);
         }
@@ -142,8 +145,9 @@ async fn build() -> Result<PathBuf, String> {
     Ok(target.join("release"))
 }
 
-fn edge_config(echo: SocketAddr, edge: SocketAddr, admin: SocketAddr, descriptors: &Path) -> String {
+fn edge_config(echo: SocketAddr, edge: SocketAddr, admin: SocketAddr, descriptors: &Path, auth_jwks: Option<&Path>) -> String {
     // The mesh config needs shards and payments instances; this run uses neither.
+    let auth = auth_jwks.map(crate::local_auth::edge_auth_section).unwrap_or_default();
     format!(
         r#"[[shards]]
 id = 0
@@ -171,10 +175,25 @@ endpoints = [{{ name = "echo", address = "{echo}", shard = 0 }}]
 service = "paymesh.bench.v1.Echo"
 cluster = "echo"
 shard_keys = [{{ field = "merchant_id", kind = "merchant", header = "x-merchant-id" }}]
+
+{auth}
 "#,
         descriptors = descriptors.display(),
         threads = edge_threads()
     )
+}
+
+/// Writes `<name>.toml` and starts an edge on it; returns it once its admin API says ready.
+async fn start_edge(bin: &Path, dir: &Path, name: &str, config: &str, admin: SocketAddr) -> Result<(tokio::process::Child, u32), String> {
+    let path = dir.join(format!("{name}.toml"));
+    std::fs::write(&path, config).map_err(|e| e.to_string())?;
+    let mut edge = Program::new(bin.join("edge"), ["--config".to_owned(), path.display().to_string()]);
+    edge.log = Some(dir.join(format!("{name}.log")));
+    edge.env.push(("RUST_LOG".into(), "warn".into()));
+    let child = edge.spawn().await?;
+    let pid = child.id().ok_or_else(|| format!("{name} exited at once; see .paymesh/bench-edge/{name}.log"))?;
+    wait_ready(admin).await?;
+    Ok((child, pid))
 }
 
 /// The edge's worker threads: 2 (as nginx's workers), or `PAYMESH_BENCH_EDGE_THREADS`.
@@ -213,7 +232,8 @@ async fn measure(
     path: &'static str,
     target: SocketAddr,
     duration: &str,
-    edge_pid: u32,
+    proxy_pid: u32,
+    headers: &[String],
 ) -> Result<Round, String> {
     let mut cmd = tokio::process::Command::new(load);
     let data = r#"{"merchantId":"merchant-{{mod .RequestNumber 1000}}","amount":"1000","currency":"KRW","note":"bench"}"#;
@@ -223,9 +243,12 @@ async fn measure(
         cmd.args(["--call", "paymesh.bench.v1.Echo/Echo", "--protoset"]).arg(descriptors);
     }
     // No warm-up: the proxy's CPU is read over the whole run, so every call must count.
+    for h in headers {
+        cmd.args(["--header", h]);
+    }
     cmd.args(["-d", data, "-c", &CONCURRENCY.to_string(), "-z", duration, "--warmup", "0s", &target.to_string()]);
     let proxy_cpu = || match path {
-        "edge-grpc" | "edge-rest" => proc_cpu(edge_pid),
+        "edge-grpc" | "edge-rest" | "edge-grpc-jwt" => proc_cpu(proxy_pid),
         "nginx" => comm_cpu("nginx"),
         _ => 0.0,
     };
@@ -330,6 +353,14 @@ fn report(quick: bool, rounds: usize, duration: &str, results: &[Round], (rss_be
             "- edge throughput >= nginx's: {grpc_rps:.0} vs {nginx_rps:.0} calls/s ({:.2}x): {}\n",
             grpc_rps / nginx_rps,
             check(grpc_rps >= nginx_rps)
+        );
+    }
+    let jwt_cpu = cpu_us("edge-grpc-jwt");
+    if grpc_cpu > 0.0 && jwt_cpu > 0.0 {
+        targets += &format!(
+            "- authentication (an EdDSA JWT on every gRPC call): {jwt_cpu:.1} vs {grpc_cpu:.1} µs per call ({:+.1} µs, {:.2}x)\n",
+            jwt_cpu - grpc_cpu,
+            jwt_cpu / grpc_cpu
         );
     }
     if grpc_cpu > 0.0 {

@@ -22,6 +22,11 @@ pub struct Auth {
     pub scopes_claim: String,
     /// Longest token (or API key) accepted, in bytes.
     pub max_token_bytes: usize,
+    /// Verified tokens remembered (0: verify every call).
+    pub token_cache_entries: usize,
+    /// Longest a verified token is remembered (a key removed from a JWKS stops working
+    /// within it).
+    pub token_cache_max_age: Duration,
 }
 
 /// A JWT issuer and where its public keys are.
@@ -75,6 +80,10 @@ pub(super) struct RawAuth {
     scopes_claim: String,
     #[serde(default = "default_max_token_bytes")]
     max_token_bytes: usize,
+    #[serde(default = "default_token_cache_entries")]
+    token_cache_entries: usize,
+    #[serde(default = "default_token_cache_max_age")]
+    token_cache_max_age: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -118,6 +127,12 @@ fn default_scopes_claim() -> String {
 fn default_max_token_bytes() -> usize {
     8 * 1024
 }
+fn default_token_cache_entries() -> usize {
+    10_000
+}
+fn default_token_cache_max_age() -> String {
+    "60s".into()
+}
 fn default_refresh() -> String {
     "10m".into()
 }
@@ -143,6 +158,10 @@ pub(super) fn validate(
     if !(256..=64 * 1024).contains(&raw.max_token_bytes) {
         return Err(err("edge.auth.max_token_bytes".into(), format!("{} is out of range; use 256 to 65536", raw.max_token_bytes)));
     }
+    if raw.token_cache_entries > 1_000_000 {
+        return Err(err("edge.auth.token_cache_entries".into(), format!("{} is out of range; use 0 to 1000000", raw.token_cache_entries)));
+    }
+    let token_cache_max_age = dur("edge.auth.token_cache_max_age".into(), &raw.token_cache_max_age)?;
     if raw.issuers.is_empty() && raw.api_keys.is_empty() {
         return Err(err(
             "edge.auth".into(),
@@ -206,5 +225,7 @@ pub(super) fn validate(
         merchant_claim: raw.merchant_claim,
         scopes_claim: raw.scopes_claim,
         max_token_bytes: raw.max_token_bytes,
+        token_cache_entries: raw.token_cache_entries,
+        token_cache_max_age,
     })
 }

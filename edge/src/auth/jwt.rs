@@ -25,7 +25,8 @@ impl Issuer {
     }
 }
 
-pub async fn verify(issuers: &[Issuer], auth: &Auth, token: &str) -> Result<Identity, String> {
+/// The token's identity and its `exp` (Unix seconds).
+pub async fn verify(issuers: &[Issuer], auth: &Auth, token: &str) -> Result<(Identity, u64), String> {
     let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
         ErrorKind::InvalidAlgorithmName | ErrorKind::Json(_) if token.split('.').count() == 3 => {
             "the token's algorithm is not accepted; use RS256, ES256 or EdDSA".to_owned()
@@ -61,7 +62,8 @@ pub async fn verify(issuers: &[Issuer], auth: &Auth, token: &str) -> Result<Iden
     v.set_audience(&issuer.config.audiences);
     v.set_required_spec_claims(&["exp", "iss", "aud", "sub"]);
     let data = jsonwebtoken::decode::<serde_json::Map<String, serde_json::Value>>(token, &key.key, &v).map_err(|e| refusal(&e))?;
-    identity(&data.claims, auth, &issuer.config.issuer)
+    let exp = data.claims.get("exp").and_then(serde_json::Value::as_u64).ok_or("the token's `exp` is not a number of seconds")?;
+    Ok((identity(&data.claims, auth, &issuer.config.issuer)?, exp))
 }
 
 /// What a failed verification tells the caller.

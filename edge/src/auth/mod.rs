@@ -8,6 +8,7 @@
 //! - `api_key`: `x-api-key: pmk_<id>_<secret>`, checked against the SHA-256 in the config.
 
 mod api_key;
+mod cache;
 mod jwks;
 mod jwt;
 
@@ -92,6 +93,7 @@ pub struct Authenticator {
     config: Auth,
     issuers: Vec<jwt::Issuer>,
     api_keys: HashMap<String, paymesh_core::config::ApiKey>,
+    verified: cache::TokenCache,
 }
 
 impl Authenticator {
@@ -103,7 +105,8 @@ impl Authenticator {
             issuers.push(jwt::Issuer::new(i.clone(), Arc::new(KeySet::new(i)?)));
         }
         let api_keys = config.api_keys.iter().map(|k| (k.id.clone(), k.clone())).collect();
-        Ok(Self { config, issuers, api_keys })
+        let verified = cache::TokenCache::new(config.token_cache_entries, config.token_cache_max_age);
+        Ok(Self { config, issuers, api_keys, verified })
     }
 
     /// Every issuer's key set (the background refresher walks them).
@@ -134,7 +137,13 @@ impl Authenticator {
                 if token.is_empty() {
                     return Err(Refusal::Malformed("the bearer token is empty".into()));
                 }
-                jwt::verify(&self.issuers, &self.config, token).await.map_err(Refusal::Invalid)
+                let now = std::time::Instant::now();
+                if let Some(identity) = self.verified.get(token, now) {
+                    return Ok(identity);
+                }
+                let (identity, exp) = jwt::verify(&self.issuers, &self.config, token).await.map_err(Refusal::Invalid)?;
+                self.verified.put(token, &identity, exp.saturating_add(self.config.leeway.as_secs()), now);
+                Ok(identity)
             }
             ([], [key]) => {
                 if key.len() > max {
