@@ -14,6 +14,7 @@ use std::time::Duration;
 use crate::{ShardId, duration};
 
 mod auth;
+pub mod cipher;
 mod edge;
 mod pipeline;
 pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
@@ -179,6 +180,7 @@ impl MeshConfig {
             let keys = DbKeys {
                 url: &s.database_url,
                 password_env: s.password_env,
+                password: s.password,
                 pool_size: s.pool_size,
                 connect_timeout: &s.connect_timeout,
                 lock_timeout: &s.lock_timeout,
@@ -253,6 +255,7 @@ impl MeshConfig {
                 let keys = DbKeys {
                     url: &w.database_url,
                     password_env: w.password_env.clone(),
+                    password: w.password.clone(),
                     pool_size: w.pool_size,
                     connect_timeout: &w.connect_timeout,
                     lock_timeout: &w.lock_timeout,
@@ -286,6 +289,8 @@ impl MeshConfig {
 struct DbKeys<'a> {
     url: &'a str,
     password_env: Option<String>,
+    /// An encrypted password (`{cipher}...`).
+    password: Option<String>,
     pool_size: usize,
     connect_timeout: &'a str,
     lock_timeout: &'a str,
@@ -309,11 +314,15 @@ fn database(
             "contains a password; keep secrets out of config: set password_env to the name of an environment variable that holds it".into(),
         ));
     }
-    let password = match k.password_env {
-        None => None,
-        Some(var) => Some(Secret::new(
+    let password = match (k.password_env, k.password) {
+        (None, None) => None,
+        (Some(_), Some(_)) => {
+            return Err(err(format!("{key}.password"), "give either password (encrypted) or password_env, not both".into()));
+        }
+        (Some(var), None) => Some(Secret::new(
             env(&var).ok_or_else(|| err(format!("{key}.password_env"), format!("environment variable {var} is not set")))?,
         )),
+        (None, Some(value)) => Some(Secret::new(encrypted(&value, env).map_err(|m| err(format!("{key}.password"), m))?)),
     };
     if !(1..=1_000).contains(&k.pool_size) {
         return Err(err(format!("{key}.pool_size"), format!("{} is out of range; use 1 to 1000", k.pool_size)));
@@ -335,6 +344,20 @@ fn database(
         ));
     }
     Ok(DatabaseConfig { url, password, pool_size: k.pool_size, connect_timeout, lock_timeout, statement_timeout })
+}
+
+/// The plain text of an encrypted config value, with the key from the environment.
+fn encrypted(value: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<String, String> {
+    use cipher::{ConfigKey, KEY_ENV, KEY_FILE_ENV, PREFIX};
+    if !value.starts_with(PREFIX) {
+        return Err(format!(
+            "a password in the config must be encrypted: write {PREFIX}... (`cargo xtask secret encrypt`), or use password_env"
+        ));
+    }
+    let key = ConfigKey::from_env(env)?.ok_or_else(|| {
+        format!("is encrypted ({PREFIX}) but no key is set: set {KEY_ENV} (the key, base64) or {KEY_FILE_ENV} (a file holding it)")
+    })?;
+    key.decrypt(value)
 }
 
 /// Redacts anything secret-looking from a database URL (a password in the authority or in a
@@ -461,6 +484,9 @@ mod raw {
         pub database_url: String,
         #[serde(default)]
         pub password_env: Option<String>,
+        /// Encrypted: `{cipher}...`.
+        #[serde(default)]
+        pub password: Option<String>,
         #[serde(default = "default_pool_size")]
         pub pool_size: usize,
         #[serde(default = "default_connect_timeout")]
@@ -786,6 +812,9 @@ mod raw {
         pub database_url: String,
         #[serde(default)]
         pub password_env: Option<String>,
+        /// Encrypted: `{cipher}...`.
+        #[serde(default)]
+        pub password: Option<String>,
         #[serde(default = "default_pool_size")]
         pub pool_size: usize,
         #[serde(default = "default_connect_timeout")]

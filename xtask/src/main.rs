@@ -18,6 +18,7 @@ mod install;
 mod local_auth;
 mod observe;
 mod probe;
+mod secret;
 mod smoke;
 mod stack;
 mod supervise;
@@ -40,6 +41,8 @@ const USAGE: &str = "usage: cargo xtask <command>
   token --merchant M [--scope S]... [--ttl 1h] [--subject S]
                                    print a token from the local stack's issuer (for curl,
                                    grpcurl and ghz: authorization: Bearer <token>)
+  secret keygen|encrypt|decrypt    a config key, or a {cipher} value for the config (the value
+                                   on standard input, the key in PAYMESH_CONFIG_KEY)
   supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
 
 fn main() -> ExitCode {
@@ -51,6 +54,7 @@ fn main() -> ExitCode {
         Some("chaos") => chaos(&args[1..]),
         Some("redrive") => redrive(&args[1..]),
         Some("token") => local_auth::token_command(&root(), &args[1..]),
+        Some("secret") => secret::command(&args[1..]),
         Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");

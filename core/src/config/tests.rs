@@ -266,3 +266,32 @@ fn auth_mistakes_are_named_with_their_key() {
         assert!(p.contains(expected), "expected {expected:?} in: {p}");
     }
 }
+
+#[test]
+fn an_encrypted_password_is_decrypted_with_the_key_from_the_environment() {
+    use crate::config::cipher::{ConfigKey, KEY_ENV};
+    let key = ConfigKey::generate().expect("key");
+    let sealed = key.encrypt("pg-s3cret").expect("encrypt");
+    let text = GOOD.replace("password_env = \"SHARD1_PASSWORD\"", &format!("password = \"{sealed}\""));
+    let encoded = key.encoded();
+    let with_key = |name: &str| (name == KEY_ENV).then(|| encoded.clone());
+    let c = MeshConfig::parse(Path::new("mesh-config/test.toml"), &text, &with_key).expect("config");
+    assert_eq!(c.shards[1].database.password.as_ref().map(Secret::expose), Some("pg-s3cret"));
+    assert!(!format!("{c:?}").contains("pg-s3cret"), "the password shows in Debug");
+
+    let missing = MeshConfig::parse(Path::new("mesh-config/test.toml"), &text, &|_| None).expect_err("no key").to_string();
+    for needle in ["mesh-config/test.toml", "shards[1].password", KEY_ENV, "PAYMESH_CONFIG_KEY_FILE"] {
+        assert!(missing.contains(needle), "{needle:?} not in: {missing}");
+    }
+    let other = ConfigKey::generate().expect("key").encoded();
+    let wrong = MeshConfig::parse(Path::new("mesh-config/test.toml"), &text, &|n: &str| (n == KEY_ENV).then(|| other.clone()))
+        .expect_err("wrong key")
+        .to_string();
+    assert!(wrong.contains("shards[1].password") && wrong.contains("key is wrong") && !wrong.contains("pg-s3cret"), "{wrong}");
+
+    let plain = GOOD.replace("password_env = \"SHARD1_PASSWORD\"", "password = \"pg-s3cret\"");
+    let e = problem(&plain);
+    assert!(e.contains("must be encrypted") && !e.contains("pg-s3cret"), "{e}");
+    let both = GOOD.replace("password_env = \"SHARD1_PASSWORD\"", &format!("password_env = \"SHARD1_PASSWORD\"\npassword = \"{sealed}\""));
+    assert!(problem(&both).contains("not both"));
+}

@@ -400,5 +400,6 @@ fn chaos_config() -> Result<String, String> {
         // The load spans many merchants through one client; authentication has its own
         // tests (and the smoke run drives an authenticated stack).
         auth_jwks: None,
+        shard_password: None,
     })
 }

@@ -147,6 +147,7 @@ async fn sigterm_while_starting(stack: &Stack, config: &Path) -> Result<(), Stri
     let mut child = tokio::process::Command::new(stack.bin_dir().join("worker"))
         .args(["--instance", &worker.name, "--config"])
         .arg(&stuck)
+        .envs(stack.env().iter().map(|(k, v)| (k, v)))
         .env("PAYMESH_LOG_FORMAT", "json")
         .stdin(Stdio::null())
         .stdout(Stdio::null())

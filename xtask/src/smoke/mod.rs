@@ -23,7 +23,17 @@ fn bearer(merchant: &str) -> Result<String, String> {
     let issuer = ISSUER.get().ok_or("the smoke run's issuer is not set up")?;
     let token =
         issuer.mint(&format!("smoke-{merchant}"), Some(merchant), &["payments:write".into()], std::time::Duration::from_secs(3600))?;
+    remember(&token);
     Ok(format!("Bearer {token}"))
+}
+
+/// Every secret the smoke run handed out, to look for in the processes' logs afterwards.
+static SECRETS: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+fn remember(secret: &str) {
+    if let Ok(mut s) = SECRETS.lock() {
+        s.push(secret.to_owned());
+    }
 }
 
 /// [`http`] as a caller acting for `merchant`.
@@ -43,8 +53,18 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     let issuer = LocalIssuer::ensure(&dir.join("auth"))?;
     let jwks = issuer.jwks.clone();
     let _ = ISSUER.set(issuer);
+    // Shard 0's password is in the config encrypted, as a production config would carry it
+    // (PostgreSQL here trusts local connections, so it is checked only by the payments tests).
+    let key = paymesh_core::config::cipher::ConfigKey::generate()?;
+    let password = format!("smoke-pw-{}", std::process::id());
+    let sealed = key.encrypt(&password)?;
+    remember(&password);
+    remember(&key.encoded());
     let config = dir.join("paymesh.toml");
-    std::fs::write(&config, smoke_config(&jwks)?).map_err(|e| e.to_string())?;
+    std::fs::write(&config, smoke_config(&jwks, &sealed)?).map_err(|e| e.to_string())?;
+    let logs = dir.join("logs");
+    let _ = std::fs::remove_dir_all(&logs);
+    std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
 
     // A real OTLP receiver: rotel, writing the spans it gets to a file.
     let receiver = crate::observe::start_receiver(rotel, &dir).await?;
@@ -52,8 +72,9 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     let env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), receiver.endpoint.clone()),
         ("OTEL_BSP_SCHEDULE_DELAY".to_owned(), "200".to_owned()),
+        (paymesh_core::config::cipher::KEY_ENV.to_owned(), key.encoded()),
     ];
-    let stack = Stack::start_with_env(&config, &dir, false, env).await?;
+    let stack = Stack::start_logged(&config, &dir, false, env, Some(logs.clone())).await?;
     let outcome = async {
         let trace_id = drive(grpcurl, &stack).await?;
         one_trace(&spans, &trace_id).await?;
@@ -63,17 +84,46 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     .await;
     let stopped = stack.stop().await;
     outcome?;
-    stopped
+    stopped?;
+    no_secret_in(&logs)
+}
+
+/// No log line of any process holds a secret the run handed out (tokens, the database
+/// password, the config key).
+fn no_secret_in(logs: &Path) -> Result<(), String> {
+    let secrets = SECRETS.lock().map_err(|_| "poisoned")?.clone();
+    let (mut files, mut lines) = (0, 0);
+    for entry in std::fs::read_dir(logs).map_err(|e| format!("cannot read {}: {e}", logs.display()))? {
+        let path = entry.map_err(|e| e.to_string())?.path();
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        files += 1;
+        for (n, line) in text.lines().enumerate() {
+            lines += 1;
+            if let Some(s) = secrets.iter().find(|s| line.contains(s.as_str())) {
+                let what = if s.starts_with("ey") { "a token" } else { "a secret" };
+                return Err(format!("{}:{}: a log line holds {what} the smoke run handed out", path.display(), n + 1));
+            }
+        }
+    }
+    if files < 5 || lines == 0 || secrets.len() < 3 {
+        return Err(format!(
+            "the secret scan saw {files} log files, {lines} lines and {} secrets: too little to mean anything",
+            secrets.len()
+        ));
+    }
+    println!("    no secret in {lines} log lines of {files} processes ({} tokens, keys and passwords looked for)", secrets.len());
+    Ok(())
 }
 
 /// Every port below the ephemeral range: servers here are killed and restarted on their port,
 /// which an outgoing connection could take meanwhile, or a reconnecting client connect to itself.
-fn smoke_config(jwks: &Path) -> Result<String, String> {
+fn smoke_config(jwks: &Path, shard_password: &str) -> Result<String, String> {
     crate::stack::free_ports::config(crate::stack::free_ports::Shape {
         shard_pool: 4,
         workers: &[("ledger-1", "ledger"), ("view-1", "view")],
         relay: "",
         auth_jwks: Some(jwks),
+        shard_password: Some(shard_password),
     })
 }
 

@@ -16,6 +16,9 @@ pub struct Shape<'a> {
     /// The local issuer's JWKS: the edge then authenticates callers (and the services scope
     /// them to their merchant), as in the shipped config.
     pub auth_jwks: Option<&'a std::path::Path>,
+    /// An encrypted (`{cipher}`) password for shard 0's database, as a production config
+    /// would carry it.
+    pub shard_password: Option<&'a str>,
 }
 
 pub fn config(shape: Shape<'_>) -> Result<String, String> {
@@ -23,10 +26,14 @@ pub fn config(shape: Shape<'_>) -> Result<String, String> {
     let mut text = String::new();
     for i in 0..2 {
         text += &format!(
-            "[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = {}\n\n",
+            "[[shards]]\nid = {i}\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh\"\npool_size = {}\n",
             port()?,
             shape.shard_pool
         );
+        if let (0, Some(sealed)) = (i, shape.shard_password) {
+            text += &format!("password = \"{sealed}\"\n");
+        }
+        text += "\n";
     }
     text += "[payments]\nshutdown_grace = \"5s\"\nhealth_check_interval = \"200ms\"\n\n";
     text += &format!("[workers]\ndatabase_url = \"postgres://postgres@127.0.0.1:{}/paymesh_workers\"\n", port()?);
@@ -100,6 +107,7 @@ mod tests {
             workers: &[("ledger-1", "ledger"), ("view-1", "view")],
             relay: "retry_interval = \"500ms\"\n",
             auth_jwks: None,
+            shard_password: None,
         })
         .expect("config");
         let c = paymesh_core::config::MeshConfig::parse(std::path::Path::new("free-ports.toml"), &text, &|_| None)

@@ -33,6 +33,8 @@ pub struct Stack {
     env: Vec<(String, String)>,
     /// Where the Paymesh binaries are.
     bin: PathBuf,
+    /// Where each Paymesh process writes its output (`None`: xtask's own).
+    log_dir: Option<PathBuf>,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -44,8 +46,24 @@ impl Stack {
 
     /// [`Stack::start`], with `env` added to every process's environment.
     pub async fn start_with_env(config_path: &Path, data_dir: &Path, release: bool, env: Vec<(String, String)>) -> Result<Self, String> {
-        let config = MeshConfig::load(config_path).map_err(|e| e.to_string())?;
+        Self::start_logged(config_path, data_dir, release, env, None).await
+    }
+
+    /// [`Stack::start_with_env`], each Paymesh process writing its output to
+    /// `<log_dir>/<name>.log` instead of xtask's (when `log_dir` is given). The config is
+    /// read with `env` too (e.g. `PAYMESH_CONFIG_KEY` for its `{cipher}` values).
+    pub async fn start_logged(
+        config_path: &Path,
+        data_dir: &Path,
+        release: bool,
+        env: Vec<(String, String)>,
+        log_dir: Option<PathBuf>,
+    ) -> Result<Self, String> {
+        let text = std::fs::read_to_string(config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
+        let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok());
+        let config = MeshConfig::parse(config_path, &text, &lookup).map_err(|e| e.to_string())?;
         let mut stack = Self {
+            log_dir,
             config,
             config_path: config_path.to_owned(),
             databases: Vec::new(),
@@ -149,6 +167,7 @@ impl Stack {
         let mut program = Program::new(binary, args);
         program.args.extend(["--config".into(), self.config_path.clone().into()]);
         program.env = self.env.clone();
+        program.log = self.log_dir.as_ref().map(|d| d.join(format!("{name}.log")));
         let launch: Launch = Box::new(move || Ok(program.clone()));
         self.procs.push(Supervised::start(name, launch, supervise::to_stdout()).await?);
         Ok(())
@@ -171,6 +190,11 @@ impl Stack {
     }
 
     /// The directory holding the Paymesh binaries the stack runs.
+    /// The environment every process of the stack gets (e.g. the config key).
+    pub fn env(&self) -> &[(String, String)] {
+        &self.env
+    }
+
     pub fn bin_dir(&self) -> &Path {
         &self.bin
     }

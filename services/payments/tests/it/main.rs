@@ -11,5 +11,6 @@ mod idempotency;
 mod outbox;
 mod plumbing;
 mod rules;
+mod secrets;
 mod sharding;
 mod validation;
