@@ -37,6 +37,9 @@ pub struct Issuer {
     /// A token's `aud` must name one of these.
     pub audiences: Vec<String>,
     pub keys: KeySource,
+    /// For an `https://` JWKS URL: the CA that signs its server's certificate, when it is
+    /// not one the system trusts (a private CA).
+    pub jwks_ca: Option<PathBuf>,
     /// How often a JWKS URL is fetched again (also on a token whose `kid` is unknown, at most
     /// once per `min_refresh`).
     pub refresh: Duration,
@@ -47,7 +50,7 @@ pub struct Issuer {
 pub enum KeySource {
     /// A JWKS file (re-read when it changes).
     File(PathBuf),
-    /// A JWKS document over HTTP.
+    /// A JWKS document over HTTP or HTTPS.
     Url(String),
 }
 
@@ -95,6 +98,8 @@ struct RawIssuer {
     jwks_file: Option<String>,
     #[serde(default)]
     jwks_url: Option<String>,
+    #[serde(default)]
+    jwks_ca: Option<String>,
     #[serde(default = "default_refresh")]
     refresh: String,
     #[serde(default = "default_min_refresh")]
@@ -181,13 +186,8 @@ pub(super) fn validate(
         }
         let keys = match (r.jwks_file, r.jwks_url) {
             (Some(f), None) => KeySource::File(base_dir.join(f)),
-            (None, Some(u)) if u.starts_with("http://") => KeySource::Url(u),
-            (None, Some(u)) => {
-                return Err(err(
-                    key("jwks_url"),
-                    format!("'{u}' is not an http:// URL (https JWKS URLs are not supported yet; use jwks_file)"),
-                ));
-            }
+            (None, Some(u)) if u.starts_with("http://") || u.starts_with("https://") => KeySource::Url(u),
+            (None, Some(u)) => return Err(err(key("jwks_url"), format!("'{u}' is not an http:// or https:// URL"))),
             _ => return Err(err(key("jwks_file"), "give exactly one of jwks_file and jwks_url".into())),
         };
         let refresh = dur(key("refresh"), &r.refresh)?;
@@ -195,7 +195,12 @@ pub(super) fn validate(
         if refresh.is_zero() || min_refresh.is_zero() || min_refresh > refresh {
             return Err(err(key("min_refresh"), "refresh and min_refresh must be above zero, min_refresh at most refresh".into()));
         }
-        issuers.push(Issuer { issuer: r.issuer, audiences: r.audiences, keys, refresh, min_refresh });
+        let jwks_ca = match (r.jwks_ca, &keys) {
+            (None, _) => None,
+            (Some(ca), KeySource::Url(u)) if u.starts_with("https://") => Some(base_dir.join(ca)),
+            (Some(_), _) => return Err(err(key("jwks_ca"), "only goes with an https:// jwks_url".into())),
+        };
+        issuers.push(Issuer { issuer: r.issuer, audiences: r.audiences, keys, jwks_ca, refresh, min_refresh });
     }
     let mut api_keys: Vec<ApiKey> = Vec::with_capacity(raw.api_keys.len());
     for (i, k) in raw.api_keys.into_iter().enumerate() {

@@ -255,7 +255,11 @@ fn auth_mistakes_are_named_with_their_key() {
         (with_auth("auth = \"required\"", ""), "edge.routes[0].auth"),
         (with_auth("auth = \"maybe\"", ISSUER), "not an auth mode"),
         (with_auth("", "[edge.auth]\n"), "nobody could call"),
-        (with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "jwks_url = \"https://i.test/jwks\"")), "not an http:// URL"),
+        (with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "jwks_url = \"ftp://i.test/jwks\"")), "not an http:// or https:// URL"),
+        (
+            with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "jwks_file = \"jwks.json\"\njwks_ca = \"ca.pem\"")),
+            "only goes with an https://",
+        ),
         (with_auth("", &ISSUER.replace("jwks_file = \"jwks.json\"", "")), "exactly one of jwks_file and jwks_url"),
         (with_auth("", &ISSUER.replace("[\"paymesh\"]", "[]")), "audiences"),
         (with_auth("", "[edge.auth]\n[[edge.auth.api_keys]]\nid = \"k_1\"\nsha256 = \"00\"\nsubject = \"s\"\n"), "not a key id"),

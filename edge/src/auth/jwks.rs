@@ -41,6 +41,8 @@ struct Keys {
 #[derive(Debug)]
 pub struct KeySet {
     source: KeySource,
+    /// The CA for an https JWKS URL, when not the system's.
+    ca: Option<std::path::PathBuf>,
     keys: RwLock<Arc<Keys>>,
     /// One fetch at a time; holds when the last one was tried and the file's mtime.
     fetch: tokio::sync::Mutex<Fetched>,
@@ -60,6 +62,7 @@ impl KeySet {
     pub fn new(issuer: &Issuer) -> Result<Self, String> {
         let set = Self {
             source: issuer.keys.clone(),
+            ca: issuer.jwks_ca.clone(),
             keys: RwLock::new(Arc::new(Keys::default())),
             fetch: tokio::sync::Mutex::new(Fetched::default()),
             refresh: issuer.refresh,
@@ -112,7 +115,7 @@ impl KeySet {
                 fetched.modified = modified;
                 std::fs::read(path).map_err(|e| format!("cannot read {}: {e}", path.display()))
             }
-            KeySource::Url(url) => fetch(url).await,
+            KeySource::Url(url) => fetch(url, self.ca.as_deref()).await,
         };
         match text.and_then(|t| parse(&t)) {
             Ok(keys) => {
@@ -203,31 +206,71 @@ fn verify_key(jwk: &Jwk) -> Option<VerifyKey> {
     Some(VerifyKey { kid: jwk.common.key_id.clone(), alg, key })
 }
 
-/// GET of an `http://host:port/path` URL, bounded in time and size.
-async fn fetch(url: &str) -> Result<Vec<u8>, String> {
-    use http_body_util::BodyExt;
-
+/// GET of an `http://` or `https://` URL, bounded in time and size. HTTPS verifies the
+/// server against `ca` when given, else against the system's trusted roots.
+async fn fetch(url: &str, ca: Option<&std::path::Path>) -> Result<Vec<u8>, String> {
     let uri: http::Uri = url.parse().map_err(|e| format!("bad JWKS URL {url}: {e}"))?;
     let authority = uri.authority().ok_or_else(|| format!("the JWKS URL {url} names no host"))?.clone();
-    let port = authority.port_u16().unwrap_or(80);
+    let https = uri.scheme_str() == Some("https");
+    let port = authority.port_u16().unwrap_or(if https { 443 } else { 80 });
+    let path = uri.path_and_query().map_or("/", |p| p.as_str()).to_owned();
     let work = async {
         let tcp =
             tokio::net::TcpStream::connect((authority.host(), port)).await.map_err(|e| format!("cannot connect to {authority}: {e}"))?;
-        let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp)).await.map_err(|e| e.to_string())?;
-        tokio::spawn(conn);
-        let path = uri.path_and_query().map_or("/", |p| p.as_str());
-        let req = http::Request::get(path)
-            .header(http::header::HOST, authority.as_str())
-            .header(http::header::ACCEPT, "application/json")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
-            .map_err(|e| e.to_string())?;
-        let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
-        if !resp.status().is_success() {
-            return Err(format!("{url} answered {}", resp.status()));
+        if !https {
+            return get(hyper_util::rt::TokioIo::new(tcp), &authority, &path, url).await;
         }
-        let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES);
-        let bytes = body.collect().await.map_err(|e| format!("reading {url}: {e}"))?.to_bytes();
-        Ok(bytes.to_vec())
+        let connector = tokio_rustls::TlsConnector::from(std::sync::Arc::new(tls_client(ca)?));
+        let name = rustls_pki_types::ServerName::try_from(authority.host().to_owned())
+            .map_err(|_| format!("{} is not a name a certificate can be checked against", authority.host()))?;
+        let tls = connector.connect(name, tcp).await.map_err(|e| format!("TLS with {authority}: {e}"))?;
+        get(hyper_util::rt::TokioIo::new(tls), &authority, &path, url).await
     };
     tokio::time::timeout(FETCH_TIMEOUT, work).await.map_err(|_| format!("{url} did not answer within {FETCH_TIMEOUT:?}"))?
+}
+
+/// The TLS client for JWKS URLs: roots from `ca`, or the system's.
+fn tls_client(ca: Option<&std::path::Path>) -> Result<tokio_rustls::rustls::ClientConfig, String> {
+    use rustls_pki_types::CertificateDer;
+    use rustls_pki_types::pem::PemObject;
+    let mut roots = tokio_rustls::rustls::RootCertStore::empty();
+    match ca {
+        Some(path) => {
+            for cert in CertificateDer::pem_file_iter(path).map_err(|e| format!("cannot read the CA file {}: {e}", path.display()))? {
+                let cert = cert.map_err(|e| format!("{} holds a bad certificate: {e}", path.display()))?;
+                roots.add(cert).map_err(|e| format!("{}: {e}", path.display()))?;
+            }
+        }
+        None => {
+            for cert in rustls_native_certs::load_native_certs().certs {
+                let _ = roots.add(cert);
+            }
+        }
+    }
+    if roots.is_empty() {
+        return Err("no trusted root certificates to check the JWKS server with (set jwks_ca)".into());
+    }
+    Ok(tokio_rustls::rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth())
+}
+
+async fn get<IO>(io: IO, authority: &http::uri::Authority, path: &str, url: &str) -> Result<Vec<u8>, String>
+where
+    IO: hyper::rt::Read + hyper::rt::Write + Unpin + Send + 'static,
+{
+    use http_body_util::BodyExt;
+
+    let (mut send, conn) = hyper::client::conn::http1::handshake(io).await.map_err(|e| e.to_string())?;
+    tokio::spawn(conn);
+    let req = http::Request::get(path)
+        .header(http::header::HOST, authority.as_str())
+        .header(http::header::ACCEPT, "application/json")
+        .body(http_body_util::Empty::<bytes::Bytes>::new())
+        .map_err(|e| e.to_string())?;
+    let resp = send.send_request(req).await.map_err(|e| e.to_string())?;
+    if !resp.status().is_success() {
+        return Err(format!("{url} answered {}", resp.status()));
+    }
+    let body = http_body_util::Limited::new(resp.into_body(), MAX_JWKS_BYTES);
+    let bytes = body.collect().await.map_err(|e| format!("reading {url}: {e}"))?.to_bytes();
+    Ok(bytes.to_vec())
 }

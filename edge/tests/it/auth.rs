@@ -538,3 +538,95 @@ async fn per_key_limits_key_on_the_authenticated_caller_not_a_header() {
     assert_eq!(rest_write(&stack, &account, &[("authorization", bob.clone())]).await.status, 200, "bob has his own bucket");
     stack.stop().await;
 }
+
+/// A CA and a certificate for `localhost` / 127.0.0.1 signed by it (PEM files in `dir`).
+fn test_ca_and_server_cert(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+        assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    };
+    let ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+    run(&[&["req", "-x509"][..], &ec, &["-keyout", "ca.key", "-out", "ca.pem", "-days", "2", "-subj", "/CN=paymesh test CA"]].concat());
+    run(&[&["req"][..], &ec, &["-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost"]].concat());
+    std::fs::write(dir.join("ext.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n").expect("ext");
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.pem",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.pem",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    (dir.join("ca.pem"), dir.join("server.pem"), dir.join("server.key"))
+}
+
+/// Keys from an `https://` JWKS URL served under a private CA: fetched when the issuer names
+/// that CA (`jwks_ca`), refused when it trusts only the system's roots.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_come_from_an_https_jwks_url_checked_against_the_configured_ca() {
+    use rustls_pki_types::pem::PemObject;
+    use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    let k = keys();
+    let (ca, cert, key) = test_ca_and_server_cert(&k.dir);
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert).expect("cert").map(|c| c.expect("pem")).collect();
+    let private = PrivateKeyDer::from_pem_file(&key).expect("key");
+    let server = tokio_rustls::rustls::ServerConfig::builder().with_no_client_auth().with_single_cert(certs, private).expect("config");
+    let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(server));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let url = format!("https://localhost:{}/jwks.json", listener.local_addr().expect("addr").port());
+    let doc = json!({"keys": [k.ed.jwk.clone()]}).to_string();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let (acceptor, doc) = (acceptor.clone(), doc.clone());
+            tokio::spawn(async move {
+                let Ok(mut tls) = acceptor.accept(tcp).await else { return };
+                let mut buf = vec![0u8; 4096];
+                let _ = tls.read(&mut buf).await;
+                let resp = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{doc}",
+                    doc.len()
+                );
+                let _ = tls.write_all(resp.as_bytes()).await;
+                let _ = tls.shutdown().await;
+            });
+        }
+    });
+    let unused = k.dir.join("unused.json");
+    write_jwks(&unused, &[]);
+    let issuers = format!(
+        "[[edge.auth.issuers]]\nissuer = \"https://tls.test/\"\naudiences = [\"{AUDIENCE}\"]\njwks_url = \"{url}\"\njwks_ca = \"{}\"\nmin_refresh = \"10ms\"\n\
+         [[edge.auth.issuers]]\nissuer = \"https://untrusted.test/\"\naudiences = [\"{AUDIENCE}\"]\njwks_url = \"{url}\"\nmin_refresh = \"10ms\"\n",
+        ca.display()
+    );
+    let stack = FlakyStack::start("", "", &auth_config(&unused, &issuers)).await;
+    let account = stack.account_on(0, 4);
+    let token = |iss: &str| {
+        let mut c = claims("svc", "m-1");
+        c["iss"] = json!(iss);
+        format!("Bearer {}", k.ed.sign(&c))
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = rest_write(&stack, &account, &[("authorization", token("https://tls.test/"))]).await;
+        if r.status == 200 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the https JWKS was never used: {}", String::from_utf8_lossy(&r.body));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The same document, but the issuer does not trust the private CA: no keys, no entry.
+    let r = rest_write(&stack, &account, &[("authorization", token("https://untrusted.test/"))]).await;
+    assert_eq!(r.status, 401, "{}", String::from_utf8_lossy(&r.body));
+    stack.stop().await;
+}
