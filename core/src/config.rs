@@ -41,6 +41,24 @@ pub struct MeshConfig {
     pub relay: Option<RelayConfig>,
     pub workers: Option<WorkersConfig>,
     pub query: Option<QueryConfig>,
+    /// mTLS between the edge and the services; `None`: plaintext.
+    pub mesh_tls: Option<MeshTlsConfig>,
+}
+
+/// `[mesh_tls]`: the mesh CA and each process's certificate.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MeshTlsConfig {
+    /// The CA every process trusts (PEM).
+    pub ca: PathBuf,
+    /// Holds `<name>.pem` and `<name>.key` for each process (instance name; the edge's is
+    /// `edge`).
+    pub dir: PathBuf,
+}
+
+impl MeshTlsConfig {
+    pub fn files_for(&self, name: &str) -> crate::tls::TlsFiles {
+        crate::tls::TlsFiles::for_name(&self.ca, &self.dir, name)
+    }
 }
 
 /// One PostgreSQL shard.
@@ -281,6 +299,7 @@ impl MeshConfig {
             relay,
             workers,
             query,
+            mesh_tls: raw.mesh_tls.map(|t| MeshTlsConfig { ca: base_dir.join(t.ca), dir: base_dir.join(t.dir) }),
         })
     }
 }
@@ -438,6 +457,15 @@ mod raw {
         pub workers: Option<Workers>,
         #[serde(default)]
         pub query: Option<Query>,
+        #[serde(default)]
+        pub mesh_tls: Option<MeshTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct MeshTls {
+        pub ca: String,
+        pub dir: String,
     }
 
     #[derive(Debug, Deserialize)]

@@ -22,5 +22,6 @@ pub mod shard;
 pub mod shutdown;
 pub mod status;
 pub mod telemetry;
+pub mod tls;
 
 pub use shard::ShardId;

@@ -3,6 +3,7 @@
 //! - [`postgres`]: throwaway PostgreSQL servers (Debian's binaries), one data directory each.
 //! - [`port`]: free-port discovery.
 
+pub mod certs;
 pub mod port;
 pub mod postgres;
 pub mod process;

@@ -34,6 +34,8 @@ pub enum ServeError {
     },
     #[error("gRPC server failed: {0}")]
     Transport(#[from] tonic::transport::Error),
+    #[error("mesh_tls: {0}")]
+    Tls(String),
 }
 
 /// Binds the instance's configured address and serves until `shutdown` resolves.
@@ -51,6 +53,9 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ServeError> {
     let inst: PaymentsInstance = config.payments_instance(instance)?.clone();
+    // mTLS: only clients with a certificate from the mesh CA get in.
+    let tls =
+        config.mesh_tls.as_ref().map(|t| paymesh_core::tls::MeshTls::load(t.files_for(instance))).transpose().map_err(ServeError::Tls)?;
     let shard = config.shard(inst.shard).ok_or_else(|| ServeError::Database { shard: inst.shard.0, problem: "not declared".into() })?;
     let db_err = |problem: String| ServeError::Database { shard: inst.shard.0, problem };
     let pool = connect_pool(&shard.database).map_err(db_err)?;
@@ -119,8 +124,12 @@ pub async fn serve(
             config.shard_count(),
             paymesh_core::identity::Policy::of(config),
             metrics,
-        )))
-        .serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal);
+        )));
+    type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
+    let server: Serving = match tls {
+        Some(tls) => Box::pin(server.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, std::sync::Arc::new(tls)), signal)),
+        None => Box::pin(server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)),
+    };
     let grace = config.payments.shutdown_grace;
     let result = tokio::select! {
         r = server => r.map_err(ServeError::from),

@@ -149,17 +149,23 @@ pub async fn serve(
         .register_encoded_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET)
         .build_v1alpha()
         .map_err(|e| e.to_string())?;
-    tracing::info!(query = name, addr = ?listener.local_addr().ok(), "query service serving");
-    tonic::transport::Server::builder()
+    let tls = config
+        .mesh_tls
+        .as_ref()
+        .map(|t| paymesh_core::tls::MeshTls::load(t.files_for(name)))
+        .transpose()
+        .map_err(|e| format!("mesh_tls: {e}"))?;
+    tracing::info!(query = name, addr = ?listener.local_addr().ok(), mtls = tls.is_some(), "query service serving");
+    let policy = paymesh_core::identity::Policy::of(config);
+    let router = tonic::transport::Server::builder()
         .add_service(health)
         .add_service(reflection)
-        .add_service(q::merchant_queries_server::MerchantQueriesServer::new(Queries {
-            pool,
-            policy: paymesh_core::identity::Policy::of(config),
-        }))
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
-        .map_err(|e| e.to_string())
+        .add_service(q::merchant_queries_server::MerchantQueriesServer::new(Queries { pool, policy }));
+    match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, std::sync::Arc::new(tls)), shutdown).await,
+        None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await,
+    }
+    .map_err(|e| e.to_string())
 }
 
 /// Binds the instance's configured address and serves.

@@ -8,6 +8,7 @@ mod binary;
 mod concurrency;
 mod faults;
 mod idempotency;
+mod mtls;
 mod outbox;
 mod plumbing;
 mod rules;

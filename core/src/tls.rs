@@ -1,0 +1,267 @@
+//! mTLS inside the mesh: every process has a certificate from the mesh CA; servers require
+//! one from their clients, clients check the server's. Certificates are re-read when their
+//! files change, so they rotate without a restart: new connections use the new ones, open
+//! connections keep theirs.
+//!
+//! `[mesh_tls]` in the config names the CA and the directory of `<name>.pem` / `<name>.key`
+//! files (`cargo xtask certs` makes them).
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use tokio_rustls::rustls::{self, ClientConfig, RootCertStore, ServerConfig};
+
+/// How often the files are looked at for changes (at most).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The files one process uses.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    /// `<dir>/<name>.pem` and `<dir>/<name>.key`, trusting `ca`.
+    pub fn for_name(ca: &Path, dir: &Path, name: &str) -> Self {
+        Self { ca: ca.to_owned(), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
+    }
+
+    fn modified(&self) -> Vec<Option<SystemTime>> {
+        [&self.ca, &self.cert, &self.key].iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+    }
+
+    /// The CA as trust roots, this process's chain and key.
+    fn load(&self) -> Result<(RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
+            let certs = CertificateDer::pem_file_iter(path)
+                .map_err(|e| format!("cannot read {}: {e} (make the mesh's certificates with `cargo xtask certs`)", path.display()))?
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| format!("{} holds a bad certificate: {e}", path.display()))?;
+            if certs.is_empty() {
+                return Err(format!("{} holds no certificate", path.display()));
+            }
+            Ok(certs)
+        };
+        let mut roots = RootCertStore::empty();
+        for ca in read_certs(&self.ca)? {
+            roots.add(ca).map_err(|e| format!("{}: {e}", self.ca.display()))?;
+        }
+        let chain = read_certs(&self.cert)?;
+        let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| format!("cannot read the key {}: {e}", self.key.display()))?;
+        Ok((roots, chain, key))
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    checked: Instant,
+    modified: Vec<Option<SystemTime>>,
+    server: Arc<ServerConfig>,
+    client: Arc<ClientConfig>,
+}
+
+/// A process's TLS settings, rebuilt when its files change.
+#[derive(Debug)]
+pub struct MeshTls {
+    files: TlsFiles,
+    loaded: Mutex<Loaded>,
+}
+
+fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn build(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), String> {
+    let (roots, chain, key) = files.load()?;
+    let roots = Arc::new(roots);
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(roots.clone(), provider())
+        .build()
+        .map_err(|e| format!("{}: {e}", files.ca.display()))?;
+    let mut server = ServerConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain.clone(), key.clone_key())
+        .map_err(|e| format!("{} and {} do not make a certificate and its key: {e}", files.cert.display(), files.key.display()))?;
+    server.alpn_protocols = vec![b"h2".to_vec()];
+    let mut client = ClientConfig::builder_with_provider(provider())
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| format!("{}: {e}", files.key.display()))?;
+    client.alpn_protocols = vec![b"h2".to_vec()];
+    Ok((Arc::new(server), Arc::new(client)))
+}
+
+impl MeshTls {
+    /// Loads the files now (an unreadable or mismatched file is a start-up error).
+    pub fn load(files: TlsFiles) -> Result<Self, String> {
+        let (server, client) = build(&files)?;
+        let loaded = Loaded { checked: Instant::now(), modified: files.modified(), server, client };
+        Ok(Self { files, loaded: Mutex::new(loaded) })
+    }
+
+    /// Rebuilds the configs if a file changed since the last look (at most once a second).
+    /// A change that does not load (a half-written rotation) keeps the previous configs.
+    fn current(&self) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
+        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if l.checked.elapsed() >= RECHECK {
+            l.checked = Instant::now();
+            let modified = self.files.modified();
+            if modified != l.modified {
+                match build(&self.files) {
+                    Ok((server, client)) => {
+                        tracing::info!(cert = %self.files.cert.display(), "mesh certificate reloaded");
+                        l.server = server;
+                        l.client = client;
+                        l.modified = modified;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "mesh certificate files changed but do not load; keeping the previous ones"),
+                }
+            }
+        }
+        (l.server.clone(), l.client.clone())
+    }
+
+    pub fn server_config(&self) -> Arc<ServerConfig> {
+        self.current().0
+    }
+
+    pub fn client_config(&self) -> Arc<ClientConfig> {
+        self.current().1
+    }
+
+    pub fn files(&self) -> &TlsFiles {
+        &self.files
+    }
+}
+
+/// A server connection that completed the mTLS handshake (tonic's connection type).
+#[derive(Debug)]
+pub struct TlsConn(tokio_rustls::server::TlsStream<tokio::net::TcpStream>);
+
+impl tonic::transport::server::Connected for TlsConn {
+    type ConnectInfo = tonic::transport::server::TcpConnectInfo;
+
+    fn connect_info(&self) -> Self::ConnectInfo {
+        self.0.get_ref().0.connect_info()
+    }
+}
+
+impl tokio::io::AsyncRead for TlsConn {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsConn {
+    fn poll_write(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &[u8],
+    ) -> std::task::Poll<std::io::Result<usize>> {
+        std::pin::Pin::new(&mut self.0).poll_write(cx, buf)
+    }
+    fn poll_flush(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_flush(cx)
+    }
+    fn poll_shutdown(mut self: std::pin::Pin<&mut Self>, cx: &mut std::task::Context<'_>) -> std::task::Poll<std::io::Result<()>> {
+        std::pin::Pin::new(&mut self.0).poll_shutdown(cx)
+    }
+}
+
+/// Longest a client may take to finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// The connections of `listener` that complete an mTLS handshake (a client certificate from
+/// the mesh CA); the others are dropped (a plaintext client, an unknown CA, no certificate).
+/// Handshakes run concurrently, so a slow client holds up nobody.
+pub fn incoming(listener: tokio::net::TcpListener, tls: Arc<MeshTls>) -> tokio_stream::wrappers::ReceiverStream<std::io::Result<TlsConn>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    tokio::spawn(async move {
+        loop {
+            // The server dropped the stream (it is shutting down): stop accepting.
+            let accepted = tokio::select! {
+                a = listener.accept() => a,
+                () = tx.closed() => return,
+            };
+            let (tcp, peer) = match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot accept a connection");
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                    continue;
+                }
+            };
+            let _ = tcp.set_nodelay(true);
+            let acceptor = tokio_rustls::TlsAcceptor::from(tls.server_config());
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                    Ok(Ok(conn)) => {
+                        let _ = tx.send(Ok(TlsConn(conn))).await;
+                    }
+                    Ok(Err(e)) => tracing::info!(%peer, error = %e, "refused a connection without a valid mesh certificate"),
+                    Err(_) => tracing::info!(%peer, "a client did not finish the TLS handshake in time"),
+                }
+            });
+        }
+    });
+    tokio_stream::wrappers::ReceiverStream::new(rx)
+}
+
+/// A tonic channel connector that dials TCP and completes mTLS with the process's current
+/// certificate, checking the server's certificate against `server_name`.
+#[derive(Clone, Debug)]
+pub struct MeshConnector {
+    tls: Arc<MeshTls>,
+    server_name: String,
+}
+
+impl MeshConnector {
+    pub fn new(tls: Arc<MeshTls>, server_name: impl Into<String>) -> Self {
+        Self { tls, server_name: server_name.into() }
+    }
+}
+
+type Connecting = std::pin::Pin<
+    Box<
+        dyn std::future::Future<Output = std::io::Result<hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>>>
+            + Send,
+    >,
+>;
+
+impl tower_service::Service<http::Uri> for MeshConnector {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(&mut self, _cx: &mut std::task::Context<'_>) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, uri: http::Uri) -> Self::Future {
+        let (tls, name) = (self.tls.clone(), self.server_name.clone());
+        Box::pin(async move {
+            let bad = |m: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, m);
+            let host = uri.host().ok_or_else(|| bad(format!("{uri} names no host")))?.to_owned();
+            let port = uri.port_u16().ok_or_else(|| bad(format!("{uri} names no port")))?;
+            let tcp = tokio::net::TcpStream::connect((host.as_str(), port)).await?;
+            let _ = tcp.set_nodelay(true);
+            let server_name =
+                rustls_pki_types::ServerName::try_from(name.clone()).map_err(|_| bad(format!("{name} is not a server name")))?;
+            let conn = tokio_rustls::TlsConnector::from(tls.client_config()).connect(server_name, tcp).await?;
+            Ok(hyper_util::rt::TokioIo::new(conn))
+        })
+    }
+}
