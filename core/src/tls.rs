@@ -31,12 +31,32 @@ impl TlsFiles {
         Self { ca: ca.to_owned(), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
     }
 
-    fn modified(&self) -> Vec<Option<SystemTime>> {
+    /// When each file last changed (`None`: unreadable), to notice rotations.
+    pub fn modified(&self) -> Vec<Option<SystemTime>> {
         [&self.ca, &self.cert, &self.key].iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
     }
 
-    /// The CA as trust roots, this process's chain and key.
+    /// The CA certificates, this process's chain and its key, as DER.
+    pub fn load_der(&self) -> Result<DerFiles, String> {
+        let (roots, chain, key) = self.load_parts()?;
+        Ok(DerFiles {
+            ca: roots.iter().map(|c| c.to_vec()).collect(),
+            chain: chain.iter().map(|c| c.to_vec()).collect(),
+            key: key.secret_der().to_vec(),
+        })
+    }
+
     fn load(&self) -> Result<(RootCertStore, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
+        let (cas, chain, key) = self.load_parts()?;
+        let mut roots = RootCertStore::empty();
+        for ca in cas {
+            roots.add(ca).map_err(|e| format!("{}: {e}", self.ca.display()))?;
+        }
+        Ok((roots, chain, key))
+    }
+
+    /// The CA certificates, this process's chain and key.
+    fn load_parts(&self) -> Result<(Vec<CertificateDer<'static>>, Vec<CertificateDer<'static>>, PrivateKeyDer<'static>), String> {
         let read_certs = |path: &Path| -> Result<Vec<CertificateDer<'static>>, String> {
             let certs = CertificateDer::pem_file_iter(path)
                 .map_err(|e| format!("cannot read {}: {e} (make the mesh's certificates with `cargo xtask certs`)", path.display()))?
@@ -47,13 +67,23 @@ impl TlsFiles {
             }
             Ok(certs)
         };
-        let mut roots = RootCertStore::empty();
-        for ca in read_certs(&self.ca)? {
-            roots.add(ca).map_err(|e| format!("{}: {e}", self.ca.display()))?;
-        }
+        let cas = read_certs(&self.ca)?;
         let chain = read_certs(&self.cert)?;
         let key = PrivateKeyDer::from_pem_file(&self.key).map_err(|e| format!("cannot read the key {}: {e}", self.key.display()))?;
-        Ok((roots, chain, key))
+        Ok((cas, chain, key))
+    }
+}
+
+/// A process's TLS files as DER: the CA certificates, its chain (leaf first), its key.
+pub struct DerFiles {
+    pub ca: Vec<Vec<u8>>,
+    pub chain: Vec<Vec<u8>>,
+    pub key: Vec<u8>,
+}
+
+impl std::fmt::Debug for DerFiles {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DerFiles").field("ca", &self.ca.len()).field("chain", &self.chain.len()).finish_non_exhaustive()
     }
 }
 

@@ -38,7 +38,11 @@ async fn check_forever(state: Arc<EdgeState>, cluster: String, up: Arc<Upstream>
         Ok(e) => e.connect_timeout(cfg.timeout),
         Err(_) => return,
     };
-    let mut client = HealthClient::new(endpoint.connect_lazy());
+    let channel = match &state.upstream_tls {
+        Some(tls) => endpoint.connect_with_connector_lazy(paymesh_core::tls::MeshConnector::new(tls.mesh.clone(), up.name.clone())),
+        None => endpoint.connect_lazy(),
+    };
+    let mut client = HealthClient::new(channel);
     loop {
         let check = client.check(HealthCheckRequest { service: String::new() });
         let passed = matches!(tokio::time::timeout(cfg.timeout, check).await, Ok(Ok(r)) if r.get_ref().status() == ServingStatus::Serving);

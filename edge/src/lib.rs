@@ -32,5 +32,6 @@ pub mod shardkey;
 pub mod state;
 pub mod status;
 pub mod transcode;
+pub mod upstream_tls;
 
 pub use server::{EdgeError, ShutdownOnSignal, UnixSignals, prepare, run};

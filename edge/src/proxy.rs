@@ -294,7 +294,13 @@ impl ProxyHttp for EdgeProxy {
         ctx.body_sent_at = None;
         ctx.retrying = false;
         let cfg = &self.state.config;
-        let mut peer = HttpPeer::new(up.address, false, String::new());
+        let tls = self.state.upstream_tls.as_ref().map(|t| t.material());
+        // With mTLS the instance must present a mesh certificate for its own name.
+        let mut peer = HttpPeer::new(up.address, tls.is_some(), if tls.is_some() { up.name.clone() } else { String::new() });
+        if let Some(m) = tls {
+            peer.options.ca = Some(m.ca);
+            peer.client_cert_key = Some(m.cert_key);
+        }
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = MAX_H2_STREAMS;
         peer.options.connection_timeout = Some(cfg.connect_timeout);

@@ -40,7 +40,7 @@ pub enum EdgeError {
 pub fn prepare(config: &MeshConfig) -> Result<Arc<EdgeState>, EdgeError> {
     let file = config.source.display().to_string();
     let edge = config.edge.clone().ok_or_else(|| EdgeError::NoEdgeSection(file.clone()))?;
-    EdgeState::build(edge).map_err(|source| EdgeError::Catalog { file, source })
+    EdgeState::build_with(edge, config.mesh_tls.as_ref()).map_err(|source| EdgeError::Catalog { file, source })
 }
 
 /// Runs the edge until `shutdown` says to stop. Blocks the calling thread.

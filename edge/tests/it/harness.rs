@@ -159,14 +159,20 @@ timeout = "2s"
         let (reporter, health) = tonic_health::server::health_reporter();
         reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
         let inv = inventory.clone();
+        // With mTLS in the mesh the second service serves it too, as `inventory-1`.
+        let inv_tls =
+            config.mesh_tls.as_ref().map(|t| paymesh_core::tls::MeshTls::load(t.files_for("inventory-1")).expect("inventory tls"));
         tokio::spawn(async move {
-            tonic::transport::Server::builder()
-                .add_service(health)
-                .add_service(inv)
-                .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(inv_listener), async move {
-                    let _ = inv_rx.await;
-                })
-                .await
+            let router = tonic::transport::Server::builder().add_service(health).add_service(inv);
+            let stop = async move {
+                let _ = inv_rx.await;
+            };
+            match inv_tls {
+                Some(tls) => {
+                    router.serve_with_incoming_shutdown(paymesh_core::tls::incoming(inv_listener, std::sync::Arc::new(tls)), stop).await
+                }
+                None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(inv_listener), stop).await,
+            }
         });
 
         let state = paymesh_edge::prepare(&config).unwrap_or_else(|e| panic!("{e}"));

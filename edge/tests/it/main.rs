@@ -12,6 +12,7 @@ mod auth;
 mod binary;
 mod grpc;
 mod misuse;
+mod mtls;
 mod rejections;
 mod resilience;
 mod rest;

@@ -1,0 +1,83 @@
+//! mTLS to the upstreams (`[mesh_tls]`): the edge presents its certificate (`edge.pem`) and
+//! checks each instance's against the mesh CA and the instance's name. The material is
+//! parsed once and re-read when its files change (rotation without a restart); pingora
+//! pools connections per certificate, so new connections use the new one.
+
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant, SystemTime};
+
+use paymesh_core::tls::TlsFiles;
+use pingora::protocols::tls::CaType;
+use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
+
+/// How often the files are looked at for changes (at most).
+const RECHECK: Duration = Duration::from_secs(1);
+
+/// The CA and the edge's certificate, as pingora's upstream peers take them.
+#[derive(Clone)]
+pub struct Material {
+    pub ca: Arc<CaType>,
+    pub cert_key: Arc<CertKey>,
+}
+
+impl std::fmt::Debug for Material {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Material").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug)]
+struct Loaded {
+    checked: Instant,
+    modified: Vec<Option<SystemTime>>,
+    material: Material,
+}
+
+#[derive(Debug)]
+pub struct UpstreamTls {
+    files: TlsFiles,
+    loaded: Mutex<Loaded>,
+    /// The same files for the health checker's tonic channels.
+    pub mesh: Arc<paymesh_core::tls::MeshTls>,
+}
+
+fn material(files: &TlsFiles) -> Result<Material, String> {
+    let paymesh_core::tls::DerFiles { ca: cas, chain, key } = files.load_der()?;
+    // pingora parses the certificates again and panics on one it cannot parse: contain it.
+    std::panic::catch_unwind(move || {
+        let ca: Vec<WrappedX509> = cas.into_iter().map(|der| WrappedX509::new(der, parse_x509)).collect();
+        Material { ca: Arc::from(ca.into_boxed_slice()), cert_key: Arc::new(CertKey::new(chain, key)) }
+    })
+    .map_err(|_| format!("{} or {} holds a certificate that cannot be parsed", files.ca.display(), files.cert.display()))
+}
+
+impl UpstreamTls {
+    /// Loads the files now; a missing or bad file is a start-up error.
+    pub fn load(files: TlsFiles) -> Result<Self, String> {
+        let mesh = Arc::new(paymesh_core::tls::MeshTls::load(files.clone())?);
+        let material = material(&files)?;
+        let loaded = Loaded { checked: Instant::now(), modified: files.modified(), material };
+        Ok(Self { files, loaded: Mutex::new(loaded), mesh })
+    }
+
+    /// The current material (re-read when a file changed; a change that does not load keeps
+    /// the previous material).
+    pub fn material(&self) -> Material {
+        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        if l.checked.elapsed() >= RECHECK {
+            l.checked = Instant::now();
+            let modified = self.files.modified();
+            if modified != l.modified {
+                match material(&self.files) {
+                    Ok(m) => {
+                        tracing::info!(cert = %self.files.cert.display(), "edge mesh certificate reloaded");
+                        l.material = m;
+                        l.modified = modified;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "edge mesh certificate files changed but do not load; keeping the previous ones"),
+                }
+            }
+        }
+        l.material.clone()
+    }
+}
