@@ -36,8 +36,7 @@ async fn authorize(addr: std::net::SocketAddr, client: Option<Arc<MeshTls>>, key
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_clients_with_a_mesh_certificate_get_in_and_a_rotated_certificate_is_used() {
     let certs = dir("certs");
-    let ca = MeshCa::new("Paymesh test mesh CA").expect("ca");
-    ca.write_ca(&certs).expect("ca.pem");
+    let ca = MeshCa::load_or_create(&certs, "Paymesh test mesh CA").expect("ca");
     for name in ["payments-0", "edge"] {
         ca.write_issued(&certs, name).expect("issue");
     }
@@ -87,7 +86,9 @@ async fn only_clients_with_a_mesh_certificate_get_in_and_a_rotated_certificate_i
     // Rotation: the instance's certificate is replaced on disk; new connections see the new
     // one (its serial differs), with no restart and every call answered.
     let before = server_cert(addr, &edge).await;
-    ca.write_issued(&certs, "payments-0").expect("rotate");
+    // Issued by the CA as `cargo xtask certs` would reload it from its files.
+    let reloaded = MeshCa::load_or_create(&certs, "Paymesh test mesh CA").expect("reload");
+    reloaded.write_issued(&certs, "payments-0").expect("rotate");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         authorize(addr, Some(edge.clone()), "t-4").await.expect("a call during rotation");
