@@ -39,7 +39,10 @@ async fn check_forever(state: Arc<EdgeState>, cluster: String, up: Arc<Upstream>
         Err(_) => return,
     };
     let channel = match &state.upstream_tls {
-        Some(tls) => endpoint.connect_with_connector_lazy(paymesh_core::tls::MeshConnector::new(tls.mesh.clone(), up.name.clone())),
+        Some(tls) => endpoint.connect_with_connector_lazy(paymesh_core::tls::MeshConnector::new(
+            tls.mesh.clone(),
+            crate::upstream_tls::server_name(&up.name, up.address),
+        )),
         None => endpoint.connect_lazy(),
     };
     let mut client = HealthClient::new(channel);

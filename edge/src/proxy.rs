@@ -296,7 +296,8 @@ impl ProxyHttp for EdgeProxy {
         let cfg = &self.state.config;
         let tls = self.state.upstream_tls.as_ref().map(|t| t.material());
         // With mTLS the instance must present a mesh certificate for its own name.
-        let mut peer = HttpPeer::new(up.address, tls.is_some(), if tls.is_some() { up.name.clone() } else { String::new() });
+        let sni = if tls.is_some() { crate::upstream_tls::server_name(&up.name, up.address) } else { String::new() };
+        let mut peer = HttpPeer::new(up.address, tls.is_some(), sni);
         if let Some(m) = tls {
             peer.options.ca = Some(m.ca);
             peer.client_cert_key = Some(m.cert_key);

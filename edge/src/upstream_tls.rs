@@ -81,3 +81,19 @@ impl UpstreamTls {
         l.material.clone()
     }
 }
+
+/// The name an instance's certificate is checked against: its configured name when that is
+/// a DNS name (`payments-0a`), else its IP address (an endpoint named by its address).
+pub fn server_name(name: &str, addr: std::net::SocketAddr) -> String {
+    if rustls_pki_types::DnsName::try_from(name).is_ok() { name.to_owned() } else { addr.ip().to_string() }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn an_instance_is_checked_by_its_name_or_else_its_address() {
+        let addr: std::net::SocketAddr = "127.0.0.1:5000".parse().expect("addr");
+        assert_eq!(super::server_name("payments-0a", addr), "payments-0a");
+        assert_eq!(super::server_name("127.0.0.1:5000", addr), "127.0.0.1");
+    }
+}

@@ -12,6 +12,7 @@
 
 mod bench;
 mod bench_edge;
+mod certs;
 mod chaos;
 mod compose_check;
 mod install;
@@ -41,6 +42,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   token --merchant M [--scope S]... [--ttl 1h] [--subject S]
                                    print a token from the local stack's issuer (for curl,
                                    grpcurl and ghz: authorization: Bearer <token>)
+  certs [--config FILE] [--rotate NAME]...
+                                   the mesh CA and each process's certificate for [mesh_tls]
+                                   (made by up when missing; --rotate re-issues NAME's)
   secret keygen|encrypt|decrypt    a config key, or a {cipher} value for the config (the value
                                    on standard input, the key in PAYMESH_CONFIG_KEY)
   supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
@@ -55,6 +59,7 @@ fn main() -> ExitCode {
         Some("redrive") => redrive(&args[1..]),
         Some("token") => local_auth::token_command(&root(), &args[1..]),
         Some("secret") => secret::command(&args[1..]),
+        Some("certs") => certs::command(&root(), &args[1..]),
         Some("supervise") => supervise(&args[1..]),
         Some("-h" | "--help") | None => {
             println!("{USAGE}");

@@ -6,14 +6,18 @@ use std::time::Duration;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::{HealthCheckRequest, health_client::HealthClient};
 
-/// One health check; `None` if the server cannot be asked.
-pub async fn check(addr: std::net::SocketAddr, service: &str) -> Option<ServingStatus> {
-    let channel = tonic::transport::Channel::from_shared(format!("http://{addr}"))
-        .ok()?
-        .connect_timeout(Duration::from_secs(1))
-        .connect()
-        .await
-        .ok()?;
+/// One health check, over mTLS with `tls` (the client's certificate, the server's name)
+/// when given; `None` if the server cannot be asked.
+pub async fn check_with(
+    addr: std::net::SocketAddr,
+    service: &str,
+    tls: Option<(std::sync::Arc<paymesh_core::tls::MeshTls>, String)>,
+) -> Option<ServingStatus> {
+    let endpoint = tonic::transport::Channel::from_shared(format!("http://{addr}")).ok()?.connect_timeout(Duration::from_secs(1));
+    let channel = match tls {
+        Some((tls, name)) => endpoint.connect_with_connector(paymesh_core::tls::MeshConnector::new(tls, name)).await.ok()?,
+        None => endpoint.connect().await.ok()?,
+    };
     let reply = HealthClient::new(channel).check(HealthCheckRequest { service: service.into() }).await.ok()?;
     Some(reply.into_inner().status())
 }

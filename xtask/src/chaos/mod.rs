@@ -276,7 +276,6 @@ impl Faults<'_> {
 
 /// Waits until process `name` of the stack serves again.
 async fn ready(stack: &Stack, name: &str, timeout: Duration) -> Result<(), String> {
-    use tonic_health::pb::health_check_response::ServingStatus;
     let c = &stack.config;
     let http_ok = |addr: std::net::SocketAddr, path: &'static str| async move {
         matches!(crate::probe::http(addr, "GET", path, None).await, Ok((200, _)))
@@ -284,7 +283,7 @@ async fn ready(stack: &Stack, name: &str, timeout: Duration) -> Result<(), Strin
     let deadline = Instant::now() + timeout;
     loop {
         let up = if let Some(i) = c.payments.instances.iter().find(|i| i.name == name) {
-            crate::probe::check(i.listen, "").await == Some(ServingStatus::Serving)
+            stack.serving(&i.name, i.listen).await
         } else if let Some(i) = c.relay.iter().flat_map(|r| &r.instances).find(|i| i.name == name) {
             http_ok(i.status_listen, "/status").await
         } else if let Some(i) = c.workers.iter().flat_map(|w| &w.instances).find(|i| i.name == name) {
@@ -401,5 +400,6 @@ fn chaos_config() -> Result<String, String> {
         // tests (and the smoke run drives an authenticated stack).
         auth_jwks: None,
         shard_password: None,
+        mesh_tls: None,
     })
 }

@@ -12,9 +12,7 @@ use std::time::{Duration, Instant};
 
 use paymesh_core::shard::shard_for_merchant;
 use tokio::io::AsyncBufReadExt;
-use tonic_health::pb::health_check_response::ServingStatus;
 
-use crate::probe::check;
 use crate::stack::Stack;
 use crate::supervise::Signal;
 
@@ -52,7 +50,7 @@ async fn kill_a_payments_instance(stack: &Stack) -> Result<(), String> {
 
     stack.signal(&victim.name, Signal::Kill)?;
     poll(&format!("{} restarted and SERVING", victim.name), || async {
-        process.pid().is_some_and(|p| p != old) && check(victim.listen, "").await == Some(ServingStatus::Serving)
+        process.pid().is_some_and(|p| p != old) && stack.serving(&victim.name, victim.listen).await
     })
     .await?;
     let new = process.pid().unwrap_or(0);

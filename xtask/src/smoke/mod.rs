@@ -61,7 +61,9 @@ pub async fn run(grpcurl: &Path, rotel: &Path, prometheus: &Path) -> Result<(), 
     remember(&password);
     remember(&key.encoded());
     let config = dir.join("paymesh.toml");
-    std::fs::write(&config, smoke_config(&jwks, &sealed)?).map_err(|e| e.to_string())?;
+    // The services serve mTLS only; the stack issues the certificates (xtask certs).
+    let certs = dir.join("certs");
+    std::fs::write(&config, smoke_config(&jwks, &sealed, &certs)?).map_err(|e| e.to_string())?;
     let logs = dir.join("logs");
     let _ = std::fs::remove_dir_all(&logs);
     std::fs::create_dir_all(&logs).map_err(|e| format!("cannot create {}: {e}", logs.display()))?;
@@ -117,13 +119,14 @@ fn no_secret_in(logs: &Path) -> Result<(), String> {
 
 /// Every port below the ephemeral range: servers here are killed and restarted on their port,
 /// which an outgoing connection could take meanwhile, or a reconnecting client connect to itself.
-fn smoke_config(jwks: &Path, shard_password: &str) -> Result<String, String> {
+fn smoke_config(jwks: &Path, shard_password: &str, certs: &Path) -> Result<String, String> {
     crate::stack::free_ports::config(crate::stack::free_ports::Shape {
         shard_pool: 4,
         workers: &[("ledger-1", "ledger"), ("view-1", "view")],
         relay: "",
         auth_jwks: Some(jwks),
         shard_password: Some(shard_password),
+        mesh_tls: Some(certs),
     })
 }
 
@@ -188,7 +191,17 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
     // grpcurl through the edge: reflection and a call.
     let list = grpcurl_ok(grpcurl, &["-plaintext", &e, "list"])?;
     expect(&list, "payments.v1.Payments", "grpcurl list via the edge")?;
-    let describe = grpcurl_ok(grpcurl, &["-plaintext", &instance, "describe", "payments.v1.Payments"])?;
+    // Straight at an instance: over mTLS with xtask's certificate (a plaintext client is
+    // refused).
+    let tls = direct_tls(stack, &stack.config.payments.instances[2].name)?;
+    let plain = Command::new(grpcurl).args(["-plaintext", &instance, "list"]).output().map_err(|e| e.to_string())?;
+    if plain.status.success() {
+        return Err("a plaintext grpcurl got an answer from an mTLS instance".into());
+    }
+    let describe = grpcurl_ok(
+        grpcurl,
+        &[&tls.iter().map(String::as_str).collect::<Vec<_>>()[..], &[&instance, "describe", "payments.v1.Payments"]].concat(),
+    )?;
     expect(&describe, "rpc Authorize", "grpcurl describe on an instance")?;
 
     let merchant = (0..).map(|i| format!("smoke-{i}")).find(|m| shard_for_merchant(m, 2).0 == 1).ok_or("no merchant")?;
@@ -278,7 +291,7 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
         format!("{}: {merchant}", paymesh_core::identity::MERCHANT),
     ];
     let out = Command::new(grpcurl)
-        .arg("-plaintext")
+        .args(direct_tls(stack, &stack.config.payments.instances[0].name)?)
         .args(&identity)
         .args(["-d", &body, &wrong, "payments.v1.Payments/Authorize"])
         .output()
@@ -291,6 +304,21 @@ async fn drive(grpcurl: &Path, stack: &Stack) -> Result<String, String> {
         "    via the edge: grpcurl list/Capture, REST authorize/replay/get/400/401/403, admin, the pipeline (balance and payments via query); direct: describe, wrong shard: all as expected"
     );
     Ok(trace_id)
+}
+
+/// grpcurl's flags for an mTLS call to instance `name` with xtask's certificate.
+fn direct_tls(stack: &Stack, name: &str) -> Result<Vec<String>, String> {
+    let files = stack.operator_tls().ok_or("the smoke stack talks mTLS")?.files();
+    Ok(vec![
+        "-cacert".into(),
+        files.ca.display().to_string(),
+        "-cert".into(),
+        files.cert.display().to_string(),
+        "-key".into(),
+        files.key.display().to_string(),
+        "-servername".into(),
+        name.to_owned(),
+    ])
 }
 
 fn grpcurl_ok(grpcurl: &Path, args: &[&str]) -> Result<String, String> {

@@ -19,6 +19,9 @@ pub struct Shape<'a> {
     /// An encrypted (`{cipher}`) password for shard 0's database, as a production config
     /// would carry it.
     pub shard_password: Option<&'a str>,
+    /// The directory of the mesh's certificates: the services then serve mTLS only, and the
+    /// edge and xtask's probes present their certificates.
+    pub mesh_tls: Option<&'a std::path::Path>,
 }
 
 pub fn config(shape: Shape<'_>) -> Result<String, String> {
@@ -90,6 +93,9 @@ auth = "public"
         port()?,
         port()?
     );
+    if let Some(dir) = shape.mesh_tls {
+        text += &format!("\n[mesh_tls]\nca = \"{}\"\ndir = \"{}\"\n", dir.join("ca.pem").display(), dir.display());
+    }
     if let Some(jwks) = shape.auth_jwks {
         text += &crate::local_auth::edge_auth_section(jwks);
     }
@@ -108,6 +114,7 @@ mod tests {
             relay: "retry_interval = \"500ms\"\n",
             auth_jwks: None,
             shard_password: None,
+            mesh_tls: None,
         })
         .expect("config");
         let c = paymesh_core::config::MeshConfig::parse(std::path::Path::new("free-ports.toml"), &text, &|_| None)

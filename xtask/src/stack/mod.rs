@@ -35,6 +35,8 @@ pub struct Stack {
     bin: PathBuf,
     /// Where each Paymesh process writes its output (`None`: xtask's own).
     log_dir: Option<PathBuf>,
+    /// xtask's client certificate, when the mesh talks mTLS.
+    operator_tls: Option<std::sync::Arc<paymesh_core::tls::MeshTls>>,
 }
 
 const STARTUP: Duration = Duration::from_secs(60);
@@ -62,8 +64,18 @@ impl Stack {
         let text = std::fs::read_to_string(config_path).map_err(|e| format!("cannot read {}: {e}", config_path.display()))?;
         let lookup = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone()).or_else(|| std::env::var(name).ok());
         let config = MeshConfig::parse(config_path, &text, &lookup).map_err(|e| e.to_string())?;
+        // mTLS: the certificates every process (and xtask's probes) will present.
+        let issued = crate::certs::ensure(&config, &[])?;
+        if !issued.is_empty() {
+            println!("==> mesh certificates issued for {}", issued.join(", "));
+        }
+        let operator_tls = match &config.mesh_tls {
+            Some(t) => Some(std::sync::Arc::new(paymesh_core::tls::MeshTls::load(t.files_for(crate::certs::OPERATOR))?)),
+            None => None,
+        };
         let mut stack = Self {
             log_dir,
+            operator_tls,
             config,
             config_path: config_path.to_owned(),
             databases: Vec::new(),
@@ -175,10 +187,19 @@ impl Stack {
 
     async fn wait_serving(&self, name: &str, addr: std::net::SocketAddr) -> Result<(), String> {
         let proc = self.process(name).ok_or_else(|| format!("no process {name}"))?;
-        until(proc, &format!("{addr} reporting SERVING"), || async move {
-            probe::check(addr, "").await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
-        })
-        .await
+        until(proc, &format!("{addr} reporting SERVING"), || self.serving(name, addr)).await
+    }
+
+    /// Whether the gRPC server `name` at `addr` reports SERVING (over mTLS, with xtask's
+    /// certificate, when the mesh uses it).
+    pub async fn serving(&self, name: &str, addr: std::net::SocketAddr) -> bool {
+        let tls = self.operator_tls.as_ref().map(|t| (t.clone(), name.to_owned()));
+        probe::check_with(addr, "", tls).await == Some(tonic_health::pb::health_check_response::ServingStatus::Serving)
+    }
+
+    /// xtask's client certificate, when the mesh uses mTLS.
+    pub fn operator_tls(&self) -> Option<&paymesh_core::tls::MeshTls> {
+        self.operator_tls.as_deref()
     }
 
     async fn wait_http_ok(&self, name: &str, addr: std::net::SocketAddr, path: &str) -> Result<(), String> {
