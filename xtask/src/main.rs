@@ -140,6 +140,7 @@ fn test(args: &[String]) -> Result<(), String> {
     };
     install::postgres()?;
     install::build_tools()?;
+    install::openssl()?;
     let grpcurl = install::grpcurl()?;
     let rotel = install::rotel()?;
     let prometheus = install::prometheus()?;
