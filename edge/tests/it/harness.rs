@@ -11,7 +11,6 @@ use paymesh_core::ShardId;
 use paymesh_core::config::MeshConfig;
 use paymesh_core::shard::shard_for_merchant;
 use paymesh_testkit::PgServer;
-use paymesh_testkit::port::free_port;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
@@ -288,7 +287,9 @@ timeout = "2s"
 }
 
 pub fn free_addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port().expect("free port")))
+    // Below the ephemeral range, so no other test's bind(0) or outgoing connection can take
+    // it between now and the edge binding it.
+    SocketAddr::from(([127, 0, 0, 1], paymesh_testkit::port::free_port_below_ephemeral().expect("free port")))
 }
 
 fn uuid_like() -> u64 {

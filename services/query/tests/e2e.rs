@@ -10,7 +10,6 @@ use paymesh_core::config::MeshConfig;
 use paymesh_core::shard::shard_for_merchant;
 use paymesh_kafka::local::LocalBroker;
 use paymesh_testkit::PgServer;
-use paymesh_testkit::port::free_port;
 use serde_json::{Value, json};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -31,7 +30,7 @@ async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) ->
 }
 
 fn addr() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], free_port().expect("port")))
+    SocketAddr::from(([127, 0, 0, 1], paymesh_testkit::port::free_port_below_ephemeral().expect("port")))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

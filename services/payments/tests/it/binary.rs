@@ -4,7 +4,6 @@
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use paymesh_testkit::port::free_port;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
@@ -22,7 +21,7 @@ fn temp_config(text: &str) -> std::path::PathBuf {
 async fn runs_from_a_config_file_and_exits_cleanly_on_sigterm() {
     let pg = pg();
     let url = pg.url(&pg.fresh_database("bin").expect("createdb"));
-    let port = free_port().expect("port");
+    let port = paymesh_testkit::port::free_port_below_ephemeral().expect("port");
     let text = config_text(&[url]).replace("127.0.0.1:0", &format!("127.0.0.1:{port}"));
     let path = temp_config(&text);
     let mut child = Command::new(BIN)

@@ -49,7 +49,9 @@ pub fn config_text_with(db_urls: &[String], shard_keys: &str) -> String {
     }
     text += "[payments]\nhealth_check_interval = \"100ms\"\nshutdown_grace = \"10s\"\n\n";
     for i in 0..db_urls.len() {
-        let status = paymesh_testkit::port::free_port().expect("port");
+        // Below the ephemeral range: a port the OS hands to another test's bind(0) or
+        // outgoing connection meanwhile cannot be this one.
+        let status = paymesh_testkit::port::free_port_below_ephemeral().expect("port");
         text += &format!(
             "[[payments.instances]]\nname = \"payments-{i}\"\nshard = {i}\nlisten = \"127.0.0.1:0\"\nstatus_listen = \"127.0.0.1:{status}\"\n\n"
         );
