@@ -65,14 +65,19 @@ impl UnaryService<Bytes> for Handler {
     }
 }
 
-/// Serves Echo and health on `listener` until `shutdown` resolves.
-pub async fn serve(listener: tokio::net::TcpListener, shutdown: impl Future<Output = ()> + Send) -> Result<(), tonic::transport::Error> {
+/// Serves Echo and health on `listener` until `shutdown` resolves; over mTLS only when
+/// `tls` is given (as a mesh service with `[mesh_tls]`).
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    tls: Option<std::sync::Arc<paymesh_core::tls::MeshTls>>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> Result<(), tonic::transport::Error> {
     let (reporter, health) = tonic_health::server::health_reporter();
     reporter.set_service_status("", tonic_health::ServingStatus::Serving).await;
     reporter.set_service_status(SERVICE, tonic_health::ServingStatus::Serving).await;
-    tonic::transport::Server::builder()
-        .add_service(health)
-        .add_service(Echo)
-        .serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown)
-        .await
+    let router = tonic::transport::Server::builder().add_service(health).add_service(Echo);
+    match tls {
+        Some(tls) => router.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, tls), shutdown).await,
+        None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await,
+    }
 }

@@ -9,6 +9,8 @@
 //! - `edge-rest`: REST/JSON through the edge, transcoded to the same call;
 //! - `edge-grpc-jwt`: as `edge-grpc`, through a second edge that authenticates callers
 //!   (`[edge.auth]`, an EdDSA token on every call): the cost of verifying the token;
+//! - `edge-grpc-mtls`: as `edge-grpc`, through a third edge that reaches a second echo
+//!   upstream over mTLS (`[mesh_tls]`): the cost of TLS inside the mesh;
 //! - `nginx`: gRPC through Debian's nginx `grpc_pass` (not shard-aware: one upstream).
 //!
 //! Per path: calls/s, p50/p99, and the proxy's CPU per call (its process's CPU time over
@@ -24,7 +26,7 @@ use paymesh_testkit::port::free_port;
 use crate::bench::{Nginx, comm_cpu, median, proc_cpu};
 use crate::supervise::Program;
 
-const PATHS: [&str; 5] = ["direct", "edge-grpc", "edge-grpc-jwt", "edge-rest", "nginx"];
+const PATHS: [&str; 6] = ["direct", "edge-grpc", "edge-grpc-jwt", "edge-grpc-mtls", "edge-rest", "nginx"];
 const CONCURRENCY: usize = 32;
 const OPEN_CONNECTIONS: usize = 1_000;
 
@@ -64,6 +66,27 @@ pub async fn run(quick: bool) -> Result<String, String> {
     let jwt_config = edge_config(echo_addr, jwt_addr, jwt_admin, &descriptors, Some(&issuer.jwks));
     let (mut jwt_edge, jwt_pid) = start_edge(&bin, &dir, "edge-jwt", &jwt_config, jwt_admin).await?;
 
+    // mTLS: a second echo upstream serving mTLS only, and an edge with [mesh_tls] before it.
+    let certs = dir.join("certs");
+    let ca = paymesh_testkit::certs::MeshCa::load_or_create(&certs, "Paymesh bench mesh CA")?;
+    for name in ["echo", "edge"] {
+        ca.write_issued(&certs, name)?;
+    }
+    let tls_echo_addr = port()?;
+    let mut tls_echo = Program::new(bin.join("echo-upstream"), ["--listen".to_owned(), tls_echo_addr.to_string()]);
+    tls_echo.args.extend(["--mtls".into(), certs.clone().into()]);
+    tls_echo.log = Some(dir.join("echo-mtls.log"));
+    let mut tls_echo = tls_echo.spawn().await?;
+    wait_listening(tls_echo_addr, "echo-upstream (mTLS)").await?;
+    let (mtls_addr, mtls_admin) = (port()?, port()?);
+    let mtls_config = format!(
+        "{}\n[mesh_tls]\nca = \"{}\"\ndir = \"{}\"\n",
+        edge_config(tls_echo_addr, mtls_addr, mtls_admin, &descriptors, None),
+        certs.join("ca.pem").display(),
+        certs.display()
+    );
+    let (mut mtls_edge, mtls_pid) = start_edge(&bin, &dir, "edge-mtls", &mtls_config, mtls_admin).await?;
+
     let nginx = match crate::install::nginx() {
         Ok(nginx_bin) => {
             let listen = port()?;
@@ -89,6 +112,7 @@ pub async fn run(quick: bool) -> Result<String, String> {
                 ("nginx", Ok(n)) => (n.listen, 0, vec![]),
                 ("nginx", Err(_)) => continue,
                 ("edge-grpc-jwt", _) => (jwt_addr, jwt_pid, vec![format!("authorization=Bearer {token}")]),
+                ("edge-grpc-mtls", _) => (mtls_addr, mtls_pid, vec![]),
                 _ => (edge_addr, edge_pid, vec![]),
             };
             match measure(&load, &descriptors, path, target, duration, pid, &headers).await {
@@ -115,7 +139,7 @@ pub async fn run(quick: bool) -> Result<String, String> {
     if let Ok(n) = nginx {
         n.stop().await;
     }
-    for child in [&mut edge, &mut jwt_edge, &mut echo] {
+    for child in [&mut edge, &mut jwt_edge, &mut mtls_edge, &mut echo, &mut tls_echo] {
         if let Some(pid) = child.id() {
             let _ = crate::supervise::kill(pid, crate::supervise::Signal::Term);
         }
@@ -248,7 +272,7 @@ async fn measure(
     }
     cmd.args(["-d", data, "-c", &CONCURRENCY.to_string(), "-z", duration, "--warmup", "0s", &target.to_string()]);
     let proxy_cpu = || match path {
-        "edge-grpc" | "edge-rest" | "edge-grpc-jwt" => proc_cpu(proxy_pid),
+        "edge-grpc" | "edge-rest" | "edge-grpc-jwt" | "edge-grpc-mtls" => proc_cpu(proxy_pid),
         "nginx" => comm_cpu("nginx"),
         _ => 0.0,
     };
@@ -355,6 +379,14 @@ fn report(quick: bool, rounds: usize, duration: &str, results: &[Round], (rss_be
             check(grpc_rps >= nginx_rps)
         );
     }
+    let mtls_cpu = cpu_us("edge-grpc-mtls");
+    if grpc_cpu > 0.0 && mtls_cpu > 0.0 {
+        targets += &format!(
+            "- mTLS to the upstream: {mtls_cpu:.1} vs {grpc_cpu:.1} µs per call ({:+.1} µs, {:.2}x)\n",
+            mtls_cpu - grpc_cpu,
+            mtls_cpu / grpc_cpu
+        );
+    }
     let jwt_cpu = cpu_us("edge-grpc-jwt");
     if grpc_cpu > 0.0 && jwt_cpu > 0.0 {
         targets += &format!(
@@ -377,7 +409,7 @@ fn report(quick: bool, rounds: usize, duration: &str, results: &[Round], (rss_be
         check(rss_with <= 64 * 1024)
     );
     format!(
-        "## Edge only: what the proxy costs per call\n\nCommand: `cargo xtask bench --edge{}` (also part of `cargo xtask bench`). Upstream: `echo-upstream` (answers with the request's bytes; no database). Closed loop, concurrency {CONCURRENCY}, {duration} per path per round, {rounds} round(s) alternating the paths, medians across rounds; the edge with {} thread(s), nginx with 2 workers, all release builds and the load generator on this machine ({} cores). Proxy CPU per call = the proxy process's CPU time over the run / calls.\n\n{table}\nTargets (issue 11):\n{targets}",
+        "## Edge only: what the proxy costs per call\n\nCommand: `cargo xtask bench --edge{}` (also part of `cargo xtask bench`). Upstream: `echo-upstream` (answers with the request's bytes; no database). Closed loop, concurrency {CONCURRENCY}, {duration} per path per round, {rounds} round(s) alternating the paths, medians across rounds; the edge with {} thread(s), nginx with 2 workers, all release builds and the load generator on this machine ({} cores). Proxy CPU per call = the proxy process's CPU time over the run / calls.\n\n{table}\nTargets (issue 11) and what identity costs (issue 12):\n{targets}",
         if quick { " --quick" } else { "" },
         edge_threads(),
         std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1)
