@@ -19,8 +19,8 @@ mod edge;
 mod pipeline;
 pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
 pub use edge::{
-    Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route, ShardKey,
-    ShardKeyKind,
+    Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, EdgeTls, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route,
+    ShardKey, ShardKeyKind,
 };
 pub use pipeline::{
     Bootstrap, KafkaConfig, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
@@ -607,6 +607,15 @@ mod raw {
         pub routes: Vec<EdgeRoute>,
         #[serde(default)]
         pub auth: Option<super::auth::RawAuth>,
+        #[serde(default)]
+        pub tls: Option<EdgeTls>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct EdgeTls {
+        pub cert: String,
+        pub key: String,
     }
 
     #[derive(Debug, Deserialize)]

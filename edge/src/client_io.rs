@@ -150,7 +150,20 @@ impl UniqueID for ClientIo {
     }
 }
 
-impl Ssl for ClientIo {}
+/// TLS facts of the connection (none on plaintext): pingora picks HTTP/2 by ALPN from them.
+impl Ssl for ClientIo {
+    fn get_ssl(&self) -> Option<&pingora::protocols::tls::TlsRef> {
+        self.inner.get_ref().get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora::protocols::tls::SslDigest>> {
+        self.inner.get_ref().get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora::protocols::ALPN> {
+        self.inner.get_ref().selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for ClientIo {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

@@ -54,6 +54,7 @@ impl Lanes {
     pub fn start<A: ServerApp + Send + Sync + 'static>(
         listen: SocketAddr,
         count: usize,
+        tls: Option<Arc<crate::public_tls::PublicTls>>,
         mut make_app: impl FnMut() -> A,
     ) -> std::io::Result<Self> {
         let (draining, _) = watch::channel(false);
@@ -79,11 +80,12 @@ impl Lanes {
                 }
             };
             let app = Arc::new(make_app());
+            let tls = tls.clone();
             let draining = lanes.draining.subscribe();
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new().name(format!("edge lane {i}")).spawn(move || {
                 runtime.block_on(async move {
-                    accept_loop(listener, app, draining).await;
+                    accept_loop(listener, app, tls, draining).await;
                     // Connections still open keep being served until the edge stops.
                     let _ = stop_rx.await;
                 });
@@ -137,7 +139,12 @@ fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
 }
 
 /// Accepts until the edge drains, serving each connection on this lane.
-async fn accept_loop<A: ServerApp + Send + Sync + 'static>(listener: TcpListener, app: Arc<A>, mut draining: watch::Receiver<bool>) {
+async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
+    listener: TcpListener,
+    app: Arc<A>,
+    tls: Option<Arc<crate::public_tls::PublicTls>>,
+    mut draining: watch::Receiver<bool>,
+) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
@@ -154,8 +161,26 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(listener: TcpListener
         };
         let app = app.clone();
         let shutdown = draining.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
-            let mut next = app.process_new(into_stream(tcp, peer), &shutdown).await;
+            let stream = match tls {
+                None => Box::new(into_stream(tcp, peer)) as Stream,
+                Some(tls) => {
+                    let acceptor = tls.acceptor();
+                    match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.tls_handshake(into_stream(tcp, peer))).await {
+                        Ok(Ok(s)) => Box::new(s) as Stream,
+                        Ok(Err(e)) => {
+                            tracing::debug!(%peer, error = %e, "TLS handshake failed");
+                            return;
+                        }
+                        Err(_) => {
+                            tracing::debug!(%peer, "the client did not finish the TLS handshake in time");
+                            return;
+                        }
+                    }
+                }
+            };
+            let mut next = app.process_new(stream, &shutdown).await;
             // HTTP/1 keep-alive hands the connection back for its next request.
             while let Some(stream) = next {
                 next = app.process_new(stream, &shutdown).await;
@@ -164,14 +189,17 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(listener: TcpListener
     }
 }
 
+/// Longest a client may take to finish a TLS handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// An accepted connection as pingora's stream, as pingora's own listener prepares it.
-fn into_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> Stream {
+fn into_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> pingora::protocols::l4::stream::Stream {
     let _ = tcp.set_nodelay(true);
     let mut stream = pingora::protocols::l4::stream::Stream::from(tcp);
     let digest = SocketDigest::from_raw_fd(stream.as_raw_fd());
     let _ = digest.peer_addr.set(Some(pingora::protocols::l4::socket::SocketAddr::Inet(peer)));
     stream.set_socket_digest(digest);
-    Box::new(stream)
+    stream
 }
 
 /// The server's shutdown signal, also telling the lanes.
@@ -219,7 +247,7 @@ mod tests {
 
     #[tokio::test]
     async fn connections_are_served_on_the_lane_threads_and_stop_closes_the_listener() {
-        let lanes = Lanes::start(SocketAddr::from(([127, 0, 0, 1], 0)), 2, WhichThread::default).expect("lanes start");
+        let lanes = Lanes::start(SocketAddr::from(([127, 0, 0, 1], 0)), 2, None, WhichThread::default).expect("lanes start");
         let addr = lanes.local_addr();
         assert_ne!(addr.port(), 0, "the bound port is reported");
         for _ in 0..8 {
@@ -232,7 +260,7 @@ mod tests {
 
     #[tokio::test]
     async fn draining_stops_accepting() {
-        let lanes = Lanes::start(SocketAddr::from(([127, 0, 0, 1], 0)), 2, WhichThread::default).expect("lanes start");
+        let lanes = Lanes::start(SocketAddr::from(([127, 0, 0, 1], 0)), 2, None, WhichThread::default).expect("lanes start");
         let addr = lanes.local_addr();
         served_by(addr).await.expect("served before draining");
         lanes.draining.send(true).expect("lanes listen");
@@ -252,7 +280,7 @@ mod tests {
     fn an_address_in_use_is_a_clear_error() {
         let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("a free port");
         let addr = taken.local_addr().expect("its address");
-        let err = Lanes::start(addr, 2, WhichThread::default).expect_err("the port is taken");
+        let err = Lanes::start(addr, 2, None, WhichThread::default).expect_err("the port is taken");
         assert!(err.to_string().contains(&format!("cannot listen on {addr}")), "{err}");
     }
 }

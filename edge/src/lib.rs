@@ -25,6 +25,7 @@ pub mod io;
 pub mod lanes;
 pub mod metrics;
 pub mod proxy;
+pub mod public_tls;
 pub mod resilience;
 pub mod rest;
 pub mod server;

@@ -67,7 +67,13 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
         // Every client connection gets read deadlines (see client_io).
         WithClientDeadline { app: Arc::new(proxy), timeout: cfg.client_read_timeout }
     };
-    let lanes = Lanes::start(cfg.listen, cfg.threads, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
+    let tls = match &cfg.tls {
+        Some(t) => {
+            Some(Arc::new(crate::public_tls::PublicTls::load(&t.cert, &t.key).map_err(|e| EdgeError::Pingora(format!("edge.tls: {e}")))?))
+        }
+        None => None,
+    };
+    let lanes = Lanes::start(cfg.listen, cfg.threads, tls, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
 
     let mut admin = Service::new("paymesh admin".to_owned(), Admin { state: state.clone() });
     admin.add_tcp(&cfg.admin_listen.to_string());

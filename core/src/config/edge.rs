@@ -38,6 +38,15 @@ pub struct EdgeConfig {
     pub routes: Vec<Route>,
     /// Who may call; `None`: every route is public.
     pub auth: Option<super::Auth>,
+    /// HTTPS on the public listener (HTTP/2 or HTTP/1.1 by ALPN); `None`: plaintext (h2c).
+    pub tls: Option<EdgeTls>,
+}
+
+/// The public listener's certificate (PEM files, re-read when they change).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EdgeTls {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 /// Active and passive health checking of upstream instances (Envoy's semantics).
@@ -358,6 +367,7 @@ pub(super) fn validate(
         clusters,
         routes,
         auth,
+        tls: raw.tls.map(|t| EdgeTls { cert: base_dir.join(t.cert), key: base_dir.join(t.key) }),
     })
 }
 

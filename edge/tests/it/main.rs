@@ -13,6 +13,7 @@ mod binary;
 mod grpc;
 mod misuse;
 mod mtls;
+mod public_tls;
 mod rejections;
 mod resilience;
 mod rest;
