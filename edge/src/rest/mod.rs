@@ -132,7 +132,7 @@ async fn exchange<'s>(
     };
 
     let takes_body = !matches!(binding.body, BodyRule::None);
-    if takes_body && !is_json(header(session, "content-type").as_deref(), session) {
+    if takes_body && !is_json(header(session, "content-type").as_deref()) {
         let msg = "send the request body as JSON with Content-Type: application/json";
         respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
         return Ok(Outcome::Rejected(Code::InvalidArgument));
@@ -427,13 +427,14 @@ fn expects_continue(session: &Session) -> bool {
 }
 
 /// `application/json` (any parameters, any `+json` suffix). An empty body needs no type.
-fn is_json(content_type: Option<&str>, session: &Session) -> bool {
+fn is_json(content_type: Option<&str>) -> bool {
     match content_type {
         Some(ct) => {
             let essence = ct.split(';').next().unwrap_or("").trim().to_ascii_lowercase();
             essence == "application/json" || (essence.starts_with("application/") && essence.ends_with("+json"))
         }
-        None => session.req_header().headers.get(http::header::CONTENT_LENGTH).is_none_or(|v| v.as_bytes() == b"0"),
+        // No declared type: read as JSON, as Envoy's transcoder and grpc-gateway do.
+        None => true,
     }
 }
 

@@ -20,3 +20,4 @@ mod rest;
 mod scoping;
 mod second_service;
 mod sharding;
+mod transcoding;

@@ -1,0 +1,43 @@
+//! Transcoding behaviour REST clients rely on (issue 13), through the real edge against
+//! real upstreams. Where Envoy's grpc_json_transcoder and grpc-gateway differ, the side the
+//! edge takes is named in each test.
+
+use bytes::Bytes;
+
+use crate::flaky::{FlakyStack, Mode};
+use crate::http_client::{self, Version};
+
+const ALL: [&str; 4] = ["f0a", "f0b", "f1a", "f1b"];
+
+/// Envoy and grpc-gateway both read a body sent without a content type as JSON (it used to
+/// get 415). A body with another declared type is still refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_without_a_content_type_is_read_as_json() {
+    let stack = FlakyStack::start("", "", "").await;
+    let path = format!("/v1/flaky/{}", stack.account_on(0, 0));
+    let r = http_client::send(stack.edge, Version::Http1, "POST", &path, &[], Bytes::from_static(b"{\"note\":\"no type\"}")).await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(stack.calls(&ALL), 1);
+    let xml = [("content-type", "application/xml")];
+    let r = http_client::send(stack.edge, Version::Http1, "POST", &path, &xml, Bytes::from_static(b"<note/>")).await;
+    assert_eq!(r.status, 415, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(stack.calls(&ALL), 1, "a refused body reached an upstream");
+    stack.stop().await;
+}
+
+/// A REST client's `grpc-timeout` is its deadline, as for a gRPC client (Envoy passes it on
+/// too): the upstream is told what is left of it, not the route's timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_clients_grpc_timeout_is_its_deadline() {
+    let stack = FlakyStack::start("", "", "").await;
+    stack.set(&ALL, Mode::Hold);
+    let path = format!("/v1/flaky/{}", stack.account_on(1, 0));
+    let headers = [("content-type", "application/json"), ("grpc-timeout", "200m")];
+    let r = http_client::send(stack.edge, Version::Http1, "POST", &path, &headers, Bytes::from_static(b"{}")).await;
+    assert_eq!(r.status, 504, "{}", String::from_utf8_lossy(&r.body));
+    let told: Vec<String> = ["f1a", "f1b"].iter().filter_map(|n| stack.instance(n).control.take_last_timeout()).collect();
+    let millis: Vec<u64> = told.iter().filter_map(|t| t.strip_suffix('m')?.parse().ok()).collect();
+    assert!(!millis.is_empty() && millis.iter().all(|&m| m <= 200), "the upstream was told {told:?}, not the client's 200 ms");
+    stack.set(&ALL, Mode::Normal);
+    stack.stop().await;
+}
