@@ -103,10 +103,17 @@ impl PathTemplate {
     /// variables, percent-decoded, as `(field path, value)`.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let body = path.strip_prefix('/')?;
-        let body = match &self.verb {
-            Some(verb) => body.strip_suffix(verb.as_str())?.strip_suffix(':')?,
-            None => body,
+        // The request's custom verb is split off first (as Envoy and grpc-gateway do): the
+        // text after the last ':' of the last segment. `/person/jason:verb` is GetPerson only
+        // if a binding has that verb, never GetPerson with id `jason:verb`.
+        let last_segment = body.rfind('/').map_or(0, |i| i + 1);
+        let (body, verb) = match body[last_segment..].rfind(':') {
+            Some(i) => (&body[..last_segment + i], Some(&body[last_segment + i + 1..])),
+            None => (body, None),
         };
+        if verb != self.verb.as_deref() {
+            return None;
+        }
         let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
         let has_rest = self.segments.last() == Some(&Segment::Rest);
         let fixed = self.segments.len() - usize::from(has_rest);
@@ -251,6 +258,20 @@ mod tests {
         assert_eq!(s.matches("/v1/items"), None);
         let u = t("/v1/{name=items/*}:undelete");
         assert_eq!(u.matches("/v1/items/7:undelete"), vars(&[("name", "items/7")]));
+        assert_eq!(u.matches("/v1/items/7:delete"), None);
+    }
+
+    #[test]
+    fn a_requests_verb_is_split_off_before_matching() {
+        let get = t("/person/{id}");
+        assert_eq!(get.matches("/person/jason:verb"), None, "a verb is not part of the id");
+        assert_eq!(get.matches("/person/jason"), vars(&[("id", "jason")]));
+        // An encoded ':' is data, not a verb.
+        assert_eq!(get.matches("/person/a%3Ab"), vars(&[("id", "a:b")]));
+        let rest = t("/v1/files/{path=**}");
+        assert_eq!(rest.matches("/v1/files/a/b:copy"), None);
+        // A ':' before the last segment is data.
+        assert_eq!(rest.matches("/v1/files/a:b/c"), vars(&[("path", "a:b/c")]));
     }
 
     #[test]

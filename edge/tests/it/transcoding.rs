@@ -41,3 +41,19 @@ async fn a_rest_clients_grpc_timeout_is_its_deadline() {
     stack.set(&ALL, Mode::Normal);
     stack.stop().await;
 }
+
+/// A request's custom verb is split off before matching (Envoy and grpc-gateway agree):
+/// `/v1/flaky/{account}:verb` matches no binding, rather than reaching Read with the account
+/// `acct:verb`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_custom_verb_is_not_part_of_the_last_variable() {
+    let stack = FlakyStack::start("", "", "").await;
+    let account = stack.account_on(0, 1);
+    let r = http_client::send(stack.edge, Version::Http1, "GET", &format!("/v1/flaky/{account}:archive"), &[], Bytes::new()).await;
+    assert_eq!(r.status, 404, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(stack.calls(&ALL), 0, "a path with an unknown verb reached an upstream");
+    // An encoded ':' is data.
+    let r = http_client::send(stack.edge, Version::Http1, "GET", &format!("/v1/flaky/{account}%3Aarchive"), &[], Bytes::new()).await;
+    assert_eq!(r.json()["account"], format!("{account}:archive"), "{}", String::from_utf8_lossy(&r.body));
+    stack.stop().await;
+}
