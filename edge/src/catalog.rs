@@ -250,7 +250,26 @@ impl Catalog {
             }
             services.insert(r.service.clone(), service);
         }
-        rest.sort_by_key(|b| std::cmp::Reverse(b.template.specificity()));
+        // Two bindings of one HTTP verb that match the same paths: which one serves a request
+        // would be arbitrary, so the configuration is refused, naming both.
+        let mut seen: HashMap<(Method, String), &RestBinding> = HashMap::new();
+        for b in &rest {
+            if let Some(other) = seen.insert((b.verb.clone(), b.template.shape()), b) {
+                return Err(CatalogError(format!(
+                    "{} {} ({}) and {} {} ({}) match the same requests; make one of the google.api.http bindings more specific",
+                    other.verb, other.template, other.method.grpc_path, b.verb, b.template, b.method.grpc_path
+                )));
+            }
+        }
+        // Most specific first; ties in a fixed order (the template, then the method), so the
+        // match never depends on hash order.
+        rest.sort_by(|a, b| {
+            b.template
+                .specificity()
+                .cmp(&a.template.specificity())
+                .then_with(|| a.template.to_string().cmp(&b.template.to_string()))
+                .then_with(|| a.method.grpc_path.cmp(&b.method.grpc_path))
+        });
         let rest_index = RestIndex::build(&rest);
         Ok(Self { pool, services, rest, rest_index })
     }

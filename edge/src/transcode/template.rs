@@ -150,6 +150,25 @@ impl PathTemplate {
         (literals, self.segments.len())
     }
 
+    /// The paths this template matches, without its variables' names: two bindings of one
+    /// HTTP verb with the same shape would match the same requests.
+    pub fn shape(&self) -> String {
+        let mut out = String::new();
+        for seg in &self.segments {
+            out.push('/');
+            match seg {
+                Segment::Literal(l) => out.push_str(l),
+                Segment::One => out.push('*'),
+                Segment::Rest => out.push_str("**"),
+            }
+        }
+        if let Some(v) = &self.verb {
+            out.push(':');
+            out.push_str(v);
+        }
+        out
+    }
+
     /// The field paths this template binds.
     pub fn bound_fields(&self) -> impl Iterator<Item = &str> {
         self.variables.iter().map(|v| v.field_path.as_str())
@@ -279,6 +298,13 @@ mod tests {
         for bad in ["api", "/a/{", "/a/{}", "/a/{x}/{x}", "/a/**/b", "/a/{1x}", "/a//b", "/a/{x}y"] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad} parsed");
         }
+    }
+
+    #[test]
+    fn templates_that_match_the_same_paths_have_the_same_shape() {
+        assert_eq!(t("/v1/{a}/x").shape(), t("/v1/{b}/x").shape());
+        assert_eq!(t("/v1/{name=shelves/*}").shape(), "/v1/shelves/*");
+        assert_ne!(t("/v1/{a}").shape(), t("/v1/{a}:go").shape());
     }
 
     #[test]

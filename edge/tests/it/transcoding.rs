@@ -57,3 +57,26 @@ async fn a_custom_verb_is_not_part_of_the_last_variable() {
     assert_eq!(r.json()["account"], format!("{account}:archive"), "{}", String::from_utf8_lossy(&r.body));
     stack.stop().await;
 }
+
+/// Two bindings that match the same requests (same HTTP verb, same path shape) are refused
+/// at start, naming both, instead of one of them serving by hash order.
+#[test]
+fn ambiguous_bindings_are_refused_at_start() {
+    let dir = std::env::temp_dir().join(format!("paymesh-ambiguous-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let fds = dir.join("ambiguous.binpb");
+    std::fs::write(&fds, crate::inventory::fixture_descriptor_set("ambiguous.proto")).expect("write");
+    let text = format!(
+        "[[shards]]\nid = 0\ndatabase_url = \"postgres://unused@127.0.0.1:1/none\"\n[[payments.instances]]\nname = \"unused\"\nshard = 0\nlisten = \"127.0.0.1:1\"\n\
+         [edge]\ndescriptor_sets = [\"{}\"]\n[[edge.clusters]]\nname = \"a\"\nendpoints = [{{ address = \"127.0.0.1:1\" }}]\n\
+         [[edge.routes]]\nservice = \"ambiguous.v1.Ambiguous\"\ncluster = \"a\"\n",
+        fds.display()
+    );
+    let path = dir.join("mesh.toml");
+    std::fs::write(&path, text).expect("config");
+    let config = paymesh_core::config::MeshConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let err = paymesh_edge::prepare(&config).expect_err("ambiguous bindings").to_string();
+    for needle in ["/ambiguous.v1.Ambiguous/GetByName", "/ambiguous.v1.Ambiguous/GetById", "match the same requests"] {
+        assert!(err.contains(needle), "{needle:?} not in: {err}");
+    }
+}
