@@ -130,7 +130,11 @@ impl PathTemplate {
         let mut bound = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
             let end = if v.end == self.segments.len() && has_rest { parts.len() } else { v.end };
-            let value = parts[v.start..end].iter().map(|p| percent_decode(p)).collect::<Option<Vec<_>>>()?.join("/");
+            // google/api/http.proto: a variable of several segments (or `**`) keeps an encoded
+            // '/' (%2F) as it came, so it stays distinguishable from a segment separator.
+            let multi = end - v.start != 1 || (v.end == self.segments.len() && has_rest);
+            let decode = |p: &&str| if multi { percent_decode_keeping_slash(p) } else { percent_decode(p) };
+            let value = parts[v.start..end].iter().map(decode).collect::<Option<Vec<_>>>()?.join("/");
             bound.push((v.field_path.clone(), value));
         }
         Some(bound)
@@ -209,6 +213,28 @@ fn is_ident(s: &str) -> bool {
 }
 
 /// Decodes `%XX` escapes; `None` for a malformed escape or invalid UTF-8.
+/// [`percent_decode`], except that `%2F`/`%2f` stay encoded (multi-segment variables).
+fn percent_decode_keeping_slash(s: &str) -> Option<String> {
+    if !s.contains('%') {
+        return Some(s.to_owned());
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find('%') {
+        let (head, tail) = rest.split_at(i);
+        out.push_str(&percent_decode(head)?);
+        let esc = tail.get(..3)?;
+        if esc.eq_ignore_ascii_case("%2f") {
+            out.push_str(esc);
+        } else {
+            out.push_str(&percent_decode(esc)?);
+        }
+        rest = &tail[3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 pub fn percent_decode(s: &str) -> Option<String> {
     if !s.contains('%') {
         return Some(s.to_owned());
@@ -278,6 +304,13 @@ mod tests {
         let u = t("/v1/{name=items/*}:undelete");
         assert_eq!(u.matches("/v1/items/7:undelete"), vars(&[("name", "items/7")]));
         assert_eq!(u.matches("/v1/items/7:delete"), None);
+    }
+
+    #[test]
+    fn an_encoded_slash_stays_encoded_only_in_multi_segment_variables() {
+        assert_eq!(t("/v1/{id}").matches("/v1/a%2Fb"), vars(&[("id", "a/b")]));
+        assert_eq!(t("/v1/{path=**}").matches("/v1/a%2Fb/c%20d"), vars(&[("path", "a%2Fb/c d")]));
+        assert_eq!(t("/v1/{name=shelves/*}").matches("/v1/shelves/x%2fy"), vars(&[("name", "shelves/x%2fy")]));
     }
 
     #[test]
