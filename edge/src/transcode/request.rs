@@ -32,15 +32,9 @@ pub fn build(
             }
             m
         }
-        BodyRule::None => {
-            if !is_blank(body) {
-                return Err(BadRequest(format!(
-                    "{} {} takes no request body; send its fields in the query string",
-                    binding.verb, binding.template
-                )));
-            }
-            DynamicMessage::new(input.clone())
-        }
+        // A binding without `body` takes its fields from the path and the query; a body sent
+        // anyway is ignored, as grpc-gateway and Envoy's transcoder do.
+        BodyRule::None => DynamicMessage::new(input.clone()),
     };
     for (path, value) in path_vars {
         set_path(&mut msg, &input, path, value, "path variable")?;

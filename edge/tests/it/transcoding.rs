@@ -80,3 +80,18 @@ fn ambiguous_bindings_are_refused_at_start() {
         assert!(err.contains(needle), "{needle:?} not in: {err}");
     }
 }
+
+/// A body sent to a binding without `body` is ignored (grpc-gateway and Envoy agree); it used
+/// to be a 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_sent_to_a_binding_without_body_is_ignored() {
+    let stack = FlakyStack::start("", "", "").await;
+    let account = stack.account_on(1, 1);
+    let headers = [("content-type", "application/json")];
+    let r =
+        http_client::send(stack.edge, Version::Http1, "GET", &format!("/v1/flaky/{account}"), &headers, Bytes::from_static(b"{\"x\":1}"))
+            .await;
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    assert_eq!(r.json()["account"], account);
+    stack.stop().await;
+}
