@@ -15,7 +15,10 @@ pub fn to_json(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) ->
                 let mut wrapper = DynamicMessage::new(msg.descriptor());
                 wrapper.set_field(f, other.clone());
                 let mut tmp = serde_json::Serializer::new(Vec::new());
-                wrapper.serialize_with_options(&mut tmp, &opts).map_err(|e| e.to_string())?;
+                // Defaults included: an empty repeated field is `[]`, an empty string `""`,
+                // never a missing key rendered as `null`.
+                let with_defaults = SerializeOptions::new().skip_default_fields(false);
+                wrapper.serialize_with_options(&mut tmp, &with_defaults).map_err(|e| e.to_string())?;
                 let v: serde_json::Value = serde_json::from_slice(&tmp.into_inner()).map_err(|e| e.to_string())?;
                 let inner = v.get(f.json_name()).cloned().unwrap_or(serde_json::Value::Null);
                 return Ok(inner.to_string().into_bytes());
@@ -23,4 +26,20 @@ pub fn to_json(msg: &DynamicMessage, response_body: Option<&FieldDescriptor>) ->
         },
     }
     Ok(out.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_empty_repeated_response_body_is_an_empty_list() {
+        let pool = prost_reflect::DescriptorPool::decode(paymesh_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
+        let desc = pool.get_message_by_name("query.v1.ListMerchantPaymentsResponse").expect("message");
+        let field = desc.get_field_by_name("payments").expect("field");
+        let empty = DynamicMessage::new(desc.clone());
+        assert_eq!(to_json(&empty, Some(&field)).expect("json"), b"[]");
+        let token = desc.get_field_by_name("next_page_token").expect("field");
+        assert_eq!(to_json(&empty, Some(&token)).expect("json"), b"\"\"");
+    }
 }
