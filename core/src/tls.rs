@@ -7,7 +7,7 @@
 //! files (`cargo xtask certs` makes them).
 
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use rustls_pki_types::pem::PemObject;
@@ -31,9 +31,9 @@ impl TlsFiles {
         Self { ca: ca.to_owned(), cert: dir.join(format!("{name}.pem")), key: dir.join(format!("{name}.key")) }
     }
 
-    /// When each file last changed (`None`: unreadable), to notice rotations.
-    pub fn modified(&self) -> Vec<Option<SystemTime>> {
-        [&self.ca, &self.cert, &self.key].iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+    /// The three files, for watching.
+    pub fn paths(&self) -> Vec<PathBuf> {
+        vec![self.ca.clone(), self.cert.clone(), self.key.clone()]
     }
 
     /// The CA certificates, this process's chain and its key, as DER.
@@ -87,19 +87,79 @@ impl std::fmt::Debug for DerFiles {
     }
 }
 
-#[derive(Debug)]
-struct Loaded {
-    checked: Instant,
-    modified: Vec<Option<SystemTime>>,
-    server: Arc<ServerConfig>,
-    client: Arc<ClientConfig>,
+/// A value built from files and rebuilt when they change: the files are looked at at most
+/// once a second, and only by one caller at a time; every other read is a shared lock and an
+/// `Arc` clone (this sits on the request path). A change that does not build (a half-written
+/// rotation) keeps the previous value.
+pub struct Reloading<T> {
+    paths: Vec<PathBuf>,
+    what: &'static str,
+    build: Box<dyn Fn() -> Result<T, String> + Send + Sync>,
+    started: Instant,
+    /// Milliseconds after `started` when the files are next looked at.
+    next_check: std::sync::atomic::AtomicU64,
+    current: RwLock<(Vec<Option<SystemTime>>, Arc<T>)>,
+}
+
+impl<T> std::fmt::Debug for Reloading<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reloading").field("what", &self.what).field("paths", &self.paths).finish_non_exhaustive()
+    }
+}
+
+fn modified(paths: &[PathBuf]) -> Vec<Option<SystemTime>> {
+    paths.iter().map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok()).collect()
+}
+
+impl<T> Reloading<T> {
+    /// Builds the value now (a failure is a start-up error). `what` names it in logs.
+    pub fn load(
+        paths: Vec<PathBuf>,
+        what: &'static str,
+        build: impl Fn() -> Result<T, String> + Send + Sync + 'static,
+    ) -> Result<Self, String> {
+        let value = build()?;
+        let stamp = modified(&paths);
+        Ok(Self {
+            paths,
+            what,
+            build: Box::new(build),
+            started: Instant::now(),
+            next_check: std::sync::atomic::AtomicU64::new(RECHECK.as_millis() as u64),
+            current: RwLock::new((stamp, Arc::new(value))),
+        })
+    }
+
+    /// The current value, rebuilt first if a file changed since the last look.
+    pub fn get(&self) -> Arc<T> {
+        use std::sync::atomic::Ordering;
+        let now = self.started.elapsed().as_millis() as u64;
+        let due = self.next_check.load(Ordering::Relaxed);
+        // One caller wins the right to look; the others read what is there.
+        if now >= due
+            && self.next_check.compare_exchange(due, now + RECHECK.as_millis() as u64, Ordering::Relaxed, Ordering::Relaxed).is_ok()
+        {
+            let stamp = modified(&self.paths);
+            let changed = self.current.read().unwrap_or_else(|p| p.into_inner()).0 != stamp;
+            if changed {
+                match (self.build)() {
+                    Ok(value) => {
+                        tracing::info!(what = self.what, "reloaded after its files changed");
+                        *self.current.write().unwrap_or_else(|p| p.into_inner()) = (stamp, Arc::new(value));
+                    }
+                    Err(e) => tracing::warn!(what = self.what, error = %e, "files changed but do not load; keeping the previous ones"),
+                }
+            }
+        }
+        self.current.read().unwrap_or_else(|p| p.into_inner()).1.clone()
+    }
 }
 
 /// A process's TLS settings, rebuilt when its files change.
 #[derive(Debug)]
 pub struct MeshTls {
     files: TlsFiles,
-    loaded: Mutex<Loaded>,
+    configs: Reloading<(Arc<ServerConfig>, Arc<ClientConfig>)>,
 }
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
@@ -132,31 +192,15 @@ fn build(files: &TlsFiles) -> Result<(Arc<ServerConfig>, Arc<ClientConfig>), Str
 impl MeshTls {
     /// Loads the files now (an unreadable or mismatched file is a start-up error).
     pub fn load(files: TlsFiles) -> Result<Self, String> {
-        let (server, client) = build(&files)?;
-        let loaded = Loaded { checked: Instant::now(), modified: files.modified(), server, client };
-        Ok(Self { files, loaded: Mutex::new(loaded) })
+        let paths = files.paths();
+        let for_build = files.clone();
+        let configs = Reloading::load(paths, "mesh certificate", move || build(&for_build))?;
+        Ok(Self { files, configs })
     }
 
-    /// Rebuilds the configs if a file changed since the last look (at most once a second).
-    /// A change that does not load (a half-written rotation) keeps the previous configs.
     fn current(&self) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if l.checked.elapsed() >= RECHECK {
-            l.checked = Instant::now();
-            let modified = self.files.modified();
-            if modified != l.modified {
-                match build(&self.files) {
-                    Ok((server, client)) => {
-                        tracing::info!(cert = %self.files.cert.display(), "mesh certificate reloaded");
-                        l.server = server;
-                        l.client = client;
-                        l.modified = modified;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "mesh certificate files changed but do not load; keeping the previous ones"),
-                }
-            }
-        }
-        (l.server.clone(), l.client.clone())
+        let c = self.configs.get();
+        (c.0.clone(), c.1.clone())
     }
 
     pub fn server_config(&self) -> Arc<ServerConfig> {
@@ -293,5 +337,52 @@ impl tower_service::Service<http::Uri> for MeshConnector {
             let conn = tokio_rustls::TlsConnector::from(tls.client_config()).connect(server_name, tcp).await?;
             Ok(hyper_util::rt::TokioIo::new(conn))
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_file_is_reloaded_and_a_bad_change_keeps_the_old_value() {
+        let dir = std::env::temp_dir().join(format!("paymesh-reloading-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let file = dir.join("value");
+        std::fs::write(&file, "1").expect("write");
+        let f = file.clone();
+        let r = Reloading::load(vec![file.clone()], "test value", move || {
+            let text = std::fs::read_to_string(&f).map_err(|e| e.to_string())?;
+            text.trim().parse::<u32>().map_err(|e| e.to_string())
+        })
+        .expect("load");
+        assert_eq!(*r.get(), 1);
+        let wait_for = |want: u32| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while *r.get() != want {
+                assert!(Instant::now() < deadline, "never reloaded to {want}");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        };
+        // A later mtime (file systems may keep whole seconds).
+        let deadline = Instant::now() + Duration::from_secs(10);
+        let before = modified(std::slice::from_ref(&file));
+        while modified(std::slice::from_ref(&file)) == before {
+            assert!(Instant::now() < deadline, "the mtime never changed");
+            std::fs::write(&file, "2").expect("write");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        wait_for(2);
+        std::fs::write(&file, "not a number").expect("write");
+        // Until the files have been looked at after the bad write (the next look is then
+        // scheduled more than RECHECK after it).
+        let written = r.started.elapsed().as_millis() as u64;
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while r.next_check.load(std::sync::atomic::Ordering::Relaxed) <= written + RECHECK.as_millis() as u64 {
+            assert_eq!(*r.get(), 2, "a change that does not build keeps the previous value");
+            assert!(Instant::now() < deadline, "the files were never looked at again");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert_eq!(*r.get(), 2, "a change that does not build keeps the previous value");
     }
 }

@@ -38,7 +38,7 @@ pub struct Target {
     /// Whether the call may be sent again after an UNAVAILABLE answer.
     pub safe: bool,
     /// The authenticated caller (`None` on a public route).
-    pub identity: Option<crate::auth::Identity>,
+    pub identity: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 impl Target {

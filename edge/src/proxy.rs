@@ -299,8 +299,8 @@ impl ProxyHttp for EdgeProxy {
         let sni = if tls.is_some() { crate::upstream_tls::server_name(&up.name, up.address) } else { String::new() };
         let mut peer = HttpPeer::new(up.address, tls.is_some(), sni);
         if let Some(m) = tls {
-            peer.options.ca = Some(m.ca);
-            peer.client_cert_key = Some(m.cert_key);
+            peer.options.ca = Some(m.ca.clone());
+            peer.client_cert_key = Some(m.cert_key.clone());
         }
         peer.options.set_http_version(2, 2);
         peer.options.max_h2_streams = MAX_H2_STREAMS;

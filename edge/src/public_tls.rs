@@ -2,35 +2,19 @@
 //! by ALPN. The certificate and key are re-read when their files change (at most once a
 //! second), so a renewed certificate is served to new connections without a restart.
 
-use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::path::Path;
+use std::sync::Arc;
 
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio_rustls::rustls::ServerConfig;
 
-const RECHECK: Duration = Duration::from_secs(1);
-
-#[derive(Debug)]
-struct Loaded {
-    checked: Instant,
-    modified: [Option<SystemTime>; 2],
-    config: Arc<ServerConfig>,
-}
-
 #[derive(Debug)]
 pub struct PublicTls {
-    cert: PathBuf,
-    key: PathBuf,
-    loaded: Mutex<Loaded>,
+    config: paymesh_core::tls::Reloading<ServerConfig>,
 }
 
-fn modified(paths: [&Path; 2]) -> [Option<SystemTime>; 2] {
-    paths.map(|p| std::fs::metadata(p).and_then(|m| m.modified()).ok())
-}
-
-fn build(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
+fn build(cert: &Path, key: &Path) -> Result<ServerConfig, String> {
     let chain = CertificateDer::pem_file_iter(cert)
         .map_err(|e| format!("cannot read {}: {e}", cert.display()))?
         .collect::<Result<Vec<_>, _>>()
@@ -47,34 +31,19 @@ fn build(cert: &Path, key: &Path) -> Result<Arc<ServerConfig>, String> {
         .with_single_cert(chain, key_der)
         .map_err(|e| format!("{} and {} do not make a certificate and its key: {e}", cert.display(), key.display()))?;
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
-    Ok(Arc::new(config))
+    Ok(config)
 }
 
 impl PublicTls {
     /// Loads the files now; a missing or bad file is a start-up error.
     pub fn load(cert: &Path, key: &Path) -> Result<Self, String> {
-        let config = build(cert, key)?;
-        let loaded = Loaded { checked: Instant::now(), modified: modified([cert, key]), config };
-        Ok(Self { cert: cert.to_owned(), key: key.to_owned(), loaded: Mutex::new(loaded) })
+        let (c, k) = (cert.to_owned(), key.to_owned());
+        let config = paymesh_core::tls::Reloading::load(vec![c.clone(), k.clone()], "public certificate", move || build(&c, &k))?;
+        Ok(Self { config })
     }
 
     /// The acceptor for a new connection, with the current certificate.
     pub fn acceptor(&self) -> pingora::listeners::tls::Acceptor {
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if l.checked.elapsed() >= RECHECK {
-            l.checked = Instant::now();
-            let now = modified([&self.cert, &self.key]);
-            if now != l.modified {
-                match build(&self.cert, &self.key) {
-                    Ok(config) => {
-                        tracing::info!(cert = %self.cert.display(), "public certificate reloaded");
-                        l.config = config;
-                        l.modified = now;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "public certificate files changed but do not load; keeping the previous ones"),
-                }
-            }
-        }
-        pingora::listeners::tls::Acceptor::from_server_config(l.config.clone())
+        pingora::listeners::tls::Acceptor::from_server_config(self.config.get())
     }
 }

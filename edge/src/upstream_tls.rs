@@ -3,18 +3,13 @@
 //! parsed once and re-read when its files change (rotation without a restart); pingora
 //! pools connections per certificate, so new connections use the new one.
 
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::sync::Arc;
 
 use paymesh_core::tls::TlsFiles;
 use pingora::protocols::tls::CaType;
 use pingora::utils::tls::{CertKey, WrappedX509, parse_x509};
 
-/// How often the files are looked at for changes (at most).
-const RECHECK: Duration = Duration::from_secs(1);
-
 /// The CA and the edge's certificate, as pingora's upstream peers take them.
-#[derive(Clone)]
 pub struct Material {
     pub ca: Arc<CaType>,
     pub cert_key: Arc<CertKey>,
@@ -27,16 +22,8 @@ impl std::fmt::Debug for Material {
 }
 
 #[derive(Debug)]
-struct Loaded {
-    checked: Instant,
-    modified: Vec<Option<SystemTime>>,
-    material: Material,
-}
-
-#[derive(Debug)]
 pub struct UpstreamTls {
-    files: TlsFiles,
-    loaded: Mutex<Loaded>,
+    material: paymesh_core::tls::Reloading<Material>,
     /// The same files for the health checker's tonic channels.
     pub mesh: Arc<paymesh_core::tls::MeshTls>,
 }
@@ -55,30 +42,14 @@ impl UpstreamTls {
     /// Loads the files now; a missing or bad file is a start-up error.
     pub fn load(files: TlsFiles) -> Result<Self, String> {
         let mesh = Arc::new(paymesh_core::tls::MeshTls::load(files.clone())?);
-        let material = material(&files)?;
-        let loaded = Loaded { checked: Instant::now(), modified: files.modified(), material };
-        Ok(Self { files, loaded: Mutex::new(loaded), mesh })
+        let paths = files.paths();
+        let material = paymesh_core::tls::Reloading::load(paths, "edge mesh certificate", move || material(&files))?;
+        Ok(Self { material, mesh })
     }
 
-    /// The current material (re-read when a file changed; a change that does not load keeps
-    /// the previous material).
-    pub fn material(&self) -> Material {
-        let mut l = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
-        if l.checked.elapsed() >= RECHECK {
-            l.checked = Instant::now();
-            let modified = self.files.modified();
-            if modified != l.modified {
-                match material(&self.files) {
-                    Ok(m) => {
-                        tracing::info!(cert = %self.files.cert.display(), "edge mesh certificate reloaded");
-                        l.material = m;
-                        l.modified = modified;
-                    }
-                    Err(e) => tracing::warn!(error = %e, "edge mesh certificate files changed but do not load; keeping the previous ones"),
-                }
-            }
-        }
-        l.material.clone()
+    /// The current material (re-read when a file changed).
+    pub fn material(&self) -> Arc<Material> {
+        self.material.get()
     }
 }
 

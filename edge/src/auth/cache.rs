@@ -9,7 +9,7 @@
 //! expired entries go first, then everything.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use super::Identity;
@@ -18,7 +18,7 @@ type Digest = [u8; 32];
 
 #[derive(Debug)]
 pub struct TokenCache {
-    entries: Mutex<HashMap<Digest, (Identity, Instant)>>,
+    entries: RwLock<HashMap<Digest, (Arc<Identity>, Instant)>>,
     max_entries: usize,
     max_age: Duration,
 }
@@ -33,29 +33,22 @@ fn digest(token: &str) -> Digest {
 impl TokenCache {
     /// `max_entries` 0 turns the cache off.
     pub fn new(max_entries: usize, max_age: Duration) -> Self {
-        Self { entries: Mutex::new(HashMap::new()), max_entries, max_age }
+        Self { entries: RwLock::new(HashMap::new()), max_entries, max_age }
     }
 
     /// The identity of `token` if it was verified recently and is still valid at `now`.
-    pub fn get(&self, token: &str, now: Instant) -> Option<Identity> {
+    /// A shared lock only: an expired entry is left for `put` to replace or sweep.
+    pub fn get(&self, token: &str, now: Instant) -> Option<Arc<Identity>> {
         if self.max_entries == 0 {
             return None;
         }
-        let key = digest(token);
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
-        match entries.get(&key) {
-            Some((identity, until)) if *until > now => Some(identity.clone()),
-            Some(_) => {
-                entries.remove(&key);
-                None
-            }
-            None => None,
-        }
+        let entries = self.entries.read().unwrap_or_else(|p| p.into_inner());
+        entries.get(&digest(token)).filter(|(_, until)| *until > now).map(|(identity, _)| identity.clone())
     }
 
     /// Remembers a verified token until `expires` (its `exp` plus the leeway, in Unix
     /// seconds) or `max_age` from `now`.
-    pub fn put(&self, token: &str, identity: &Identity, expires: u64, now: Instant) {
+    pub fn put(&self, token: &str, identity: &Arc<Identity>, expires: u64, now: Instant) {
         if self.max_entries == 0 {
             return;
         }
@@ -64,7 +57,7 @@ impl TokenCache {
         if left.is_zero() {
             return;
         }
-        let mut entries = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let mut entries = self.entries.write().unwrap_or_else(|p| p.into_inner());
         if entries.len() >= self.max_entries {
             entries.retain(|_, (_, until)| *until > now);
             if entries.len() >= self.max_entries {
@@ -76,7 +69,7 @@ impl TokenCache {
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        self.entries.lock().unwrap_or_else(|p| p.into_inner()).len()
+        self.entries.read().unwrap_or_else(|p| p.into_inner()).len()
     }
 }
 
@@ -84,8 +77,8 @@ impl TokenCache {
 mod tests {
     use super::*;
 
-    fn id(s: &str) -> Identity {
-        Identity { subject: s.into(), merchant: None, scopes: vec![], authenticated_by: "jwt t".into() }
+    fn id(s: &str) -> Arc<Identity> {
+        Arc::new(Identity { subject: s.into(), merchant: None, scopes: vec![], authenticated_by: "jwt t".into() })
     }
 
     fn unix() -> u64 {

@@ -77,7 +77,7 @@ pub async fn check(
     state: &crate::state::EdgeState,
     service: &crate::catalog::ServiceRoute,
     session: &pingora::proxy::Session,
-) -> Result<Option<Identity>, Refusal> {
+) -> Result<Option<Arc<Identity>>, Refusal> {
     let Some(auth) = state.auth.as_ref().filter(|_| !service.public) else { return Ok(None) };
     let headers = &session.req_header().headers;
     let values = |name| headers.get_all(name).iter().map(|v| v.as_bytes()).collect::<Vec<&[u8]>>();
@@ -116,7 +116,7 @@ impl Authenticator {
 
     /// Checks the request's credentials. `authorization` holds every `Authorization`
     /// header value, `api_keys` every `x-api-key` value.
-    pub async fn authenticate(&self, authorization: &[&[u8]], api_keys: &[&[u8]]) -> Result<Identity, Refusal> {
+    pub async fn authenticate(&self, authorization: &[&[u8]], api_keys: &[&[u8]]) -> Result<Arc<Identity>, Refusal> {
         let max = self.config.max_token_bytes;
         match (authorization, api_keys) {
             ([], []) => Err(Refusal::Missing),
@@ -142,6 +142,7 @@ impl Authenticator {
                     return Ok(identity);
                 }
                 let (identity, exp) = jwt::verify(&self.issuers, &self.config, token).await.map_err(Refusal::Invalid)?;
+                let identity = Arc::new(identity);
                 self.verified.put(token, &identity, exp.saturating_add(self.config.leeway.as_secs()), now);
                 Ok(identity)
             }
@@ -149,7 +150,7 @@ impl Authenticator {
                 if key.len() > max {
                     return Err(Refusal::Malformed(format!("the API key is longer than {max} bytes")));
                 }
-                api_key::verify(&self.api_keys, key).map_err(Refusal::Invalid)
+                api_key::verify(&self.api_keys, key).map(Arc::new).map_err(Refusal::Invalid)
             }
         }
     }

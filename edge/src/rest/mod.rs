@@ -62,7 +62,7 @@ pub struct RestCall {
     /// When the REST request arrived: the call's clock (deadline, latency) starts there.
     pub started: Instant,
     /// The caller, verified by the REST front (`None` on a public route).
-    pub identity: Option<crate::auth::Identity>,
+    pub identity: Option<std::sync::Arc<crate::auth::Identity>>,
 }
 
 /// The REST call a subrequest carries, if this session is one.

@@ -4,6 +4,8 @@
 //! edge's own are rotated on disk under load, and no call fails.
 
 use std::sync::Arc;
+
+use rustls_pki_types::pem::PemObject;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
@@ -83,18 +85,33 @@ async fn the_edge_reaches_instances_over_mtls_and_rotations_under_load_lose_no_c
     for name in ["payments-0a", "payments-0b", "edge"] {
         ca.write_issued(&dir, name).expect("rotate");
     }
-    // Long enough for every process to notice (they look once a second) and for new
-    // connections to be made with the new certificates.
+    // The load keeps running until both instances of shard 0 present their new
+    // certificates to new connections (they look at their files once a second).
+    for (i, name) in ["payments-0a", "payments-0b"].iter().enumerate() {
+        let rotated = std::fs::read_to_string(dir.join(format!("{name}.pem"))).expect("pem");
+        let want = rustls_pki_types::CertificateDer::from_pem_slice(rotated.as_bytes()).expect("der").to_vec();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while presented(stack.instances[i].addr, &dir, name).await != want {
+            assert!(Instant::now() < deadline, "{name} never served its rotated certificate");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
     let after = ok.load(Ordering::SeqCst);
     wait_calls(after + 50).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
     let r = post_json(stack.edge, "/api/payments/authorize", &body("after")).await;
     assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
     stop.store(true, Ordering::SeqCst);
     load.await.expect("load");
     assert_eq!(failed.load(Ordering::SeqCst), 0, "calls failed during the rotation ({} succeeded)", ok.load(Ordering::SeqCst));
     stack.stop().await;
+}
+
+/// The certificate instance `name` at `addr` presents to a new mesh connection (DER).
+async fn presented(addr: std::net::SocketAddr, dir: &std::path::Path, name: &str) -> Vec<u8> {
+    let client = paymesh_core::tls::MeshTls::load(paymesh_core::tls::TlsFiles::for_name(&dir.join("ca.pem"), dir, "inventory-1"))
+        .expect("client tls");
+    let tcp = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    let server = rustls_pki_types::ServerName::try_from(name.to_owned()).expect("name");
+    let conn = tokio_rustls::TlsConnector::from(client.client_config()).connect(server, tcp).await.expect("handshake");
+    conn.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| c.to_vec()).expect("a certificate")
 }
