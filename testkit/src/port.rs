@@ -1,6 +1,8 @@
 //! Free loopback ports.
 
+use std::collections::BTreeSet;
 use std::net::{Ipv4Addr, TcpListener};
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A port that was free a moment ago. Another process may still take it before the caller
@@ -17,8 +19,13 @@ const LOWEST: u16 = 10_000;
 /// port to an outgoing connection, so nothing takes it while its server is down, and a client
 /// reconnecting in a loop cannot end up connected to itself (TCP simultaneous open: source
 /// port = destination port), which can happen on an ephemeral port.
+///
+/// A port is handed out at most once per process: a config asks for many ports before any of
+/// its servers binds, and a port free at every ask would otherwise go to two of them.
 pub fn free_port_below_ephemeral() -> std::io::Result<u16> {
     static NEXT: AtomicU32 = AtomicU32::new(0);
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let end = ephemeral_start().max(LOWEST + 1);
     let span = u32::from(end - LOWEST);
     // Start somewhere different in every process and call, so parallel callers rarely collide.
@@ -26,7 +33,8 @@ pub fn free_port_below_ephemeral() -> std::io::Result<u16> {
     let seed = nanos ^ std::process::id().wrapping_mul(2_654_435_761) ^ NEXT.fetch_add(7919, Ordering::Relaxed);
     for i in 0..span.min(2000) {
         let port = LOWEST + u16::try_from((seed.wrapping_add(i)) % span).unwrap_or(0);
-        if TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+        if !handed_out.contains(&port) && TcpListener::bind((Ipv4Addr::LOCALHOST, port)).is_ok() {
+            handed_out.insert(port);
             return Ok(port);
         }
     }
@@ -44,6 +52,17 @@ fn ephemeral_start() -> u16 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One stack's config asks for a score of ports; two of its servers given the same port
+    /// left one of them failing to bind on every restart (a CI run lost its ledger worker so).
+    #[test]
+    fn below_ephemeral_ports_are_never_handed_out_twice() {
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            let port = free_port_below_ephemeral().expect("a port");
+            assert!(seen.insert(port), "port {port} handed out twice in one process");
+        }
+    }
 
     #[test]
     fn below_ephemeral_ports_are_outside_the_range() {

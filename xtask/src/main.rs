@@ -47,7 +47,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    (made by up when missing; --rotate re-issues NAME's)
   secret keygen|encrypt|decrypt    a config key, or a {cipher} value for the config (the value
                                    on standard input, the key in PAYMESH_CONFIG_KEY)
-  supervise NAME -- PROGRAM [ARGS] run one process under up's supervisor until Ctrl-C";
+  supervise [--log FILE] NAME -- PROGRAM [ARGS]
+                                   run one process under up's supervisor until Ctrl-C
+                                   (its output appended to FILE if given)";
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
@@ -213,13 +215,18 @@ fn bench(args: &[String]) -> Result<(), String> {
 }
 
 fn supervise(args: &[String]) -> Result<(), String> {
+    let (log, args) = match args {
+        [flag, file, rest @ ..] if flag == "--log" => (Some(PathBuf::from(file)), rest),
+        _ => (None, args),
+    };
     let [name, dashes, program, rest @ ..] = args else { return Err(format!("supervise needs NAME -- PROGRAM [ARGS]\n{USAGE}")) };
     if dashes != "--" {
         return Err(format!("supervise needs NAME -- PROGRAM [ARGS]\n{USAGE}"));
     }
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(async {
-        let program = supervise::Program::new(program, rest);
+        let mut program = supervise::Program::new(program, rest);
+        program.log = log;
         let proc = supervise::Supervised::start(name, Box::new(move || Ok(program.clone())), supervise::to_stdout()).await?;
         println!("==> {name} started (pid {})", proc.pid().unwrap_or(0));
         supervise::stop_requested().await;

@@ -14,12 +14,13 @@ const DEADLINE: Duration = Duration::from_secs(30);
 
 /// `xtask supervise sleeper -- sleep 1000`, its stdout lines on a channel.
 fn supervise_a_sleeper() -> (Child, Receiver<String>) {
-    let mut xtask = Command::new(XTASK)
-        .args(["supervise", "sleeper", "--", "sleep", "1000"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .expect("start xtask supervise");
+    supervise(&["sleeper", "--", "sleep", "1000"])
+}
+
+/// `xtask supervise ARGS`, its stdout lines on a channel.
+fn supervise(args: &[&str]) -> (Child, Receiver<String>) {
+    let mut xtask =
+        Command::new(XTASK).arg("supervise").args(args).stdin(Stdio::null()).stdout(Stdio::piped()).spawn().expect("start xtask supervise");
     let stdout = xtask.stdout.take().expect("stdout");
     let (tx, rx) = channel();
     std::thread::spawn(move || {
@@ -104,4 +105,21 @@ fn a_child_dies_with_its_supervisor_even_on_sigkill() {
     xtask.wait().expect("reap xtask");
     // Nobody stops the child: only the parent-death signal can.
     wait_gone(child, "the child of a SIGKILLed xtask");
+}
+
+/// A process that fails at start says why in the supervisor's report, not only in its log
+/// (a CI run showed only "exited unexpectedly (exit status: 1)", eight times).
+#[test]
+fn a_crash_is_reported_with_the_last_line_of_its_log() {
+    let log = std::env::temp_dir().join(format!("paymesh-supervise-crasher-{}.log", std::process::id()));
+    let _ = std::fs::remove_file(&log);
+    let script = "echo starting; echo 'cannot listen on 127.0.0.1:9: Address already in use'; exit 1";
+    let (mut xtask, lines) = supervise(&["--log", log.to_str().expect("utf-8 path"), "crasher", "--", "sh", "-c", script]);
+    let exited = line_with(&lines, "exited unexpectedly");
+    assert!(exited.contains("exit status: 1"), "{exited}");
+    assert!(exited.contains("its last words: cannot listen on 127.0.0.1:9: Address already in use"), "{exited}");
+    signal(xtask.id(), "TERM");
+    let status = xtask.wait().expect("wait for xtask");
+    assert!(status.success(), "xtask supervise exited with {status}");
+    let _ = std::fs::remove_file(&log);
 }

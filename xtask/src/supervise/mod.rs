@@ -99,7 +99,14 @@ impl Supervised {
         state.pid.store(child.id().unwrap_or(0), Ordering::SeqCst);
         state.starts.store(1, Ordering::SeqCst);
         let (commands, rx) = mpsc::unbounded_channel();
-        let supervisor = Supervisor { name: name.to_owned(), launch, report, state: state.clone(), backoff: Backoff::default() };
+        let supervisor = Supervisor {
+            name: name.to_owned(),
+            launch,
+            report,
+            state: state.clone(),
+            backoff: Backoff::default(),
+            log: program.log.clone(),
+        };
         let task = tokio::spawn(supervisor.run(child, program.stop, rx));
         Ok(Self { name: name.to_owned(), state, commands, task })
     }
@@ -161,6 +168,8 @@ struct Supervisor {
     report: Report,
     state: Arc<State>,
     backoff: Backoff,
+    /// Where the running process writes its output, if not to xtask's.
+    log: Option<std::path::PathBuf>,
 }
 
 impl Supervisor {
@@ -207,7 +216,8 @@ impl Supervisor {
             if restart.is_some() {
                 (self.report)(format!("{} (pid {pid}) exited ({status}) as asked; restarting now", self.name));
             } else {
-                (self.report)(format!("{} (pid {pid}) exited unexpectedly ({status}); restarting in {delay:?}", self.name));
+                let said = self.log.as_deref().and_then(last_line).map(|l| format!("; its last words: {l}")).unwrap_or_default();
+                (self.report)(format!("{} (pid {pid}) exited unexpectedly ({status}); restarting in {delay:?}{said}", self.name));
             }
 
             // Stopped: wait out the delay, then start it again, until that works.
@@ -228,7 +238,10 @@ impl Supervisor {
                     },
                 }
                 let next = match (self.launch)() {
-                    Ok(program) => program.spawn().await.map(|c| (c, program.stop)),
+                    Ok(program) => {
+                        self.log.clone_from(&program.log);
+                        program.spawn().await.map(|c| (c, program.stop))
+                    }
                     Err(e) => Err(e),
                 };
                 match next {
@@ -252,6 +265,20 @@ impl Supervisor {
             }
         }
     }
+}
+
+/// The last non-empty line of a process's log (at most 400 characters of it), so that a crash
+/// in CI says why without the log at hand.
+fn last_line(log: &std::path::Path) -> Option<String> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut file = std::fs::File::open(log).ok()?;
+    let len = file.metadata().ok()?.len();
+    file.seek(SeekFrom::Start(len.saturating_sub(4096))).ok()?;
+    let mut tail = Vec::new();
+    file.read_to_end(&mut tail).ok()?;
+    let text = String::from_utf8_lossy(&tail);
+    let line = text.lines().rev().map(str::trim).find(|l| !l.is_empty())?;
+    Some(line.chars().take(400).collect())
 }
 
 /// Sends `signal`, waits up to `grace`, then SIGKILL.
