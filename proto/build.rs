@@ -3,7 +3,24 @@
 
 use std::path::PathBuf;
 
-const PROTOS: &[&str] = &["payments/v1/payments.proto", "payments/v1/events.proto", "query/v1/query.proto"];
+/// Paymesh's own protos, and the google ones the edge needs in its built-in descriptors
+/// even when no service imports them: HttpBody, google.rpc.Status and its standard details,
+/// and the well-known types a user's descriptor set may leave out (protox has them built in).
+const PROTOS: &[&str] = &[
+    "payments/v1/payments.proto",
+    "payments/v1/events.proto",
+    "query/v1/query.proto",
+    "google/api/httpbody.proto",
+    "google/rpc/status.proto",
+    "google/rpc/error_details.proto",
+    "google/protobuf/any.proto",
+    "google/protobuf/duration.proto",
+    "google/protobuf/empty.proto",
+    "google/protobuf/field_mask.proto",
+    "google/protobuf/struct.proto",
+    "google/protobuf/timestamp.proto",
+    "google/protobuf/wrappers.proto",
+];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR")?);

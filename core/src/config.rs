@@ -20,7 +20,7 @@ mod pipeline;
 pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
 pub use edge::{
     Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, EdgeTls, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route,
-    ShardKey, ShardKeyKind,
+    ShardKey, ShardKeyKind, StreamFormat, Transcoding,
 };
 pub use pipeline::{
     Bootstrap, KafkaConfig, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
@@ -609,6 +609,40 @@ mod raw {
         pub auth: Option<super::auth::RawAuth>,
         #[serde(default)]
         pub tls: Option<EdgeTls>,
+        #[serde(default)]
+        pub transcoding: Transcoding,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct Transcoding {
+        #[serde(default)]
+        pub ignore_unknown_query_parameters: bool,
+        #[serde(default)]
+        pub case_insensitive_enums: bool,
+        #[serde(default = "default_forwarded_headers")]
+        pub request_headers: Vec<String>,
+        #[serde(default = "default_stream_format")]
+        pub stream_format: String,
+    }
+
+    impl Default for Transcoding {
+        fn default() -> Self {
+            Self {
+                ignore_unknown_query_parameters: false,
+                case_insensitive_enums: false,
+                request_headers: default_forwarded_headers(),
+                stream_format: default_stream_format(),
+            }
+        }
+    }
+
+    fn default_forwarded_headers() -> Vec<String> {
+        ["authorization", "x-request-id", "grpc-metadata-*"].map(str::to_owned).to_vec()
+    }
+
+    fn default_stream_format() -> String {
+        "array".to_owned()
     }
 
     #[derive(Debug, Deserialize)]

@@ -192,7 +192,7 @@ fn routes(state: &EdgeState) -> serde_json::Value {
         .iter()
         .map(|b| json!({"method": b.verb.as_str(), "path": b.template.to_string(), "grpc": b.method.grpc_path}))
         .collect();
-    json!({ "grpc": grpc, "rest": rest })
+    json!({ "grpc": grpc, "rest": rest, "skipped_bindings": state.catalog.skipped })
 }
 
 /// Every shard (or unsharded cluster) that has no healthy instance.

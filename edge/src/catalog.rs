@@ -81,8 +81,9 @@ pub enum BodyRule {
     None,
     /// `body: "*"`: the body is the whole request message.
     Whole,
-    /// `body: "field"`: the body is that field; the rest comes from the query string.
-    Field(FieldDescriptor),
+    /// `body: "field"` (or a nested `"a.b"`): the body is that field; the rest comes from
+    /// the path and the query string.
+    Field(Vec<FieldDescriptor>),
 }
 
 /// One REST binding: verb + path template -> gRPC method.
@@ -91,7 +92,8 @@ pub struct RestBinding {
     pub verb: Method,
     pub template: PathTemplate,
     pub body: BodyRule,
-    pub response_body: Option<FieldDescriptor>,
+    /// `response_body: "field"` (or `"a.b"`): the answer is that field of the reply.
+    pub response_body: Option<Vec<FieldDescriptor>>,
     pub method: Arc<MethodRoute>,
     pub service: Arc<ServiceRoute>,
 }
@@ -102,6 +104,9 @@ pub struct Catalog {
     pub services: HashMap<String, Arc<ServiceRoute>>,
     /// Most specific first.
     pub rest: Vec<RestBinding>,
+    /// Bindings the edge cannot serve, with why (each logged at start): only they are left
+    /// out, never their service.
+    pub skipped: Vec<String>,
     /// Which bindings a path can match, by its first segment, so a request is compared with
     /// the few templates that start like it, not with every route.
     rest_index: RestIndex,
@@ -143,6 +148,19 @@ impl RestIndex {
     }
 }
 
+impl RestBinding {
+    /// The request body is a `google.api.HttpBody` (the whole request, or the `body` field):
+    /// any content type, taken as raw bytes.
+    pub fn raw_request(&self) -> bool {
+        let http_body = |m: &prost_reflect::MessageDescriptor| m.full_name() == crate::transcode::response::HTTP_BODY;
+        match &self.body {
+            BodyRule::None => false,
+            BodyRule::Whole => http_body(&self.method.desc.input()),
+            BodyRule::Field(fields) => fields.last().is_some_and(|f| !f.is_list() && matches!(f.kind(), Kind::Message(m) if http_body(&m))),
+        }
+    }
+}
+
 impl MethodRoute {
     /// Whether this request may be sent again: the method is idempotent, or the request
     /// carries a non-empty idempotency key.
@@ -171,6 +189,7 @@ impl Catalog {
 
         let mut services = HashMap::new();
         let mut rest = Vec::new();
+        let mut skipped = Vec::new();
         for (i, r) in cfg.routes.iter().enumerate() {
             let cluster = clusters
                 .get(&r.cluster)
@@ -189,7 +208,7 @@ impl Catalog {
                 // Declared so, or bound to GET (a read, by the HTTP rule's own contract): the
                 // same answer for REST and gRPC callers of the method.
                 let idempotent = matches!(m.options().get_field_by_name("idempotency_level").as_deref(), Some(Value::EnumNumber(1 | 2)))
-                    || http_rule.as_ref().is_some_and(|ext| http_bindings(&m, ext).iter().any(|b| b.0 == Method::GET));
+                    || http_rule.as_ref().is_some_and(|ext| http_bindings(&m, ext).iter().any(|b| b.verb == Method::GET));
                 let idempotency_key = r
                     .retry
                     .idempotency_key_field
@@ -217,34 +236,18 @@ impl Catalog {
                 public: r.public,
             });
             if let Some(ext) = &http_rule {
-                for method in service.methods.values() {
-                    for (verb, path, body, response_body) in http_bindings(&method.desc, ext) {
-                        let at = || format!("google.api.http of {}", method.desc.full_name());
-                        let template = PathTemplate::parse(&path).map_err(|e| CatalogError(format!("{}: {e}", at())))?;
-                        let input = method.desc.input();
-                        for f in template.bound_fields() {
-                            field_path(&input, f).ok_or_else(|| {
-                                CatalogError(format!("{}: path variable '{f}' is not a field of {}", at(), input.full_name()))
-                            })?;
+                let mut methods: Vec<&Arc<MethodRoute>> = service.methods.values().collect();
+                methods.sort_by(|a, b| a.grpc_path.cmp(&b.grpc_path));
+                for method in methods {
+                    for rule in http_bindings(&method.desc, ext) {
+                        match binding(rule, method, &service) {
+                            Ok(b) => rest.push(b),
+                            Err(why) => {
+                                let why = format!("google.api.http of {}: {why}; that binding is not served", method.desc.full_name());
+                                tracing::warn!("{why}");
+                                skipped.push(why);
+                            }
                         }
-                        let body = match body.as_str() {
-                            "" => BodyRule::None,
-                            "*" => BodyRule::Whole,
-                            f => BodyRule::Field(
-                                input.get_field_by_name(f).ok_or_else(|| CatalogError(format!("{}: body '{f}' is not a field", at())))?,
-                            ),
-                        };
-                        let response_body = match response_body.as_str() {
-                            "" => None,
-                            f => Some(
-                                method
-                                    .desc
-                                    .output()
-                                    .get_field_by_name(f)
-                                    .ok_or_else(|| CatalogError(format!("{}: response_body '{f}' is not a field", at())))?,
-                            ),
-                        };
-                        rest.push(RestBinding { verb, template, body, response_body, method: method.clone(), service: service.clone() });
                     }
                 }
             }
@@ -271,7 +274,7 @@ impl Catalog {
                 .then_with(|| a.method.grpc_path.cmp(&b.method.grpc_path))
         });
         let rest_index = RestIndex::build(&rest);
-        Ok(Self { pool, services, rest, rest_index })
+        Ok(Self { pool, services, rest, skipped, rest_index })
     }
 
     /// The service and method of a gRPC path `/package.Service/Method`.
@@ -297,6 +300,47 @@ impl Catalog {
         }
         Err(allowed)
     }
+}
+
+/// One `google.api.http` rule of `method` as a binding, or why the edge cannot serve it.
+fn binding(rule: HttpRule, method: &Arc<MethodRoute>, service: &Arc<ServiceRoute>) -> Result<RestBinding, String> {
+    let HttpRule { verb, path, body, response_body } = rule;
+    let template = PathTemplate::parse(&path).map_err(|e| e.to_string())?;
+    let input = method.desc.input();
+    for f in template.bound_fields() {
+        let fields = field_path(&input, f).ok_or_else(|| format!("path variable '{f}' is not a field of {}", input.full_name()))?;
+        if fields.last().is_some_and(|l| l.is_list() || l.is_map() || matches!(l.kind(), Kind::Message(_))) {
+            return Err(format!("path variable '{f}' is a repeated, map or message field; bind a single-valued field"));
+        }
+    }
+    let body = match body.as_str() {
+        "" => BodyRule::None,
+        "*" => BodyRule::Whole,
+        f => {
+            // A path variable inside the body field (`{book.name}` with `body: "book"`, the
+            // usual update shape) is fine: the path's value wins.
+            let fields = field_path(&input, f).ok_or_else(|| format!("body '{f}' is not a field of {}", input.full_name()))?;
+            BodyRule::Field(fields)
+        }
+    };
+    let response_body = match response_body.as_str() {
+        "" => None,
+        f => {
+            let output = method.desc.output();
+            Some(field_path(&output, f).ok_or_else(|| format!("response_body '{f}' is not a field of {}", output.full_name()))?)
+        }
+    };
+    Ok(RestBinding { verb, template, body, response_body, method: method.clone(), service: service.clone() })
+}
+
+/// Whether one field path is the other or a prefix of it (setting one sets part of the other).
+pub fn overlaps(a: &[FieldDescriptor], b: &[FieldDescriptor]) -> bool {
+    a.iter().zip(b).all(|(x, y)| x == y)
+}
+
+/// `a.b.c`, by proto names.
+pub fn dotted(fields: &[FieldDescriptor]) -> String {
+    fields.iter().map(FieldDescriptor::name).collect::<Vec<_>>().join(".")
 }
 
 /// Resolves the route's shard keys against a method's request type.
@@ -341,8 +385,16 @@ pub fn field_path(msg: &prost_reflect::MessageDescriptor, path: &str) -> Option<
     Some(out)
 }
 
-/// `(verb, path, body, response_body)` for the method's rule and its additional bindings.
-fn http_bindings(method: &MethodDescriptor, ext: &ExtensionDescriptor) -> Vec<(Method, String, String, String)> {
+/// One rule of a method's `google.api.http` option (or one of its additional bindings).
+struct HttpRule {
+    verb: Method,
+    path: String,
+    body: String,
+    response_body: String,
+}
+
+/// The method's rule and its additional bindings.
+fn http_bindings(method: &MethodDescriptor, ext: &ExtensionDescriptor) -> Vec<HttpRule> {
     let options = method.options();
     if !options.has_extension(ext) {
         return Vec::new();
@@ -361,7 +413,7 @@ fn http_bindings(method: &MethodDescriptor, ext: &ExtensionDescriptor) -> Vec<(M
     out
 }
 
-fn push_rule(rule: &DynamicMessage, out: &mut Vec<(Method, String, String, String)>) {
+fn push_rule(rule: &DynamicMessage, out: &mut Vec<HttpRule>) {
     let text = |name: &str| match rule.get_field_by_name(name).as_deref() {
         Some(Value::String(s)) => s.clone(),
         _ => String::new(),
@@ -371,7 +423,7 @@ fn push_rule(rule: &DynamicMessage, out: &mut Vec<(Method, String, String, Strin
         [("get", Method::GET), ("put", Method::PUT), ("post", Method::POST), ("delete", Method::DELETE), ("patch", Method::PATCH)]
     {
         if rule.has_field_by_name(field) {
-            out.push((verb, text(field), body.clone(), response_body.clone()));
+            out.push(HttpRule { verb, path: text(field), body: body.clone(), response_body: response_body.clone() });
         }
     }
     if let Some(Value::Message(custom)) = rule.get_field_by_name("custom").as_deref()
@@ -386,7 +438,7 @@ fn push_rule(rule: &DynamicMessage, out: &mut Vec<(Method, String, String, Strin
             _ => String::new(),
         };
         if let Ok(verb) = Method::from_bytes(kind.as_bytes()) {
-            out.push((verb, path, body, response_body));
+            out.push(HttpRule { verb, path, body, response_body });
         }
     }
 }

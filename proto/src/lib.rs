@@ -17,6 +17,12 @@ pub mod google {
         #![allow(missing_debug_implementations, clippy::all)]
         include!(concat!(env!("OUT_DIR"), "/google.api.rs"));
     }
+
+    /// `google.rpc.Status` and its standard error details.
+    pub mod rpc {
+        #![allow(missing_debug_implementations, clippy::all)]
+        include!(concat!(env!("OUT_DIR"), "/google.rpc.rs"));
+    }
 }
 
 /// Cross-shard queries over the workers' models.

@@ -40,6 +40,43 @@ pub struct EdgeConfig {
     pub auth: Option<super::Auth>,
     /// HTTPS on the public listener (HTTP/2 or HTTP/1.1 by ALPN); `None`: plaintext (h2c).
     pub tls: Option<EdgeTls>,
+    /// How REST requests become gRPC calls where gateways differ.
+    pub transcoding: Transcoding,
+}
+
+/// The REST transcoder's choices (`[edge.transcoding]`; docs/TRANSCODING.md).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transcoding {
+    /// A query parameter naming no field is ignored instead of refused with 400.
+    pub ignore_unknown_query_parameters: bool,
+    /// Enum values in paths and query strings match their names in any case.
+    pub case_insensitive_enums: bool,
+    /// Request headers a REST call passes to the service as gRPC metadata, lowercase; a
+    /// trailing `*` matches a prefix. `grpc-metadata-NAME` arrives as `NAME`.
+    pub request_headers: Vec<String>,
+    /// How a server-streaming method answers a REST client that did not ask.
+    pub stream_format: StreamFormat,
+}
+
+/// The body of a server-streaming answer over REST.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StreamFormat {
+    /// One JSON array of the messages (Envoy's transcoder), written as they arrive.
+    Array,
+    /// One JSON message per line (`application/x-ndjson`; grpc-gateway wraps each in
+    /// `{"result": ...}`, the edge does not).
+    Ndjson,
+}
+
+impl Default for Transcoding {
+    fn default() -> Self {
+        Self {
+            ignore_unknown_query_parameters: false,
+            case_insensitive_enums: false,
+            request_headers: ["authorization", "x-request-id", "grpc-metadata-*"].map(str::to_owned).to_vec(),
+            stream_format: StreamFormat::Array,
+        }
+    }
 }
 
 /// The public listener's certificate (PEM files, re-read when they change).
@@ -352,7 +389,34 @@ pub(super) fn validate(
         routes.push(Route { service: r.service, cluster: r.cluster, shard_keys, timeout, breaker, rate_limit, retry, concurrency, public });
     }
 
+    let t = raw.transcoding;
+    let stream_format = match t.stream_format.as_str() {
+        "array" => StreamFormat::Array,
+        "ndjson" => StreamFormat::Ndjson,
+        other => {
+            return Err(err("edge.transcoding.stream_format".into(), format!("'{other}' is not a format; use \"array\" or \"ndjson\"")));
+        }
+    };
+    let mut request_headers = Vec::with_capacity(t.request_headers.len());
+    for (i, h) in t.request_headers.iter().enumerate() {
+        let name = h.strip_suffix('*').unwrap_or(h);
+        if name.is_empty() && h != "*" || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
+            return Err(err(
+                format!("edge.transcoding.request_headers[{i}]"),
+                format!("'{h}' is not a header name (letters, digits, '-' and '_', optionally ending in '*')"),
+            ));
+        }
+        request_headers.push(h.to_ascii_lowercase());
+    }
+    let transcoding = Transcoding {
+        ignore_unknown_query_parameters: t.ignore_unknown_query_parameters,
+        case_insensitive_enums: t.case_insensitive_enums,
+        request_headers,
+        stream_format,
+    };
+
     Ok(EdgeConfig {
+        transcoding,
         listen,
         admin_listen,
         max_body_bytes: raw.max_body_bytes,

@@ -21,15 +21,17 @@ use pingora::protocols::http::ServerSession as HttpSession;
 use pingora::proxy::Session;
 use pingora::proxy::subrequest::{BodyMode, Ctx as SubrequestCtx};
 use prost::Message;
-use prost_reflect::DynamicMessage;
+use prost_reflect::{DescriptorPool, DynamicMessage};
 use tonic::Code;
 
 use crate::catalog::{BodyRule, MethodRoute, RestBinding, ServiceRoute};
-use crate::io::{BodyError, declared_length, header, linger, read_body, respond_error, respond_json};
+use crate::io::{BodyError, declared_length, header, linger, read_body, respond_error};
 use crate::state::EdgeState;
 use crate::transcode::{request, response};
 
 mod head_only;
+mod metadata;
+mod stream;
 
 /// The most response bytes the edge buffers to render one answer as JSON.
 const MAX_RESPONSE_BYTES: usize = 4 * 1024 * 1024;
@@ -132,7 +134,9 @@ async fn exchange<'s>(
     };
 
     let takes_body = !matches!(binding.body, BodyRule::None);
-    if takes_body && !is_json(header(session, "content-type").as_deref()) {
+    let content_type = header(session, "content-type");
+    // An HttpBody request takes any body as it is; every other body is JSON.
+    if takes_body && !binding.raw_request() && !is_json(content_type.as_deref()) {
         let msg = "send the request body as JSON with Content-Type: application/json";
         respond_error(session, Code::InvalidArgument, msg, Some(StatusCode::UNSUPPORTED_MEDIA_TYPE), &[]).await?;
         return Ok(Outcome::Rejected(Code::InvalidArgument));
@@ -173,7 +177,7 @@ async fn exchange<'s>(
     if let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream()) {
         armed.set(false);
     }
-    let message = match request::build(binding, &vars, uri.query(), &body) {
+    let message = match request::build(binding, &vars, uri.query(), &body, content_type.as_deref(), &state.config.transcoding) {
         Ok(m) => m,
         Err(e) => {
             respond_error(session, Code::InvalidArgument, &e.0, None, &[]).await?;
@@ -190,12 +194,16 @@ async fn exchange<'s>(
         started,
         identity,
     };
-    let head = grpc_request_head(session, &call);
+    let head = grpc_request_head(session, &call, &state.config.transcoding.request_headers);
+    if binding.method.desc.is_server_streaming() {
+        let format = stream::Format::of(binding, header(session, "accept").as_deref(), state.config.transcoding.stream_format);
+        return stream::relay(session, binding, &state.catalog.pool, format, head, call, frame).await;
+    }
     let reply = match call_grpc_path(session, head, call, frame).await? {
         Some(reply) => reply,
         None => return Ok(Outcome::ClientGone),
     };
-    render(session, binding, reply).await
+    render(session, binding, &state.catalog.pool, reply).await
 }
 
 /// Runs the call through the gRPC path and collects its answer; `None` when the client
@@ -245,32 +253,14 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
     Ok(Some(reply))
 }
 
-/// Request headers that describe the REST exchange itself (its framing, encoding and
-/// connection), not the call: the gRPC request has its own.
-const NOT_FORWARDED: &[&str] = &[
-    "host",
-    "content-type",
-    "content-length",
-    "transfer-encoding",
-    "content-encoding",
-    "accept-encoding",
-    "expect",
-    "te",
-    "connection",
-    "keep-alive",
-    "upgrade",
-    "proxy-connection",
-    "http2-settings",
-    // The REST front renders the answer itself and offers no compression.
-    "grpc-accept-encoding",
-    "grpc-encoding",
-];
-
 /// The HTTP/1.1 head of the gRPC request a REST call becomes: `POST /pkg.Service/Method`,
-/// `application/grpc`, the frame's length, and the client's other headers (trace context,
-/// request id, routing and client headers).
-fn grpc_request_head(session: &Session, call: &RestCall) -> Vec<u8> {
+/// `application/grpc`, the frame's length, and the client's headers that
+/// [`metadata::request_metadata`] passes (the allowlist, trace context, the deadline and
+/// the route's routing headers).
+fn grpc_request_head(session: &Session, call: &RestCall, allow: &[String]) -> Vec<u8> {
     let req = session.req_header();
+    let mut routing: Vec<&str> = call.method.keys.iter().filter_map(|k| k.header.as_deref()).collect();
+    routing.extend(call.service.guards.client_header());
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"POST ");
     head.extend_from_slice(call.method.grpc_path.as_bytes());
@@ -278,10 +268,10 @@ fn grpc_request_head(session: &Session, call: &RestCall) -> Vec<u8> {
     head.extend_from_slice(call.frame_len.to_string().as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in &req.headers {
-        if NOT_FORWARDED.contains(&name.as_str()) {
+        let Some(name) = metadata::request_metadata(name.as_str(), allow, &routing) else {
             continue;
-        }
-        head.extend_from_slice(name.as_str().as_bytes());
+        };
+        head.extend_from_slice(name.as_bytes());
         head.extend_from_slice(b": ");
         head.extend_from_slice(value.as_bytes());
         head.extend_from_slice(b"\r\n");
@@ -293,20 +283,28 @@ fn grpc_request_head(session: &Session, call: &RestCall) -> Vec<u8> {
 /// A gRPC answer as the gRPC path delivered it.
 #[derive(Debug, Default)]
 struct Reply {
-    /// The answer's headers a REST client also gets (`PASSED_BACK`).
-    passed_back: Vec<(&'static str, String)>,
+    /// The REST headers of the answer's metadata and trailers ([`metadata::response_header`]).
+    headers: Vec<(String, String)>,
     status: Option<i32>,
     message: Option<String>,
+    /// `details` of the google.rpc.Status in `grpc-status-details-bin`.
+    details: Option<String>,
     body: BytesMut,
     /// Why the answer is unusable, if it is.
     broken: Option<String>,
 }
 
 impl Reply {
-    fn take_status(&mut self, headers: &http::HeaderMap) {
+    fn take_head(&mut self, headers: &http::HeaderMap, trailer: bool) {
         if let Some(code) = headers.get("grpc-status").and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok()) {
             self.status = Some(code);
             self.message = headers.get("grpc-message").and_then(|v| v.to_str().ok()).map(decode_grpc_message);
+            self.details = headers.get("grpc-status-details-bin").and_then(|v| v.to_str().ok()).map(str::to_owned);
+        }
+        for (name, value) in headers {
+            if let (Some(rest_name), Ok(v)) = (metadata::response_header(name.as_str(), trailer, PASSED_BACK), value.to_str()) {
+                self.headers.push((rest_name, v.to_owned()));
+            }
         }
     }
 }
@@ -316,11 +314,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
     while let Some(task) = rx.recv().await {
         match task {
             HttpTask::Header(h, end) => {
-                reply.take_status(&h.headers);
-                reply.passed_back = PASSED_BACK
-                    .iter()
-                    .filter_map(|name| h.headers.get(*name).and_then(|v| v.to_str().ok()).map(|v| (*name, v.to_owned())))
-                    .collect();
+                reply.take_head(&h.headers, false);
                 if end {
                     break;
                 }
@@ -333,7 +327,7 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
                 reply.body.extend_from_slice(&b);
             }
             HttpTask::Body(None, _) | HttpTask::UpgradedBody(None, _) => {}
-            HttpTask::Trailer(Some(t)) => reply.take_status(&t),
+            HttpTask::Trailer(Some(t)) => reply.take_head(&t, true),
             HttpTask::Trailer(None) => {}
             HttpTask::Done => break,
             HttpTask::Failed(e) => {
@@ -345,39 +339,68 @@ async fn collect(mut rx: tokio::sync::mpsc::Receiver<HttpTask>) -> Reply {
     reply
 }
 
-async fn render(session: &mut Session, binding: &RestBinding, reply: Reply) -> pingora::Result<Outcome> {
-    let Reply { passed_back: extra, status, message, body, broken } = reply;
+async fn render(session: &mut Session, binding: &RestBinding, pool: &DescriptorPool, reply: Reply) -> pingora::Result<Outcome> {
+    let Reply { headers, status, message, details, body, broken } = reply;
     let code = match (broken, status) {
         (Some(why), _) => {
-            respond_error(session, Code::Unavailable, &why, None, &extra).await?;
+            answer_error(session, Code::Unavailable, &why, Vec::new(), &headers).await?;
             return Ok(Outcome::Answered(Code::Unavailable));
         }
         (None, None) => {
-            respond_error(session, Code::Internal, "the upstream's answer carried no grpc-status", None, &extra).await?;
+            answer_error(session, Code::Internal, "the upstream's answer carried no grpc-status", Vec::new(), &headers).await?;
             return Ok(Outcome::Answered(Code::Internal));
         }
         (None, Some(code)) => Code::from_i32(code),
     };
     if code != Code::Ok {
-        respond_error(session, code, message.as_deref().unwrap_or(""), None, &extra).await?;
+        let details = details.map(|d| metadata::status_details(pool, &d)).unwrap_or_default();
+        answer_error(session, code, message.as_deref().unwrap_or(""), details, &headers).await?;
         return Ok(Outcome::Answered(code));
     }
-    let rendered = first_message(&body).and_then(|payload| {
-        DynamicMessage::decode(binding.method.desc.output(), payload)
-            .map_err(|e| e.to_string())
-            .and_then(|m| response::to_json(&m, binding.response_body.as_ref()))
-    });
+    let rendered = first_message(&body)
+        .and_then(|payload| DynamicMessage::decode(binding.method.desc.output(), payload).map_err(|e| e.to_string()))
+        .and_then(|m| response::render(&m, binding.response_body.as_deref()));
     match rendered {
-        Ok(json) => {
-            respond_json(session, StatusCode::OK, json, &extra).await?;
+        Ok((content_type, bytes)) => {
+            answer(session, StatusCode::OK, &content_type, bytes, &headers).await?;
             Ok(Outcome::Answered(Code::Ok))
         }
         Err(e) => {
             tracing::error!(error = %e, method = %binding.method.grpc_path, "upstream reply does not match its descriptor");
-            respond_error(session, Code::Internal, "the upstream's reply could not be rendered as JSON", None, &[]).await?;
+            answer_error(session, Code::Internal, "the upstream's reply could not be rendered", Vec::new(), &[]).await?;
             Ok(Outcome::Answered(Code::Internal))
         }
     }
+}
+
+/// Writes a complete answer with the headers of the gRPC answer.
+async fn answer(
+    session: &mut Session,
+    status: StatusCode,
+    content_type: &str,
+    body: Vec<u8>,
+    headers: &[(String, String)],
+) -> pingora::Result<()> {
+    let mut h = pingora::http::ResponseHeader::build(status, Some(2 + headers.len()))?;
+    h.insert_header(http::header::CONTENT_TYPE, content_type)?;
+    h.insert_header(http::header::CONTENT_LENGTH, body.len().to_string())?;
+    for (k, v) in headers {
+        h.append_header(k.clone(), v.as_str())?;
+    }
+    session.write_response_header(Box::new(h), false).await?;
+    session.write_response_body(Some(Bytes::from(body)), true).await
+}
+
+/// A `google.rpc.Status`-shaped JSON error with the HTTP status of `code`.
+async fn answer_error(
+    session: &mut Session,
+    code: Code,
+    message: &str,
+    details: Vec<serde_json::Value>,
+    headers: &[(String, String)],
+) -> pingora::Result<()> {
+    let body = crate::status::json_error(code, message, details);
+    answer(session, crate::status::http_status(code), "application/json", body, headers).await
 }
 
 /// A message as one uncompressed gRPC frame.

@@ -11,7 +11,10 @@
 //! Verb     = ":" LITERAL ;
 //! ```
 //!
-//! `{name}` is `{name=*}`: one segment. `**` matches the rest of the path and must be last.
+//! `{name}` is `{name=*}`: one segment. `**` matches zero or more segments; it may stand
+//! anywhere (`/v1/{name=**}/versions`, as Envoy's matcher allows), at most once per template.
+//! A verb may itself contain ':' (`/v1/{id}:custom:custom` has the verb `custom:custom`): it
+//! starts at the first ':' outside braces after the last '/'.
 
 use std::fmt;
 
@@ -20,7 +23,7 @@ enum Segment {
     Literal(String),
     /// `*`: exactly one segment.
     One,
-    /// `**`: zero or more segments, only at the end.
+    /// `**`: zero or more segments (at most one per template).
     Rest,
 }
 
@@ -91,10 +94,11 @@ impl PathTemplate {
                 rest = rest.get(end + 1..).unwrap_or("");
             }
         }
-        if let Some(i) = segments.iter().position(|s| *s == Segment::Rest)
-            && i + 1 != segments.len()
-        {
-            return Err(bad("'**' must be the last segment"));
+        if segments.iter().filter(|s| **s == Segment::Rest).count() > 1 {
+            return Err(bad("'**' may appear only once"));
+        }
+        if verb.is_some_and(|v| v.is_empty() || v.contains(['{', '}', '*', '='])) {
+            return Err(bad("the verb after ':' must be a literal"));
         }
         Ok(Self { source: template.to_owned(), segments, variables, verb: verb.map(str::to_owned) })
     }
@@ -103,24 +107,41 @@ impl PathTemplate {
     /// variables, percent-decoded, as `(field path, value)`.
     pub fn matches(&self, path: &str) -> Option<Vec<(String, String)>> {
         let body = path.strip_prefix('/')?;
-        // The request's custom verb is split off first (as Envoy and grpc-gateway do): the
-        // text after the last ':' of the last segment. `/person/jason:verb` is GetPerson only
-        // if a binding has that verb, never GetPerson with id `jason:verb`.
+        // The request's custom verb is split off first (as Envoy and grpc-gateway do), so
+        // `/person/jason:verb` is GetPerson only if a binding has that verb, never GetPerson
+        // with id `jason:verb`. A template's verb is matched as the path's ending; a template
+        // without one matches no path whose last segment has a ':'.
         let last_segment = body.rfind('/').map_or(0, |i| i + 1);
-        let (body, verb) = match body[last_segment..].rfind(':') {
-            Some(i) => (&body[..last_segment + i], Some(&body[last_segment + i + 1..])),
-            None => (body, None),
+        let body = match &self.verb {
+            Some(verb) => {
+                let cut = body.len().checked_sub(verb.len() + 1)?;
+                if cut < last_segment || !body[cut..].starts_with(':') || &body[cut + 1..] != verb {
+                    return None;
+                }
+                &body[..cut]
+            }
+            None if body[last_segment..].contains(':') => return None,
+            None => body,
         };
-        if verb != self.verb.as_deref() {
-            return None;
-        }
         let parts: Vec<&str> = if body.is_empty() { Vec::new() } else { body.split('/').collect() };
-        let has_rest = self.segments.last() == Some(&Segment::Rest);
-        let fixed = self.segments.len() - usize::from(has_rest);
-        if parts.len() < fixed || (!has_rest && parts.len() != fixed) {
+        // With a `**` at `rest`, the path has `extra` segments for it; every segment of the
+        // template before it lines up with the path's start, every one after with its end.
+        let rest = self.segments.iter().position(|s| *s == Segment::Rest);
+        let fixed = self.segments.len() - usize::from(rest.is_some());
+        if parts.len() < fixed || (rest.is_none() && parts.len() != fixed) {
             return None;
         }
-        for (seg, part) in self.segments[..fixed].iter().zip(&parts) {
+        let extra = parts.len() - fixed;
+        // Where template boundary `b` (0..=segments) falls in the path.
+        let at = |b: usize| match rest {
+            Some(r) if b > r => b - 1 + extra,
+            _ => b,
+        };
+        for (i, seg) in self.segments.iter().enumerate() {
+            let part = match seg {
+                Segment::Rest => continue,
+                _ => parts[at(i)],
+            };
             match seg {
                 Segment::Literal(l) if l != part => return None,
                 Segment::One if part.is_empty() => return None,
@@ -129,12 +150,13 @@ impl PathTemplate {
         }
         let mut bound = Vec::with_capacity(self.variables.len());
         for v in &self.variables {
-            let end = if v.end == self.segments.len() && has_rest { parts.len() } else { v.end };
+            let (start, end) = (at(v.start), at(v.end));
             // google/api/http.proto: a variable of several segments (or `**`) keeps an encoded
             // '/' (%2F) as it came, so it stays distinguishable from a segment separator.
-            let multi = end - v.start != 1 || (v.end == self.segments.len() && has_rest);
+            let has_rest = rest.is_some_and(|r| (v.start..v.end).contains(&r));
+            let multi = v.end - v.start != 1 || has_rest;
             let decode = |p: &&str| if multi { percent_decode_keeping_slash(p) } else { percent_decode(p) };
-            let value = parts[v.start..end].iter().map(decode).collect::<Option<Vec<_>>>()?.join("/");
+            let value = parts[start..end].iter().map(decode).collect::<Option<Vec<_>>>()?.join("/");
             bound.push((v.field_path.clone(), value));
         }
         Some(bound)
@@ -180,20 +202,21 @@ impl PathTemplate {
 }
 
 fn split_verb(body: &str) -> (&str, Option<&str>) {
-    // The verb is the text after the last ':' outside braces, if no '/' follows it.
+    // The verb starts at the first ':' outside braces after the last '/' outside braces.
     let mut depth = 0i32;
     let mut colon = None;
     for (i, c) in body.char_indices() {
         match c {
             '{' => depth += 1,
             '}' => depth -= 1,
-            ':' if depth == 0 => colon = Some(i),
+            '/' if depth == 0 => colon = None,
+            ':' if depth == 0 && colon.is_none() => colon = Some(i),
             _ => {}
         }
     }
     match colon {
-        Some(i) if !body[i + 1..].contains('/') => (&body[..i], Some(&body[i + 1..])),
-        _ => (body, None),
+        Some(i) => (&body[..i], Some(&body[i + 1..])),
+        None => (body, None),
     }
 }
 
@@ -327,8 +350,33 @@ mod tests {
     }
 
     #[test]
+    fn a_double_wildcard_can_stand_before_other_segments() {
+        let v = t("/v1/{name=**}/versions/{version}");
+        assert_eq!(v.matches("/v1/a/b/versions/3"), vars(&[("name", "a/b"), ("version", "3")]));
+        assert_eq!(v.matches("/v1/versions/3"), vars(&[("name", ""), ("version", "3")]));
+        assert_eq!(v.matches("/v1/a/versions"), None);
+        let mid = t("/v1/files/**/meta");
+        assert_eq!(mid.matches("/v1/files/x/y/meta"), vars(&[]));
+        assert_eq!(mid.matches("/v1/files/x/y/data"), None);
+        let verb = t("/v1/{path=files/**}:stat");
+        assert_eq!(verb.matches("/v1/files/a/b:stat"), vars(&[("path", "files/a/b")]));
+        assert_eq!(verb.matches("/v1/files/a/b"), None);
+    }
+
+    #[test]
+    fn a_verb_may_contain_colons() {
+        let c = t("/v1/{id}:custom:custom");
+        assert_eq!(c.to_string(), "/v1/{id}:custom:custom");
+        assert_eq!(c.matches("/v1/abc:custom:custom"), vars(&[("id", "abc")]));
+        assert_eq!(c.matches("/v1/abc:custom"), None);
+        assert_eq!(c.matches("/v1/:custom:custom"), None, "an empty id");
+        let one = t("/v1/{id}:custom");
+        assert_eq!(one.matches("/v1/abc:x:custom"), vars(&[("id", "abc:x")]));
+    }
+
+    #[test]
     fn rejects_bad_templates() {
-        for bad in ["api", "/a/{", "/a/{}", "/a/{x}/{x}", "/a/**/b", "/a/{1x}", "/a//b", "/a/{x}y"] {
+        for bad in ["api", "/a/{", "/a/{}", "/a/{x}/{x}", "/a/**/b/**", "/a/{1x}", "/a//b", "/a/{x}y", "/a:", "/a:{x}"] {
             assert!(PathTemplate::parse(bad).is_err(), "{bad} parsed");
         }
     }

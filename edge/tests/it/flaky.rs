@@ -14,7 +14,6 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use paymesh_core::ShardId;
-use paymesh_core::config::MeshConfig;
 use paymesh_core::shard::shard_for_merchant;
 use paymesh_proto::codec::BytesCodec;
 use prost::Message;
@@ -258,8 +257,7 @@ pub struct FlakyStack {
     pub edge: SocketAddr,
     pub admin: SocketAddr,
     pub instances: Vec<Instance>,
-    edge_stop: Option<oneshot::Sender<()>>,
-    edge_thread: Option<std::thread::JoinHandle<()>>,
+    edge_process: crate::harness::InProcessEdge,
     dir: std::path::PathBuf,
 }
 
@@ -378,11 +376,8 @@ shard_keys = [{{ field = "account", kind = "merchant", header = "x-account" }}]
         );
         let path = dir.join("mesh.toml");
         std::fs::write(&path, &text).expect("write config");
-        let config = MeshConfig::load(&path).unwrap_or_else(|e| panic!("{e}\n{text}"));
-        let state = paymesh_edge::prepare(&config).unwrap_or_else(|e| panic!("{e}"));
-        let (edge_tx, shutdown) = paymesh_edge::ShutdownOnSignal::new();
-        let edge_thread = std::thread::spawn(move || paymesh_edge::run(state, Box::new(shutdown)).expect("edge runs"));
-        let stack = Self { edge, admin, instances, edge_stop: Some(edge_tx), edge_thread: Some(edge_thread), dir };
+        let edge_process = crate::harness::InProcessEdge::start(&path);
+        let stack = Self { edge, admin, instances, edge_process, dir };
         stack.wait_all_healthy().await;
         stack
     }
@@ -441,18 +436,7 @@ shard_keys = [{{ field = "account", kind = "merchant", header = "x-account" }}]
     }
 
     pub async fn wait_all_healthy(&self) {
-        let start = Instant::now();
-        loop {
-            let c = http_client::try_send(self.admin, Version::Http1, "GET", "/clusters", &[], Bytes::new()).await;
-            if let Ok(r) = c
-                && r.status == 200
-                && r.json()["clusters"][0]["endpoints"].as_array().is_some_and(|e| e.iter().all(|e| e["healthy"] == true))
-            {
-                return;
-            }
-            assert!(start.elapsed() < DEADLINE, "the flaky instances never became healthy at the edge");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        crate::harness::wait_first_cluster_healthy(self.admin, "the flaky instances").await;
     }
 
     /// Polls until `cond` holds for the endpoint's entry in `/clusters`.
@@ -484,12 +468,7 @@ shard_keys = [{{ field = "account", kind = "merchant", header = "x-account" }}]
         for i in &self.instances {
             i.control.set(Mode::Normal);
         }
-        if let Some(tx) = self.edge_stop.take() {
-            let _ = tx.send(());
-        }
-        if let Some(t) = self.edge_thread.take() {
-            tokio::task::spawn_blocking(move || t.join()).await.expect("join").expect("edge thread");
-        }
+        self.edge_process.stop().await;
         for i in &mut self.instances {
             if let Some(tx) = i.stop.take() {
                 let _ = tx.send(());

@@ -301,3 +301,46 @@ fn uuid_like() -> u64 {
 pub async fn edge_channel(stack: &Stack) -> tonic::transport::Channel {
     tonic::transport::Channel::from_shared(format!("http://{}", stack.edge)).expect("uri").connect().await.expect("connect to the edge")
 }
+
+/// An edge running in this test process, on a thread of its own, from a config file.
+pub struct InProcessEdge {
+    stop: Option<oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl InProcessEdge {
+    /// Loads `config` (panicking with the problem and the text), prepares and runs the edge.
+    pub fn start(config: &std::path::Path) -> Self {
+        let loaded = MeshConfig::load(config).unwrap_or_else(|e| panic!("{e}\n{}", std::fs::read_to_string(config).unwrap_or_default()));
+        let state = paymesh_edge::prepare(&loaded).unwrap_or_else(|e| panic!("{e}"));
+        let (stop, shutdown) = paymesh_edge::ShutdownOnSignal::new();
+        let thread = std::thread::spawn(move || paymesh_edge::run(state, Box::new(shutdown)).expect("edge runs"));
+        Self { stop: Some(stop), thread: Some(thread) }
+    }
+
+    /// Asks it to stop and waits until it has.
+    pub async fn stop(&mut self) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(());
+        }
+        if let Some(t) = self.thread.take() {
+            tokio::task::spawn_blocking(move || t.join()).await.expect("join").expect("edge thread");
+        }
+    }
+}
+
+/// Polls the admin API until every endpoint of the first cluster is healthy.
+pub async fn wait_first_cluster_healthy(admin: SocketAddr, what: &str) {
+    let start = Instant::now();
+    loop {
+        let c = http_client::try_send(admin, http_client::Version::Http1, "GET", "/clusters", &[], bytes::Bytes::new()).await;
+        if let Ok(r) = c
+            && r.status == 200
+            && r.json()["clusters"][0]["endpoints"].as_array().is_some_and(|e| e.iter().all(|e| e["healthy"] == true))
+        {
+            return;
+        }
+        assert!(start.elapsed() < DEADLINE, "{what} never became healthy at the edge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}

@@ -2,6 +2,7 @@
 //! payments instances (two per shard) over real PostgreSQL shards, plus a second, unrelated
 //! gRPC service routed by configuration alone.
 
+mod bookstore;
 mod flaky;
 mod harness;
 mod http_client;
@@ -10,6 +11,7 @@ mod inventory;
 mod admin;
 mod auth;
 mod binary;
+mod bookstore_rest;
 mod grpc;
 mod misuse;
 mod mtls;
