@@ -1,4 +1,5 @@
-//! The admin API (default :9901): `GET /clusters`, `GET /routes`, `GET /ready`.
+//! The admin API (default :9901): `GET /clusters`, `GET /routes`, `GET /ready`,
+//! `GET /breakers`, `GET /metrics`, `GET /openapi.json`, `POST /breakers/<name>`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -43,6 +44,7 @@ impl ServeHttp for Admin {
             "/metrics" => text(crate::metrics::render(&self.state)),
             "/clusters" => reply(StatusCode::OK, clusters(&self.state)),
             "/routes" => reply(StatusCode::OK, routes(&self.state)),
+            "/openapi.json" => reply(StatusCode::OK, crate::openapi::document(&self.state.catalog, self.state.auth.is_some())),
             "/ready" => {
                 let problems = unready(&self.state);
                 if problems.is_empty() {
@@ -53,7 +55,7 @@ impl ServeHttp for Admin {
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
-                json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /breakers, /metrics, /ready")}),
+                json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /breakers, /metrics, /ready, /openapi.json")}),
             ),
         }
     }

@@ -24,6 +24,7 @@ pub mod health;
 pub mod io;
 pub mod lanes;
 pub mod metrics;
+pub mod openapi;
 pub mod proxy;
 pub mod public_tls;
 pub mod resilience;

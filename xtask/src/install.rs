@@ -122,13 +122,38 @@ pub fn rotel() -> Result<PathBuf, String> {
     if let Some(a) = locate() {
         return Ok(a);
     }
-    let pip = ["pip3", "pip"].into_iter().find(|p| which(p).is_some()).ok_or("rotel is missing and there is no pip to install it")?;
-    println!("==> installing rotel (an OTLP receiver): {pip} install rotel");
-    let status = Command::new(pip).args(["install", "--quiet", "rotel"]).status().map_err(|e| format!("cannot run {pip}: {e}"))?;
-    if !status.success() {
-        return Err(format!("`{pip} install rotel` failed ({status})"));
-    }
+    pip_install("rotel", "an OTLP receiver")?;
     locate().ok_or_else(|| "rotel was installed but its agent was not found".into())
+}
+
+/// The `openapi-spec-validator` Python package, which the edge tests use to check the live
+/// OpenAPI document against the OpenAPI 3.1 schema.
+pub fn openapi_validator() -> Result<(), String> {
+    let present = || Command::new("python3").args(["-c", "import openapi_spec_validator"]).output().is_ok_and(|o| o.status.success());
+    if present() {
+        return Ok(());
+    }
+    pip_install("openapi-spec-validator", "the OpenAPI 3.1 validator of the edge tests")?;
+    if present() { Ok(()) } else { Err("openapi-spec-validator was installed but python3 cannot import it".into()) }
+}
+
+/// `pip install PACKAGE` for the python3 on PATH (through `python3 -m pip`, so the package
+/// lands where that interpreter looks), falling back to a pip3/pip executable.
+fn pip_install(package: &str, what: &str) -> Result<(), String> {
+    println!("==> installing {package} ({what}) with pip");
+    let module = Command::new("python3").args(["-m", "pip", "install", "--quiet", package]).status();
+    if module.is_ok_and(|s| s.success()) {
+        return Ok(());
+    }
+    let pip = ["pip3", "pip"]
+        .into_iter()
+        .find(|p| which(p).is_some())
+        .ok_or_else(|| format!("{package} is missing and there is no pip to install it"))?;
+    let status = Command::new(pip).args(["install", "--quiet", package]).status().map_err(|e| format!("cannot run {pip}: {e}"))?;
+    if !status.success() {
+        return Err(format!("`{pip} install {package}` failed ({status})"));
+    }
+    Ok(())
 }
 
 fn which(program: &str) -> Option<PathBuf> {

@@ -143,6 +143,7 @@ fn test(args: &[String]) -> Result<(), String> {
     install::postgres()?;
     install::build_tools()?;
     install::openssl()?;
+    install::openapi_validator()?;
     let grpcurl = install::grpcurl()?;
     let rotel = install::rotel()?;
     let prometheus = install::prometheus()?;

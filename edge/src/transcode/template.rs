@@ -44,6 +44,26 @@ pub struct PathTemplate {
     verb: Option<String>,
 }
 
+/// A path parameter of [`PathTemplate::openapi`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct OpenApiParam {
+    pub name: String,
+    /// The request field it binds (`None` for a wildcard outside any variable).
+    pub field: Option<String>,
+    /// The segments it matches, in template syntax (`*`, `shelves/*`, `**`).
+    pub pattern: String,
+}
+
+impl Segment {
+    fn text(&self) -> &str {
+        match self {
+            Segment::Literal(l) => l,
+            Segment::One => "*",
+            Segment::Rest => "**",
+        }
+    }
+}
+
 /// Why a template is invalid.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid path template '{template}': {why}")]
@@ -193,6 +213,47 @@ impl PathTemplate {
             out.push_str(v);
         }
         out
+    }
+
+    /// The template as an OpenAPI path (`/v1/{name}:archive`) and its path parameters: each
+    /// variable is one parameter named by its field path, whatever segments it spans (the
+    /// parameter's pattern says which); a wildcard outside any variable is a parameter of its
+    /// own (`{_wildcard1}`) that binds no field.
+    pub fn openapi(&self) -> (String, Vec<OpenApiParam>) {
+        let mut path = String::new();
+        let mut params = Vec::new();
+        let mut i = 0;
+        while i < self.segments.len() {
+            path.push('/');
+            if let Some(v) = self.variables.iter().find(|v| v.start == i) {
+                path.push('{');
+                path.push_str(&v.field_path);
+                path.push('}');
+                let pattern = self.segments[v.start..v.end].iter().map(Segment::text).collect::<Vec<_>>().join("/");
+                params.push(OpenApiParam { name: v.field_path.clone(), field: Some(v.field_path.clone()), pattern });
+                i = v.end.max(i + 1);
+                continue;
+            }
+            match &self.segments[i] {
+                Segment::Literal(l) => path.push_str(l),
+                wildcard => {
+                    let name = format!("_wildcard{}", params.iter().filter(|p| p.field.is_none()).count() + 1);
+                    path.push('{');
+                    path.push_str(&name);
+                    path.push('}');
+                    params.push(OpenApiParam { name, field: None, pattern: wildcard.text().to_owned() });
+                }
+            }
+            i += 1;
+        }
+        if path.is_empty() {
+            path.push('/');
+        }
+        if let Some(v) = &self.verb {
+            path.push(':');
+            path.push_str(v);
+        }
+        (path, params)
     }
 
     /// The field paths this template binds.
@@ -372,6 +433,17 @@ mod tests {
         assert_eq!(c.matches("/v1/:custom:custom"), None, "an empty id");
         let one = t("/v1/{id}:custom");
         assert_eq!(one.matches("/v1/abc:x:custom"), vars(&[("id", "abc:x")]));
+    }
+
+    #[test]
+    fn templates_become_openapi_paths() {
+        let (path, params) = t("/v1/{name=shelves/*/books/*}:archive:now").openapi();
+        assert_eq!(path, "/v1/{name}:archive:now");
+        assert_eq!(params, [OpenApiParam { name: "name".into(), field: Some("name".into()), pattern: "shelves/*/books/*".into() }]);
+        let (path, params) = t("/v1/*/files/**").openapi();
+        assert_eq!(path, "/v1/{_wildcard1}/files/{_wildcard2}");
+        assert_eq!(params.iter().map(|p| p.pattern.as_str()).collect::<Vec<_>>(), ["*", "**"]);
+        assert_eq!(t("/").openapi().0, "/");
     }
 
     #[test]

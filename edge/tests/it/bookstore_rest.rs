@@ -274,3 +274,81 @@ async fn headers_trailers_and_error_details_cross_the_rest_boundary() {
     );
     books.stop().await;
 }
+
+/// Validates an OpenAPI document with the `openapi-spec-validator` Python package (against
+/// the OpenAPI 3.1 schema; `cargo xtask test` installs it).
+fn assert_valid_openapi(doc: &serde_json::Value, what: &str) {
+    let file = std::env::temp_dir().join(format!("paymesh-openapi-{}-{what}.json", std::process::id()));
+    std::fs::write(&file, doc.to_string()).expect("write");
+    let script = "import json, sys\nfrom openapi_spec_validator import validate\nvalidate(json.load(open(sys.argv[1])))\nprint('valid')";
+    let out = std::process::Command::new("python3")
+        .args(["-c", script])
+        .arg(&file)
+        .output()
+        .expect("python3 runs (cargo xtask test installs it with openapi-spec-validator)");
+    let _ = std::fs::remove_file(&file);
+    assert!(
+        out.status.success() && String::from_utf8_lossy(&out.stdout).contains("valid"),
+        "{what}: the OpenAPI document does not validate (pip install openapi-spec-validator if it is missing):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `GET /openapi.json` on the admin listener describes every binding the edge serves, from
+/// its descriptors, and is a valid OpenAPI 3.1 document.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_live_openapi_document_describes_every_binding_and_validates() {
+    let books = BookStack::start("").await;
+    let r = crate::http_client::get(books.admin, "/openapi.json").await;
+    assert_eq!(r.status, 200);
+    let doc = r.json();
+    assert_valid_openapi(&doc, "bookstore");
+    assert_eq!(doc["openapi"], json!("3.1.0"));
+    let paths = doc["paths"].as_object().expect("paths");
+    // One operation per served binding (the skipped one is absent).
+    let routes = crate::http_client::get(books.admin, "/routes").await.json();
+    let served = routes["rest"].as_array().map(Vec::len).unwrap_or_default();
+    let operations: usize = paths.values().map(|p| p.as_object().map_or(0, serde_json::Map::len)).sum();
+    assert_eq!(operations, served, "{}", serde_json::to_string_pretty(&doc["paths"]).unwrap_or_default());
+    assert!(paths.keys().all(|p| !p.contains("broken/")), "the skipped binding is documented");
+
+    let update = &paths["/v1/{book.name}"]["patch"];
+    assert_eq!(update["requestBody"]["content"]["application/json"]["schema"]["$ref"], json!("#/components/schemas/bookstore.v1.Book"));
+    assert!(update["parameters"][0]["description"].as_str().is_some_and(|d| d.contains("shelves/*/books/*")), "{update}");
+    assert!(paths.contains_key("/v1/{name}:archive:now"), "{:?}", paths.keys().collect::<Vec<_>>());
+    let find = &paths["/v1/books:find"]["get"]["parameters"];
+    let param = |name: &str| find.as_array().and_then(|ps| ps.iter().find(|p| p["name"] == name).cloned());
+    assert_eq!(param("publishedAfter").map(|p| p["schema"]["format"].clone()), Some(json!("date-time")));
+    assert_eq!(param("filter.title").map(|p| p["in"].clone()), Some(json!("query")));
+    assert_eq!(param("genres").map(|p| p["schema"]["type"].clone()), Some(json!("array")));
+    let shelf_books = &paths["/v1/shelves/{filter.shelf}/books"]["get"]["parameters"];
+    let in_query: Vec<_> =
+        shelf_books.as_array().expect("params").iter().filter(|p| p["in"] == "query").map(|p| p["name"].clone()).collect();
+    assert!(in_query.contains(&json!("filter.genre")) && !in_query.contains(&json!("filter.shelf")), "{in_query:?}");
+    let stream = &paths["/v1/shelves/{shelf}/books:stream"]["get"]["responses"]["200"]["content"];
+    assert!(stream.get("application/x-ndjson").is_some() && stream["application/json"]["schema"]["type"] == json!("array"), "{stream}");
+    assert!(paths["/v1/{name}:download"]["get"]["responses"]["200"]["content"].get("*/*").is_some());
+    assert!(paths["/v1/{name}/cover"]["put"]["requestBody"]["content"].get("*/*").is_some());
+    books.stop().await;
+}
+
+/// The shipped configuration's document (Paymesh's own services, authenticated) validates
+/// too, and says which operations need a credential.
+#[test]
+fn the_shipped_configs_openapi_document_validates() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../mesh-config/paymesh.toml");
+    let text = std::fs::read_to_string(&path).expect("the shipped config");
+    let cfg = paymesh_core::config::MeshConfig::parse(&path, &text, &|_| Some("x".into())).expect("config");
+    let edge = cfg.edge.expect("edge");
+    let clusters = edge
+        .clusters
+        .iter()
+        .map(|c| (c.name.clone(), std::sync::Arc::new(paymesh_edge::cluster::Cluster::new(c, &edge.outlier))))
+        .collect();
+    let catalog = paymesh_edge::catalog::Catalog::build(&edge, &clusters).expect("catalog");
+    let doc = paymesh_edge::openapi::document(&catalog, edge.auth.is_some());
+    assert_valid_openapi(&doc, "shipped");
+    let authorize = &doc["paths"]["/api/payments/authorize"]["post"];
+    assert_eq!(authorize["security"], json!([{"bearer": []}, {"apiKey": []}]), "{authorize}");
+    assert!(doc["components"]["schemas"]["payments.v1.AuthorizeRequest"].is_object());
+}
