@@ -173,7 +173,7 @@ async fn request_message(
 }
 
 /// Decodes the first length-prefixed message of a gRPC request body.
-fn first_message(body: &[u8], method: &MethodRoute) -> Result<DynamicMessage, String> {
+pub fn first_message(body: &[u8], method: &MethodRoute) -> Result<DynamicMessage, String> {
     let header = body.get(..5).ok_or("the request has no complete gRPC message")?;
     if header[0] != 0 {
         return Err("compressed requests cannot be routed by their body; send the shard key as metadata or disable compression".into());
@@ -186,6 +186,11 @@ fn first_message(body: &[u8], method: &MethodRoute) -> Result<DynamicMessage, St
 
 /// Parses a `grpc-timeout` header value: digits and a unit (H, M, S, m, u, n).
 pub fn parse_grpc_timeout(v: &str) -> Option<Duration> {
+    // The unit is one ASCII letter; anything else (a multi-byte last character included,
+    // which the fuzzer found panicking here) is not a timeout.
+    if !v.is_ascii() {
+        return None;
+    }
     let (digits, unit) = v.split_at(v.len().checked_sub(1)?);
     if digits.is_empty() || digits.len() > 8 {
         return None;
@@ -212,7 +217,7 @@ mod tests {
         assert_eq!(parse_grpc_timeout("250m"), Some(Duration::from_millis(250)));
         assert_eq!(parse_grpc_timeout("1H"), Some(Duration::from_secs(3_600)));
         assert_eq!(parse_grpc_timeout("10u"), Some(Duration::from_micros(10)));
-        for bad in ["", "S", "5", "5s", "123456789S", "-1S"] {
+        for bad in ["", "S", "5", "5s", "123456789S", "-1S", "5\u{e9}", "\u{e9}"] {
             assert_eq!(parse_grpc_timeout(bad), None, "{bad}");
         }
     }

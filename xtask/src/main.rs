@@ -7,6 +7,8 @@
 //!   run of the stack `up` starts (on free ports) driven by grpcurl, then `chaos --quick`.
 //! - `chaos [--quick]`: the stack under a full-flow load while faults hit it, then the money
 //!   invariants (see `chaos`).
+//! - `fuzz [OPTIONS]`: the fuzz campaign over the edge's parsers (`paymesh-fuzz`, release
+//!   build); `test` runs a short pass of it.
 //! - `supervise NAME -- PROGRAM [ARGS]`: one process under `up`'s supervisor (restarted when
 //!   it exits, killed if xtask dies), until Ctrl-C; for trying the supervisor, and its tests.
 
@@ -37,6 +39,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    (--edge: only the edge-only section, no database)
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
+  fuzz [--inputs N] [--seed S] [--target NAME]
+                                   fuzz the edge's parsers of untrusted input (N mutated
+                                   inputs per target, default 1000000; docs/FUZZING.md)
   redrive [--list] [--config FILE] re-drive (or only list) dead-lettered events of the running
                                    stack: dead outbox rows and worker DLQ messages
   token --merchant M [--scope S]... [--ttl 1h] [--subject S]
@@ -58,6 +63,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("fuzz") => fuzz(&args[1..]),
         Some("redrive") => redrive(&args[1..]),
         Some("token") => local_auth::token_command(&root(), &args[1..]),
         Some("secret") => secret::command(&args[1..]),
@@ -160,6 +166,16 @@ fn test(args: &[String]) -> Result<(), String> {
     }
     println!("==> all tests passed");
     Ok(())
+}
+
+/// Builds the fuzzer in release and runs it with `args` (failing inputs land in
+/// `fuzz/crashes/<target>/`).
+fn fuzz(args: &[String]) -> Result<(), String> {
+    install::build_tools()?;
+    println!("==> cargo build --release -p paymesh-fuzz");
+    run(Command::new(env!("CARGO")).args(["build", "--release", "--locked", "-p", "paymesh-fuzz"]).current_dir(root()))?;
+    println!("==> paymesh-fuzz {}", args.join(" "));
+    run(Command::new(env!("CARGO")).args(["run", "--release", "--locked", "-q", "-p", "paymesh-fuzz", "--"]).args(args).current_dir(root()))
 }
 
 fn chaos(args: &[String]) -> Result<(), String> {

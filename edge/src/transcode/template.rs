@@ -134,11 +134,14 @@ impl PathTemplate {
         let last_segment = body.rfind('/').map_or(0, |i| i + 1);
         let body = match &self.verb {
             Some(verb) => {
-                let cut = body.len().checked_sub(verb.len() + 1)?;
-                if cut < last_segment || !body[cut..].starts_with(':') || &body[cut + 1..] != verb {
+                // `:verb` at the end, compared as bytes: a path may hold any UTF-8 (found by
+                // the fuzzer: slicing at a byte inside a character panicked).
+                let ending = body.len().checked_sub(verb.len() + 1)?;
+                let tail = &body.as_bytes()[ending..];
+                if ending < last_segment || tail[0] != b':' || &tail[1..] != verb.as_bytes() {
                     return None;
                 }
-                &body[..cut]
+                &body[..ending]
             }
             None if body[last_segment..].contains(':') => return None,
             None => body,
@@ -422,6 +425,16 @@ mod tests {
         let verb = t("/v1/{path=files/**}:stat");
         assert_eq!(verb.matches("/v1/files/a/b:stat"), vars(&[("path", "files/a/b")]));
         assert_eq!(verb.matches("/v1/files/a/b"), None);
+    }
+
+    /// Found by the fuzzer: a path with a multi-byte character where the verb would start
+    /// panicked (a string sliced inside a character).
+    #[test]
+    fn paths_with_any_characters_match_or_not_without_panicking() {
+        let c = t("/v1/{id}:custom");
+        assert_eq!(c.matches("/v1/abc:custo\u{e9}"), None);
+        assert_eq!(c.matches("/v1/\u{e9}\u{e9}\u{e9}\u{e9}\u{e9}"), None);
+        assert_eq!(c.matches("/v1/\u{e9}:custom"), vars(&[("id", "\u{e9}")]));
     }
 
     #[test]
