@@ -18,7 +18,10 @@ use std::time::{Duration, Instant};
 /// whose properties hold (a violated property panics).
 pub trait Target: Send + Sync {
     fn name(&self) -> &'static str;
-    fn run(&self, input: &[u8]);
+    /// Runs one input; `true` when it got past the first rejection into the deep part (a
+    /// template that parsed, a request that was routed and built, ...), so a report can say
+    /// how much of the run exercised more than the first check.
+    fn run(&self, input: &[u8]) -> bool;
     /// Tokens worth inserting (delimiters, escapes, keywords, edge-case numbers).
     fn dictionary(&self) -> &'static [&'static str];
 }
@@ -129,6 +132,8 @@ pub fn load_corpus(dir: &Path, target: &str) -> Result<Vec<Vec<u8>>, String> {
 pub struct Report {
     pub target: &'static str,
     pub inputs: u64,
+    /// Inputs that got past the first rejection ([`Target::run`]).
+    pub accepted: u64,
     pub panics: u64,
     /// The first panics: the input (saved under the crash directory) and the message.
     pub crashes: Vec<(PathBuf, String)>,
@@ -186,6 +191,7 @@ pub fn run(target: &dyn Target, corpus: &[Vec<u8>], settings: &Settings) -> Repo
         report.slowest = report.slowest.max(one.elapsed());
         watch.end();
         report.inputs += 1;
+        report.accepted += u64::from(matches!(outcome, Ok(true)));
         if outcome.is_err() {
             report.panics += 1;
             if report.crashes.len() < 5 {
@@ -276,8 +282,9 @@ mod tests {
         fn name(&self) -> &'static str {
             "picky"
         }
-        fn run(&self, input: &[u8]) {
+        fn run(&self, input: &[u8]) -> bool {
             assert!(!input.windows(2).any(|w| w == b"{}"), "an empty pair of braces");
+            true
         }
         fn dictionary(&self) -> &'static [&'static str] {
             &["{", "}"]

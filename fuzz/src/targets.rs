@@ -132,11 +132,11 @@ impl Target for TemplateTarget {
         "template"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let text = text(input);
         let mut lines = text.split('\n');
         let Ok(template) = PathTemplate::parse(lines.next().unwrap_or_default()) else {
-            return;
+            return false;
         };
         let _ = (template.openapi(), template.shape(), template.specificity(), template.first_literal());
         let bound: Vec<&str> = template.bound_fields().collect();
@@ -148,6 +148,7 @@ impl Target for TemplateTarget {
                 }
             }
         }
+        true
     }
 
     fn dictionary(&self) -> &'static [&'static str] {
@@ -164,23 +165,23 @@ impl Target for RestTarget {
         "rest"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let mut parts = input.splitn(3, |b| *b == b'\n');
         let line = text(parts.next().unwrap_or_default()).into_owned();
         let content_type = text(parts.next().unwrap_or_default()).into_owned();
         let body = parts.next().unwrap_or_default();
         let Some((verb, target)) = line.split_once(' ') else {
-            return;
+            return false;
         };
         let Ok(verb) = http::Method::from_bytes(verb.as_bytes()) else {
-            return;
+            return false;
         };
         let (path, query) = match target.split_once('?') {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
         let Ok((binding, vars)) = self.fixture.catalog.rest_route(&verb, path) else {
-            return;
+            return false;
         };
         // Both of the transcoder's option sets, chosen by the input.
         let lenient = input.len() % 2 == 1;
@@ -193,7 +194,9 @@ impl Target for RestTarget {
             assert_eq!(json_value(&decoded), json_value(&msg), "a built request does not survive its encoding");
             assert_json_round_trip(&msg);
             let _ = response::render(&msg, None);
+            return true;
         }
+        false
     }
 
     fn dictionary(&self) -> &'static [&'static str] {
@@ -271,13 +274,27 @@ impl Target for JsonTarget {
         "json"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let Some((selector, body)) = input.split_first() else {
-            return;
+            return false;
         };
-        let desc = self.fixture.message(JSON_MESSAGES[usize::from(*selector) % JSON_MESSAGES.len()]);
-        if let Ok(msg) = request::parse_json(&desc, body) {
-            assert_json_round_trip(&msg);
+        let desc = self.fixture.message(JSON_MESSAGES[usize::from(*selector & 0x7f) % JSON_MESSAGES.len()]);
+        // With the selector's high bit set, the rest is not JSON but the entropy for a JSON
+        // document shaped like the message (right names, edge-case values of the right and
+        // wrong kinds), which gets past the syntax check far more often than mutated text.
+        let generated;
+        let body = if selector & 0x80 != 0 {
+            generated = generate::message(&desc, &mut generate::Entropy::new(body), 0).to_string().into_bytes();
+            &generated[..]
+        } else {
+            body
+        };
+        match request::parse_json(&desc, body) {
+            Ok(msg) => {
+                assert_json_round_trip(&msg);
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -331,15 +348,19 @@ impl Target for GrpcFrameTarget {
         "grpc_frame"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let _ = paymesh_edge::grpc::parse_grpc_timeout(&text(input));
         let Some((selector, body)) = input.split_first() else {
-            return;
+            return false;
         };
         let methods = self.fixture.methods();
         let method = &methods[usize::from(*selector) % methods.len()];
-        if let Ok(msg) = paymesh_edge::grpc::first_message(body, method) {
-            let _ = method.safe_to_repeat(Some(&msg));
+        match paymesh_edge::grpc::first_message(body, method) {
+            Ok(msg) => {
+                let _ = method.safe_to_repeat(Some(&msg));
+                true
+            }
+            Err(_) => false,
         }
     }
 
@@ -408,7 +429,7 @@ impl Target for TokenTarget {
         "token"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let (authorization, api_key) = match input.iter().position(|b| *b == b'\n') {
             Some(i) => (&input[..i], &input[i + 1..]),
             None => (input, &[][..]),
@@ -417,6 +438,8 @@ impl Target for TokenTarget {
         let api_keys: Vec<&[u8]> = if api_key.is_empty() { vec![] } else { vec![api_key] };
         let verdict = self.runtime.block_on(self.auth.authenticate(&authorization, &api_keys));
         assert!(verdict.is_err(), "a credential nobody issued was accepted: {:?}", text(input));
+        // Deep: a JWT-shaped or key-shaped credential, not refused for its framing.
+        authorization.iter().any(|a| a.split(|b| *b == b'.').count() == 3) || api_keys.iter().any(|k| k.starts_with(b"pmk_"))
     }
 
     fn dictionary(&self) -> &'static [&'static str] {
@@ -447,10 +470,10 @@ impl Target for ConfigTarget {
         "config"
     }
 
-    fn run(&self, input: &[u8]) {
+    fn run(&self, input: &[u8]) -> bool {
         let text = text(input);
         let env: HashMap<&str, &str> = [("PAYMESH_CONFIG_KEY", self.key.as_str()), ("DB_PASSWORD", "x")].into_iter().collect();
-        let _ = MeshConfig::parse(Path::new("/nonexistent/paymesh-fuzz.toml"), &text, &|k| env.get(k).map(|v| (*v).to_owned()));
+        MeshConfig::parse(Path::new("/nonexistent/paymesh-fuzz.toml"), &text, &|k| env.get(k).map(|v| (*v).to_owned())).is_ok()
     }
 
     fn dictionary(&self) -> &'static [&'static str] {
@@ -487,5 +510,151 @@ impl Target for ConfigTarget {
             "max_body_bytes = ",
             "threads = ",
         ]
+    }
+}
+
+/// JSON documents shaped like a message, driven by the input's bytes.
+mod generate {
+    use prost_reflect::{FieldDescriptor, Kind, MessageDescriptor};
+    use serde_json::{Value, json};
+
+    pub struct Entropy<'a> {
+        bytes: &'a [u8],
+        at: usize,
+    }
+
+    impl<'a> Entropy<'a> {
+        pub fn new(bytes: &'a [u8]) -> Self {
+            Self { bytes, at: 0 }
+        }
+
+        fn byte(&mut self) -> u8 {
+            let b = self.bytes.get(self.at).copied().unwrap_or(0);
+            self.at += 1;
+            b
+        }
+
+        fn pick<T: Clone>(&mut self, from: &[T]) -> T {
+            from[usize::from(self.byte()) % from.len()].clone()
+        }
+    }
+
+    pub fn message(desc: &MessageDescriptor, e: &mut Entropy<'_>, depth: usize) -> Value {
+        if let Some(v) = well_known(desc, e, depth) {
+            return v;
+        }
+        let fields: Vec<FieldDescriptor> = desc.fields().collect();
+        let mut out = serde_json::Map::new();
+        if fields.is_empty() || depth > 6 {
+            return Value::Object(out);
+        }
+        for _ in 0..usize::from(e.byte() % 6) {
+            let f = e.pick(&fields);
+            let name = if e.byte().is_multiple_of(2) { f.json_name().to_owned() } else { f.name().to_owned() };
+            out.insert(name, field(&f, e, depth));
+        }
+        if e.byte().is_multiple_of(16) {
+            out.insert(e.pick(&["unknownField", "@type", ""]).to_owned(), json!(1));
+        }
+        Value::Object(out)
+    }
+
+    fn field(f: &FieldDescriptor, e: &mut Entropy<'_>, depth: usize) -> Value {
+        if e.byte().is_multiple_of(32) {
+            return e.pick(&[Value::Null, json!([]), json!({}), json!("x"), json!(1.5)]);
+        }
+        if f.is_map() {
+            let Kind::Message(entry) = f.kind() else { return json!({}) };
+            let (key, value) = (entry.map_entry_key_field(), entry.map_entry_value_field());
+            let mut out = serde_json::Map::new();
+            for _ in 0..usize::from(e.byte() % 4) {
+                let k = match single(&key.kind(), e, depth) {
+                    Value::String(s) => s,
+                    other => other.to_string(),
+                };
+                out.insert(k, single(&value.kind(), e, depth));
+            }
+            return Value::Object(out);
+        }
+        if f.is_list() {
+            return Value::Array((0..usize::from(e.byte() % 4)).map(|_| single(&f.kind(), e, depth)).collect());
+        }
+        single(&f.kind(), e, depth)
+    }
+
+    fn single(kind: &Kind, e: &mut Entropy<'_>, depth: usize) -> Value {
+        match kind {
+            Kind::Bool => e.pick(&[json!(true), json!(false), json!("true"), json!(0)]),
+            Kind::String => {
+                e.pick(&[json!(""), json!("a"), json!("\u{fc}ber"), json!("\u{0}"), json!("{cipher}x"), json!("x".repeat(300))])
+            }
+            Kind::Int32 | Kind::Sint32 | Kind::Sfixed32 | Kind::Uint32 | Kind::Fixed32 => e.pick(&[
+                json!(0),
+                json!(-1),
+                json!(2_147_483_647),
+                json!(-2_147_483_648_i64),
+                json!(4_294_967_296_i64),
+                json!("7"),
+                json!(1.5),
+                json!(1e2),
+                json!("0x10"),
+            ]),
+            Kind::Int64 | Kind::Sint64 | Kind::Sfixed64 | Kind::Uint64 | Kind::Fixed64 => e.pick(&[
+                json!("9223372036854775807"),
+                json!("-9223372036854775808"),
+                json!("18446744073709551615"),
+                json!("18446744073709551616"),
+                json!(9_007_199_254_740_993_i64),
+                json!("1e3"),
+                json!(-1),
+                json!("1.0"),
+            ]),
+            Kind::Float | Kind::Double => {
+                e.pick(&[json!(0.5), json!("NaN"), json!("Infinity"), json!("-Infinity"), json!(1e39), json!(-0.0), json!("1e-400")])
+            }
+            Kind::Bytes => e.pick(&[json!("AQID"), json!("-_8"), json!(""), json!("===="), json!("A")]),
+            Kind::Enum(en) => {
+                let names: Vec<Value> = en.values().map(|v| json!(v.name())).collect();
+                match e.byte() % 4 {
+                    0 => json!(en.values().map(|v| v.number()).max().unwrap_or(0) + 1),
+                    1 => json!("NOT_A_VALUE"),
+                    _ => e.pick(&names),
+                }
+            }
+            Kind::Message(m) => message(m, e, depth + 1),
+        }
+    }
+
+    fn well_known(desc: &MessageDescriptor, e: &mut Entropy<'_>, depth: usize) -> Option<Value> {
+        let name = desc.full_name().strip_prefix("google.protobuf.")?;
+        Some(match name {
+            "Timestamp" => e.pick(&[
+                json!("1970-01-01T00:00:00Z"),
+                json!("0001-01-01T00:00:00Z"),
+                json!("9999-12-31T23:59:59.999999999Z"),
+                json!("2024-02-30T00:00:00Z"),
+                json!("2024-01-01T00:00:00+25:00"),
+                json!("10000-01-01T00:00:00Z"),
+            ]),
+            "Duration" => e.pick(&[json!("1s"), json!("-315576000000s"), json!("315576000001s"), json!("1.000000001s"), json!("1.5"), json!("-0.5s")]),
+            "FieldMask" => e.pick(&[json!("a,b.c"), json!(""), json!("a_b"), json!(",")]),
+            "Struct" if depth < 6 => json!({"a": message(desc, e, depth + 1), "b": [1, null, "x"]}),
+            "Value" | "ListValue" | "Struct" => e.pick(&[json!(null), json!(1), json!("s"), json!([{"k": []}]), json!({"n": {"m": 1e308}})]),
+            "Any" => e.pick(&[
+                json!({"@type": "type.googleapis.com/google.rpc.ErrorInfo", "reason": "R", "metadata": {"a": "b"}}),
+                json!({"@type": "type.googleapis.com/google.protobuf.Duration", "value": "1s"}),
+                json!({"@type": "type.googleapis.com/unknown.Type", "x": 1}),
+                json!({"@type": "type.googleapis.com/google.protobuf.Any", "value": {"@type": "type.googleapis.com/google.protobuf.Empty", "value": {}}}),
+                json!({"value": 1}),
+            ]),
+            "Empty" => json!({}),
+            "DoubleValue" | "FloatValue" => e.pick(&[json!(1.5), json!("NaN"), json!(null)]),
+            "Int64Value" | "UInt64Value" => e.pick(&[json!("9223372036854775807"), json!(-1), json!(null)]),
+            "Int32Value" | "UInt32Value" => e.pick(&[json!(7), json!(-1), json!(4_294_967_296_i64)]),
+            "BoolValue" => e.pick(&[json!(true), json!("false")]),
+            "StringValue" => e.pick(&[json!("s"), json!(1)]),
+            "BytesValue" => e.pick(&[json!("AQID"), json!("!")]),
+            _ => return None,
+        })
     }
 }

@@ -54,9 +54,10 @@ fn main_inner() -> Result<bool, String> {
         let r = run(target.as_ref(), &corpus, &per_target);
         total += r.inputs;
         println!(
-            "{:<11} {:>12} inputs  {:>8.1} s  {:>9.0} inputs/s  slowest {:>8.3} ms  panics {}",
+            "{:<11} {:>12} inputs  {:>5.1} % past the first check  {:>8.1} s  {:>9.0} inputs/s  slowest {:>8.3} ms  panics {}",
             r.target,
             r.inputs,
+            100.0 * r.accepted as f64 / r.inputs.max(1) as f64,
             r.elapsed.as_secs_f64(),
             r.inputs as f64 / r.elapsed.as_secs_f64().max(1e-9),
             r.slowest.as_secs_f64() * 1000.0,
