@@ -134,7 +134,28 @@ pub struct PaymentsConfig {
     pub health_check_interval: Duration,
     /// How long in-flight calls may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// Coalescing concurrent mutations into one transaction per batch.
+    pub group_commit: GroupCommit,
     pub instances: Vec<PaymentsInstance>,
+}
+
+/// `[payments.group_commit]`: concurrent mutations arriving at one instance are applied in
+/// one transaction per batch, one commit (one WAL flush) for all of them. No timer: a batch
+/// is whatever arrived while the previous one committed, so a lone request waits for nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct GroupCommit {
+    /// Off: every request is its own transaction (for side-by-side benches and debugging).
+    pub enabled: bool,
+    /// The most requests in one batch.
+    pub max_batch: usize,
+    /// Batches committing at once, each on its own connection.
+    pub committers: usize,
+}
+
+impl Default for GroupCommit {
+    fn default() -> Self {
+        Self { enabled: true, max_batch: 128, committers: 2 }
+    }
 }
 
 /// One payments process: serves exactly one shard.
@@ -253,6 +274,14 @@ impl MeshConfig {
             };
             instances.push(PaymentsInstance { name: inst.name, shard: ShardId(inst.shard), listen, status_listen });
         }
+        let g = p.group_commit;
+        if !(1..=10_000).contains(&g.max_batch) {
+            return Err(err("payments.group_commit.max_batch".into(), format!("{} is out of range; use 1 to 10000", g.max_batch)));
+        }
+        if !(1..=64).contains(&g.committers) {
+            return Err(err("payments.group_commit.committers".into(), format!("{} is out of range; use 1 to 64", g.committers)));
+        }
+        let group_commit = GroupCommit { enabled: g.enabled, max_batch: g.max_batch, committers: g.committers };
         if let Some(orphan) = served.iter().position(|s| !s) {
             return Err(err(
                 "payments.instances".into(),
@@ -293,7 +322,7 @@ impl MeshConfig {
         Ok(Self {
             source: path.to_owned(),
             shards,
-            payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, instances },
+            payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, group_commit, instances },
             edge,
             kafka,
             relay,
@@ -906,6 +935,8 @@ mod raw {
         #[serde(default = "default_shutdown_grace")]
         pub shutdown_grace: String,
         #[serde(default)]
+        pub group_commit: GroupCommit,
+        #[serde(default)]
         pub instances: Vec<Instance>,
     }
 
@@ -915,9 +946,39 @@ mod raw {
                 idempotency_retention: default_retention(),
                 health_check_interval: default_health_interval(),
                 shutdown_grace: default_shutdown_grace(),
+                group_commit: GroupCommit::default(),
                 instances: Vec::new(),
             }
         }
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    pub(super) struct GroupCommit {
+        #[serde(default = "yes")]
+        pub enabled: bool,
+        #[serde(default = "default_max_batch")]
+        pub max_batch: usize,
+        #[serde(default = "default_committers")]
+        pub committers: usize,
+    }
+
+    impl Default for GroupCommit {
+        fn default() -> Self {
+            Self { enabled: true, max_batch: default_max_batch(), committers: default_committers() }
+        }
+    }
+
+    fn yes() -> bool {
+        true
+    }
+
+    fn default_max_batch() -> usize {
+        128
+    }
+
+    fn default_committers() -> usize {
+        2
     }
 
     #[derive(Debug, Deserialize)]

@@ -6,7 +6,7 @@
 
 use tonic::{Code, Status};
 
-#[derive(Debug, thiserror::Error)]
+#[derive(Clone, Debug, thiserror::Error)]
 pub enum PaymentError {
     /// The request itself is wrong; nothing was read or written. INVALID_ARGUMENT.
     #[error("{field}: {problem}")]

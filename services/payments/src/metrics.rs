@@ -63,6 +63,22 @@ impl RpcMetrics {
     }
 }
 
+/// Group commit's counters: batches, the requests in them (their ratio is the mean batch
+/// size), and batches that had to run one request at a time.
+pub fn render_batches(stats: Option<&crate::store::BatchStats>, labels: &str) -> String {
+    use std::sync::atomic::Ordering::Relaxed;
+    let Some(s) = stats else { return String::new() };
+    let mut out = String::new();
+    for (metric, help, v) in [
+        ("paymesh_payments_batches_total", "Group-commit batches committed or attempted.", s.batches.load(Relaxed)),
+        ("paymesh_payments_batched_requests_total", "Mutations applied through group commit.", s.requests.load(Relaxed)),
+        ("paymesh_payments_batch_fallbacks_total", "Batches rolled back and run one request at a time.", s.fallbacks.load(Relaxed)),
+    ] {
+        let _ = writeln!(out, "# HELP {metric} {help}\n# TYPE {metric} counter\n{metric}{{{labels}}} {v}");
+    }
+    out
+}
+
 fn code_name(c: tonic::Code) -> &'static str {
     paymesh_core::grpc_code::name(c as i32)
 }

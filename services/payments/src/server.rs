@@ -65,20 +65,24 @@ pub async fn serve(
     health::set(&reporter, ServingStatus::NotServing).await;
     let watcher = tokio::spawn(health::watch_database(reporter.clone(), pool.clone(), config.payments.health_check_interval));
 
-    let store = PaymentStore::new(pool.clone(), inst.shard, config.payments.idempotency_retention);
+    let store =
+        PaymentStore::new(pool.clone(), inst.shard, config.payments.idempotency_retention).with_group_commit(config.payments.group_commit);
     let metrics = std::sync::Arc::new(crate::metrics::RpcMetrics::default());
     let (status_stop, status_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = inst.status_listen {
         let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         let (metrics, pool, labels) = (metrics.clone(), pool.clone(), format!("instance=\"{}\",shard=\"{}\"", inst.name, inst.shard));
+        let batches = store.clone();
         let mut rx = status_rx.clone();
         tokio::spawn(paymesh_core::status::serve(
             listener,
             move |path| {
-                let (metrics, pool, labels) = (metrics.clone(), pool.clone(), labels.clone());
+                let (metrics, pool, labels, batches) = (metrics.clone(), pool.clone(), labels.clone(), batches.clone());
                 async move {
                     match path.as_str() {
-                        "/metrics" => paymesh_core::status::Reply::metrics(metrics.render(&labels, &pool)),
+                        "/metrics" => paymesh_core::status::Reply::metrics(
+                            metrics.render(&labels, &pool) + &crate::metrics::render_batches(batches.batch_stats(), &labels),
+                        ),
                         "/status" => paymesh_core::status::Reply::json(format!("{{{}}}", labels.replace('=', ":"))),
                         _ => paymesh_core::status::Reply::not_found(&path, "/metrics, /status"),
                     }

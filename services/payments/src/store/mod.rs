@@ -6,6 +6,7 @@
 //! so operations on one payment are serialised and the amount checks see the latest totals.
 //! Identical idempotent requests serialise on the idempotency key's primary key instead.
 
+mod batch;
 mod idempotency;
 mod mutations;
 mod outbox;
@@ -21,6 +22,7 @@ use paymesh_proto::payments::v1 as pb;
 
 use crate::error::PaymentError;
 
+pub use batch::{Answer, BatchStats, Batcher, Mutation};
 pub use pool::{PoolSettings, connect_pool};
 
 /// W3C trace context of the request, copied into outbox headers so the trace continues
@@ -33,7 +35,7 @@ pub struct TraceHeaders {
 
 /// What identifies a request for idempotency: the method and the request's canonical
 /// protobuf encoding without its idempotency key.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Fingerprint {
     pub method: &'static str,
     pub request: Vec<u8>,
@@ -45,11 +47,29 @@ pub struct PaymentStore {
     pool: deadpool_postgres::Pool,
     shard: ShardId,
     retention: Duration,
+    /// The group-commit queue, when it is on.
+    batcher: Option<Batcher>,
 }
 
 impl PaymentStore {
+    /// Every mutation in a transaction of its own.
     pub fn new(pool: deadpool_postgres::Pool, shard: ShardId, retention: Duration) -> Self {
-        Self { pool, shard, retention }
+        Self { pool, shard, retention, batcher: None }
+    }
+
+    /// With `[payments.group_commit]` on, mutations go through committer tasks (started
+    /// here, on the current runtime) that apply them in batches; off, as [`PaymentStore::new`].
+    pub fn with_group_commit(self, settings: paymesh_core::config::GroupCommit) -> Self {
+        if !settings.enabled {
+            return self;
+        }
+        let batcher = Batcher::start(self.clone(), settings);
+        Self { batcher: Some(batcher), ..self }
+    }
+
+    /// Batches and requests through group commit so far (`None` when it is off).
+    pub fn batch_stats(&self) -> Option<&BatchStats> {
+        self.batcher.as_ref().map(|b| b.stats.as_ref())
     }
 
     pub fn shard(&self) -> ShardId {

@@ -14,6 +14,7 @@ use paymesh_proto::payments::v1 as pb;
 use prost::Message;
 use tokio_postgres::{Client, Transaction};
 
+use super::batch::{Answer, Mutation};
 use super::idempotency::{self, Claim};
 use super::outbox::{self, EventType};
 use super::row::{COLUMNS, PaymentRow};
@@ -24,34 +25,86 @@ use crate::validate;
 
 impl PaymentStore {
     pub async fn authorize(&self, cmd: &validate::Authorize, fp: &Fingerprint, trace: &TraceHeaders) -> Result<pb::Payment, PaymentError> {
-        self.on_connection(async |client| self.authorize_on(client, cmd, fp, trace).await).await
+        decode(&self.apply(Mutation::Authorize { cmd: cmd.clone(), fp: fp.clone(), trace: trace.clone() }).await?)
     }
 
-    async fn authorize_on(
+    pub async fn capture(
         &self,
-        client: &mut Client,
-        cmd: &validate::Authorize,
+        cmd: &validate::Capture,
+        caller: Option<&Caller>,
         fp: &Fingerprint,
         trace: &TraceHeaders,
     ) -> Result<pb::Payment, PaymentError> {
+        let m = Mutation::Capture { cmd: cmd.clone(), caller: caller.cloned(), fp: fp.clone(), trace: trace.clone() };
+        decode(&self.apply(m).await?)
+    }
+
+    pub async fn refund(
+        &self,
+        cmd: &validate::Refund,
+        caller: Option<&Caller>,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::RefundResponse, PaymentError> {
+        let m = Mutation::Refund { cmd: cmd.clone(), caller: caller.cloned(), fp: fp.clone(), trace: trace.clone() };
+        decode(&self.apply(m).await?)
+    }
+
+    pub async fn void(
+        &self,
+        cmd: &validate::Void,
+        caller: Option<&Caller>,
+        fp: &Fingerprint,
+        trace: &TraceHeaders,
+    ) -> Result<pb::Payment, PaymentError> {
+        let m = Mutation::Void { cmd: cmd.clone(), caller: caller.cloned(), fp: fp.clone(), trace: trace.clone() };
+        decode(&self.apply(m).await?)
+    }
+
+    /// Through the group-commit queue when it is on, else one transaction of its own.
+    async fn apply(&self, m: Mutation) -> Answer {
+        match &self.batcher {
+            Some(b) => b.submit(m).await,
+            None => self.on_connection(async |client| self.apply_one_on(client, &m).await).await,
+        }
+    }
+
+    /// One mutation in one transaction of its own (group commit off, or a batch that has to
+    /// run its requests one by one).
+    pub(super) async fn apply_one_on(&self, client: &mut Client, m: &Mutation) -> Answer {
+        match m {
+            Mutation::Authorize { cmd, fp, trace } => self.authorize_on(client, cmd, fp, trace).await,
+            Mutation::Capture { cmd, caller, fp, trace } => {
+                let (on, amount) = (On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller: caller.as_ref() }, cmd.amount);
+                self.mutate_on(client, on, fp, trace, |b, id| lifecycle::capture(b, id, amount), |p, _| p).await
+            }
+            Mutation::Refund { cmd, caller, fp, trace } => {
+                let (on, amount) = (On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller: caller.as_ref() }, cmd.amount);
+                self.mutate_on(
+                    client,
+                    on,
+                    fp,
+                    trace,
+                    |b, id| lifecycle::refund(b, id, amount),
+                    |payment, refund| pb::RefundResponse { refund, payment: Some(payment) },
+                )
+                .await
+            }
+            Mutation::Void { cmd, caller, fp, trace } => {
+                let on = On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller: caller.as_ref() };
+                self.mutate_on(client, on, fp, trace, lifecycle::void, |p, _| p).await
+            }
+        }
+    }
+
+    async fn authorize_on(&self, client: &mut Client, cmd: &validate::Authorize, fp: &Fingerprint, trace: &TraceHeaders) -> Answer {
         let tx = client.transaction().await?;
         idempotency::try_lock(&tx, &cmd.merchant_id, &cmd.idempotency_key).await?;
         let now = now();
         if let Claim::Replay(bytes) = idempotency::claim(&tx, &cmd.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
-            return decode(&bytes);
+            return Ok(bytes);
         }
-        let row = PaymentRow {
-            payment_id: PaymentId::new(self.shard).to_string(),
-            merchant_id: cmd.merchant_id.clone(),
-            amount: cmd.amount,
-            currency: cmd.currency.to_owned(),
-            status: pb::PaymentStatus::Authorized,
-            captured_amount: 0,
-            refunded_amount: 0,
-            created_at: now,
-            updated_at: now,
-            version: 1,
-        };
+        let row = PaymentRow::authorized(self.shard, cmd, now);
         tx.execute(
             &format!("INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
             &[
@@ -78,64 +131,25 @@ impl PaymentStore {
         };
         let op = Operation { id: row.payment_id.clone(), kind: "AUTHORIZE", amount: row.amount };
         let event = Event { id: event_id, kind: EventType::Authorized, payload: event.encode_to_vec() };
-        finish(&tx, &row, &op, &cmd.idempotency_key, &event, trace, &payment.encode_to_vec()).await?;
+        let response = payment.encode_to_vec();
+        finish(&tx, &row, &op, &cmd.idempotency_key, &event, trace, &response).await?;
         tx.commit().await?;
-        Ok(payment)
-    }
-
-    pub async fn capture(
-        &self,
-        cmd: &validate::Capture,
-        caller: Option<&Caller>,
-        fp: &Fingerprint,
-        trace: &TraceHeaders,
-    ) -> Result<pb::Payment, PaymentError> {
-        let amount = cmd.amount;
-        let on = On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller };
-        self.mutate(on, fp, trace, |b, id| lifecycle::capture(b, id, amount), |p, _| p).await
-    }
-
-    pub async fn refund(
-        &self,
-        cmd: &validate::Refund,
-        caller: Option<&Caller>,
-        fp: &Fingerprint,
-        trace: &TraceHeaders,
-    ) -> Result<pb::RefundResponse, PaymentError> {
-        let amount = cmd.amount;
-        self.mutate(
-            On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller },
-            fp,
-            trace,
-            |b, id| lifecycle::refund(b, id, amount),
-            |payment, refund| pb::RefundResponse { refund, payment: Some(payment) },
-        )
-        .await
-    }
-
-    pub async fn void(
-        &self,
-        cmd: &validate::Void,
-        caller: Option<&Caller>,
-        fp: &Fingerprint,
-        trace: &TraceHeaders,
-    ) -> Result<pb::Payment, PaymentError> {
-        let on = On { payment_id: &cmd.payment_id, key: &cmd.idempotency_key, caller };
-        self.mutate(on, fp, trace, lifecycle::void, |p, _| p).await
+        Ok(response)
     }
 
     /// The transaction shared by capture, refund and void (on the payment `on` names): lock, claim the key, let
     /// `decide` apply the rules to the locked state, write everything, build the answer
     /// with `respond` (given the refund record when there is one).
-    async fn mutate<R: Message + Default>(
+    async fn mutate_on<R: Message + Default>(
         &self,
+        client: &mut Client,
         On { payment_id, key, caller }: On<'_>,
         fp: &Fingerprint,
         trace: &TraceHeaders,
         decide: impl FnOnce(&Balance, &str) -> Result<Change, PaymentError>,
         respond: impl FnOnce(pb::Payment, Option<pb::Refund>) -> R,
-    ) -> Result<R, PaymentError> {
-        self.on_connection(async |client| {
+    ) -> Answer {
+        {
             let tx = client.transaction().await?;
             // Before waiting for the payment's row: a request with the same key already waiting
             // (or running) is answered at once, not queued behind it.
@@ -149,7 +163,7 @@ impl PaymentStore {
             // The time is read only once the row is ours, so it follows every earlier change.
             let now = now();
             if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
-                return decode(&bytes);
+                return Ok(bytes);
             }
             let change = decide(&row.balance(), &row.payment_id)?;
             row.set_balance(lifecycle::apply(&row.balance(), change));
@@ -159,17 +173,16 @@ impl PaymentStore {
             let payment = row.to_proto();
             let event_id = uuid::Uuid::now_v7();
             let (op, event, refund) = self.record(&row, &payment, change, event_id, row.updated_at, key);
-            let response = respond(payment, refund);
-            finish(&tx, &row, &op, key, &event, trace, &response.encode_to_vec()).await?;
+            let response = respond(payment, refund).encode_to_vec();
+            finish(&tx, &row, &op, key, &event, trace, &response).await?;
             tx.commit().await?;
             Ok(response)
-        })
-        .await
+        }
     }
 
     /// The operation record and outbox event for an accepted change (and the refund record,
     /// for a refund).
-    fn record(
+    pub(super) fn record(
         &self,
         row: &PaymentRow,
         payment: &pb::Payment,
@@ -205,17 +218,17 @@ impl PaymentStore {
 }
 
 /// An operation record: what was done to the payment, by which request.
-struct Operation {
-    id: String,
-    kind: &'static str,
-    amount: i64,
+pub(super) struct Operation {
+    pub id: String,
+    pub kind: &'static str,
+    pub amount: i64,
 }
 
 /// An outbox event ready to append.
-struct Event {
-    id: uuid::Uuid,
-    kind: EventType,
-    payload: Vec<u8>,
+pub(super) struct Event {
+    pub id: uuid::Uuid,
+    pub kind: EventType,
+    pub payload: Vec<u8>,
 }
 
 /// The writes every mutation ends with: operation record, outbox event, stored answer.

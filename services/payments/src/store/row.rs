@@ -27,6 +27,22 @@ pub(super) struct PaymentRow {
 }
 
 impl PaymentRow {
+    /// A new payment, authorized at `now`, on `shard`.
+    pub fn authorized(shard: paymesh_core::ShardId, cmd: &crate::validate::Authorize, now: SystemTime) -> Self {
+        Self {
+            payment_id: paymesh_core::ids::PaymentId::new(shard).to_string(),
+            merchant_id: cmd.merchant_id.clone(),
+            amount: cmd.amount,
+            currency: cmd.currency.to_owned(),
+            status: pb::PaymentStatus::Authorized,
+            captured_amount: 0,
+            refunded_amount: 0,
+            created_at: now,
+            updated_at: now,
+            version: 1,
+        }
+    }
+
     pub fn from_row(r: &Row) -> Result<Self, PaymentError> {
         let status: &str = r.try_get(4)?;
         Ok(Self {

@@ -97,6 +97,17 @@ impl TestMesh {
         mesh
     }
 
+    /// A page of the instance's status listener (`/metrics`, `/status`), head and body.
+    pub async fn status_page(&self, shard: usize, path: &str) -> String {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let addr = self.config.payments.instances[shard].status_listen.expect("status listener");
+        let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes()).await.expect("write");
+        let mut body = String::new();
+        s.read_to_string(&mut body).await.expect("read");
+        body
+    }
+
     pub fn shard_count(&self) -> u32 {
         self.addrs.len() as u32
     }

@@ -7,6 +7,7 @@ mod harness;
 mod binary;
 mod concurrency;
 mod faults;
+mod group_commit;
 mod idempotency;
 mod mtls;
 mod outbox;
