@@ -78,6 +78,6 @@ pub async fn serve(
     let router = tonic::transport::Server::builder().add_service(health).add_service(Echo);
     match tls {
         Some(tls) => router.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, tls), shutdown).await,
-        None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await,
+        None => router.serve_with_incoming_shutdown(paymesh_core::tls::plain_incoming(listener), shutdown).await,
     }
 }

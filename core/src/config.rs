@@ -154,7 +154,7 @@ pub struct GroupCommit {
 
 impl Default for GroupCommit {
     fn default() -> Self {
-        Self { enabled: true, max_batch: 128, committers: 2 }
+        Self { enabled: true, max_batch: 128, committers: 1 }
     }
 }
 
@@ -978,7 +978,7 @@ mod raw {
     }
 
     fn default_committers() -> usize {
-        2
+        1
     }
 
     #[derive(Debug, Deserialize)]

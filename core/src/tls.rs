@@ -254,6 +254,18 @@ impl tokio::io::AsyncWrite for TlsConn {
     }
 }
 
+/// The plaintext connections of `listener`, with TCP_NODELAY as on the TLS path: without it,
+/// an answer the server writes in two pieces waits for the client's delayed ACK (a 40 ms
+/// stall on one lone request in ten, measured on the payments service).
+pub fn plain_incoming(listener: tokio::net::TcpListener) -> impl tokio_stream::Stream<Item = std::io::Result<tokio::net::TcpStream>> {
+    tokio_stream::StreamExt::map(tokio_stream::wrappers::TcpListenerStream::new(listener), |conn| {
+        if let Ok(tcp) = &conn {
+            let _ = tcp.set_nodelay(true);
+        }
+        conn
+    })
+}
+
 /// Longest a client may take to finish the handshake.
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -342,6 +354,19 @@ impl tower_service::Service<http::Uri> for MeshConnector {
 
 #[cfg(test)]
 mod tests {
+
+    /// Accepted plaintext connections have TCP_NODELAY (lone requests through the payments
+    /// service stalled 40 ms one time in ten without it: a delayed ACK behind Nagle).
+    #[tokio::test]
+    async fn plain_connections_are_accepted_with_nodelay() {
+        use tokio_stream::StreamExt;
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let mut incoming = Box::pin(super::plain_incoming(listener));
+        let _client = tokio::net::TcpStream::connect(addr).await.expect("connect");
+        let accepted = incoming.next().await.expect("a connection").expect("accepted");
+        assert!(accepted.nodelay().expect("nodelay"), "TCP_NODELAY is off on an accepted connection");
+    }
     use super::*;
 
     #[test]

@@ -17,6 +17,11 @@
 //!
 //! Rounds alternate the modes, and the report quotes medians across rounds, with the CPU
 //! seconds each kind of process used, since this machine is shared and noisy.
+//!
+//! Then group commit (issue 14): a latency/throughput curve of Authorize through the edge at
+//! concurrency 1, 8, 32, 128 and 512, and the same stack restarted with
+//! `[payments.group_commit] enabled = false` for `grpc-direct`, `grpc-edge`,
+//! `flow-rest-edge` and the curve again, side by side.
 
 use std::path::Path;
 
@@ -30,6 +35,7 @@ const MODES: [&str; 7] = ["grpc-direct", "grpc-edge", "grpc-nginx", "rest-edge",
 /// requests carrying `x-api-key` are limited, so the side-by-side modes are not.
 const OVERLOAD_LIMIT: u32 = 100;
 
+#[derive(Clone, Copy)]
 struct Settings {
     rounds: usize,
     concurrency: usize,
@@ -89,11 +95,101 @@ pub async fn run(quick: bool, edge_section: &str) -> Result<(), String> {
         n.stop().await;
     }
     let overloaded = if outcome.is_ok() { overload(&stack, &s).await } else { Ok(String::new()) };
+    let curve_on = if outcome.is_ok() { curve(&stack, &s).await } else { Ok(Vec::new()) };
     let stopped = stack.stop().await;
     let samples = outcome?;
     let overloaded = overloaded?;
+    let curve_on = curve_on?;
     stopped?;
-    report(&s, &samples, &format!("{overloaded}\n{edge_section}"))
+
+    // The same stack with group commit off, for the side-by-side rows.
+    println!("==> the stack again with group commit off");
+    let off_dir = dir.join("group-commit-off");
+    std::fs::create_dir_all(&off_dir).map_err(|e| e.to_string())?;
+    let off_config = off_dir.join("paymesh.toml");
+    std::fs::write(&off_config, bench_config()?.replace("[payments]\n", "[payments]\ngroup_commit = { enabled = false }\n"))
+        .map_err(|e| e.to_string())?;
+    let off_stack = Stack::start(&off_config, &off_dir, true).await?;
+    let off = measure_modes(&off_stack, None, &s, &GROUP_COMMIT_MODES).await;
+    let curve_off = if off.is_ok() { curve(&off_stack, &s).await } else { Ok(Vec::new()) };
+    let stopped = off_stack.stop().await;
+    let off = off?;
+    let curve_off = curve_off?;
+    stopped?;
+    let group_commit = group_commit_section(&s, &samples, &off, &curve_on, &curve_off);
+    report(&s, &samples, &format!("{group_commit}\n{overloaded}\n{edge_section}"))
+}
+
+/// The modes run again with group commit off.
+const GROUP_COMMIT_MODES: [&str; 3] = ["grpc-direct", "grpc-edge", "flow-rest-edge"];
+
+/// The concurrency levels of the latency/throughput curve.
+const CURVE: [usize; 5] = [1, 8, 32, 128, 512];
+
+/// Authorize through the edge at each level of [`CURVE`], one run each.
+async fn curve(stack: &Stack, s: &Settings) -> Result<Vec<(usize, Sample)>, String> {
+    let mut out = Vec::new();
+    for c in CURVE {
+        let at = Settings { concurrency: c, rounds: 1, ..*s };
+        let sample = measure_modes(stack, None, &at, &["grpc-edge"]).await?;
+        if let Some((_, _, x)) = sample.into_iter().next() {
+            println!("      curve c={c}: {:.0} calls/s, p99 {:.2} ms", x.rps, x.p99);
+            out.push((c, x));
+        }
+    }
+    Ok(out)
+}
+
+/// Group commit on (the main run) vs off, the curve, and the issue's targets.
+fn group_commit_section(
+    s: &Settings,
+    on: &[(usize, &'static str, Sample)],
+    off: &[(usize, &'static str, Sample)],
+    curve_on: &[(usize, Sample)],
+    curve_off: &[(usize, Sample)],
+) -> String {
+    let med = |v: &[(usize, &'static str, Sample)], mode: &str, f: fn(&Sample) -> f64| {
+        let xs: Vec<f64> = v.iter().filter(|(_, m, _)| *m == mode).map(|(_, _, x)| f(x)).collect();
+        if xs.is_empty() { f64::NAN } else { median(xs) }
+    };
+    let mut out = format!(
+        "## Group commit (issue 14)\n\nThe same load with `[payments.group_commit]` on (the table above) and off (the stack restarted with `enabled = false`), concurrency {}, {} round(s) each; payments CPU per call = the four payments processes' CPU time / calls.\n\n| path | on req/s | off req/s | on / off | on p99 ms | off p99 ms | on payments CPU µs/call | off payments CPU µs/call |\n|---|---:|---:|---:|---:|---:|---:|---:|\n",
+        s.concurrency, s.rounds
+    );
+    let per_call = |x: &Sample| if x.count > 0 { x.cpu_payments * 1e6 / x.count as f64 } else { f64::NAN };
+    for mode in GROUP_COMMIT_MODES {
+        let (a, b) = (med(on, mode, |x| x.rps), med(off, mode, |x| x.rps));
+        out += &format!(
+            "| {mode} | {a:.0} | {b:.0} | {:.2} | {:.2} | {:.2} | {:.0} | {:.0} |\n",
+            a / b,
+            med(on, mode, |x| x.p99),
+            med(off, mode, |x| x.p99),
+            med(on, mode, per_call),
+            med(off, mode, per_call)
+        );
+    }
+    out += "\nAuthorize through the edge by concurrency (one run per point):\n\n| concurrency | on req/s | on p50 ms | on p99 ms | off req/s | off p50 ms | off p99 ms |\n|---:|---:|---:|---:|---:|---:|---:|\n";
+    for (c, a) in curve_on {
+        let b = curve_off.iter().find(|(d, _)| d == c).map(|(_, x)| x.clone());
+        let (brps, bp50, bp99) = b.map_or((f64::NAN, f64::NAN, f64::NAN), |x| (x.rps, x.p50, x.p99));
+        out += &format!("| {c} | {:.0} | {:.2} | {:.2} | {brps:.0} | {bp50:.2} | {bp99:.2} |\n", a.rps, a.p50, a.p99);
+    }
+    let edge = med(on, "grpc-edge", |x| x.rps);
+    let ceiling = med(on, "pgbench", |x| x.rps);
+    let edge_cpu = med(on, "grpc-edge", per_call);
+    let met = |ok: bool| if ok { "met" } else { "NOT met" };
+    out += &format!(
+        "\nTargets (issue 14):\n- Authorize through the edge >= 1.5x the pgbench ceiling (one transaction each): {edge:.0} vs {ceiling:.0} ({:.2}x): {}\n- Authorize through the edge >= 3,000/s (goal 5,000/s): {edge:.0}/s: {}\n- p99 at concurrency {} no worse than with group commit off: {:.2} vs {:.2} ms: {}\n- payments CPU per Authorize <= 200 µs: {edge_cpu:.0} µs: {}\n",
+        edge / ceiling,
+        met(edge >= 1.5 * ceiling),
+        met(edge >= 3000.0),
+        s.concurrency,
+        med(on, "grpc-edge", |x| x.p99),
+        med(off, "grpc-edge", |x| x.p99),
+        met(med(on, "grpc-edge", |x| x.p99) <= med(off, "grpc-edge", |x| x.p99)),
+        met(edge_cpu <= 200.0),
+    );
+    out
 }
 
 fn bench_config() -> Result<String, String> {
@@ -118,6 +214,16 @@ fn bench_config() -> Result<String, String> {
 }
 
 async fn measure(stack: &Stack, nginx: Option<&Nginx>, s: &Settings) -> Result<Vec<(usize, &'static str, Sample)>, String> {
+    measure_modes(stack, nginx, s, &MODES).await
+}
+
+/// [`measure`] for some of the modes.
+async fn measure_modes(
+    stack: &Stack,
+    nginx: Option<&Nginx>,
+    s: &Settings,
+    modes: &[&'static str],
+) -> Result<Vec<(usize, &'static str, Sample)>, String> {
     let edge = stack.config.edge.as_ref().ok_or("bench config has an edge")?;
     let bin = std::env::current_exe()
         .map_err(|e| e.to_string())?
@@ -127,7 +233,7 @@ async fn measure(stack: &Stack, nginx: Option<&Nginx>, s: &Settings) -> Result<V
         .join("release/paymesh-bench");
     let mut out = Vec::new();
     for round in 1..=s.rounds {
-        for mode in MODES {
+        for &mode in modes {
             if mode == "grpc-nginx" && nginx.is_none() {
                 continue;
             }

@@ -35,8 +35,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    OTLP receiver (rotel) and Prometheus scraping everything
   test [--smoke]                   install prerequisites and run every test (--smoke: only the
                                    smoke run of the stack, faults included)
-  bench [--quick] [--edge]         side-by-side benchmark: direct vs gRPC and REST through the edge
-                                   (--edge: only the edge-only section, no database)
+  bench [--quick] [--edge|--db]    side-by-side benchmark: direct vs gRPC and REST through the edge,
+                                   group commit on vs off (--edge: only the edge-only section, no
+                                   database; --db: all but it)
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
   fuzz [--inputs N] [--seed S] [--target NAME]
@@ -211,18 +212,20 @@ fn redrive(args: &[String]) -> Result<(), String> {
 }
 
 fn bench(args: &[String]) -> Result<(), String> {
-    let (mut quick, mut edge_only) = (false, false);
+    let (mut quick, mut edge_only, mut db_only) = (false, false, false);
     for a in args {
         match a.as_str() {
             "--quick" => quick = true,
             "--edge" => edge_only = true,
+            "--db" => db_only = true,
             _ => return Err(format!("unknown option {a} for bench\n{USAGE}")),
         }
     }
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
-    // The edge-only section needs no database: it runs first, and alone with --edge.
-    let edge = runtime.block_on(bench_edge::run(quick))?;
+    // The edge-only section needs no database: it runs first, and alone with --edge; --db
+    // skips it.
+    let edge = if db_only { String::new() } else { runtime.block_on(bench_edge::run(quick))? };
     println!("\n{edge}");
     if edge_only {
         return bench::write_result("edge", &edge).map(drop);

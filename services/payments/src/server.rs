@@ -7,7 +7,6 @@ use std::time::{Duration, Instant};
 use paymesh_core::config::{MeshConfig, PaymentsInstance};
 use paymesh_proto::payments::v1::payments_server::PaymentsServer;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
 use tonic_health::ServingStatus;
 
 use crate::grpc::PaymentsApi;
@@ -132,7 +131,7 @@ pub async fn serve(
     type Serving = std::pin::Pin<Box<dyn Future<Output = Result<(), tonic::transport::Error>> + Send>>;
     let server: Serving = match tls {
         Some(tls) => Box::pin(server.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, std::sync::Arc::new(tls)), signal)),
-        None => Box::pin(server.serve_with_incoming_shutdown(TcpListenerStream::new(listener), signal)),
+        None => Box::pin(server.serve_with_incoming_shutdown(paymesh_core::tls::plain_incoming(listener), signal)),
     };
     let grace = config.payments.shutdown_grace;
     let result = tokio::select! {

@@ -163,7 +163,7 @@ pub async fn serve(
         .add_service(q::merchant_queries_server::MerchantQueriesServer::new(Queries { pool, policy }));
     match tls {
         Some(tls) => router.serve_with_incoming_shutdown(paymesh_core::tls::incoming(listener, std::sync::Arc::new(tls)), shutdown).await,
-        None => router.serve_with_incoming_shutdown(tokio_stream::wrappers::TcpListenerStream::new(listener), shutdown).await,
+        None => router.serve_with_incoming_shutdown(paymesh_core::tls::plain_incoming(listener), shutdown).await,
     }
     .map_err(|e| e.to_string())
 }
