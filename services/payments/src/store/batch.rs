@@ -165,10 +165,24 @@ async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Jo
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(mutations.len() as u64, Ordering::Relaxed);
         let answers = store.apply_batch(&mutations, &stats).await;
-        for (reply, answer) in replies.into_iter().zip(answers) {
-            // A caller that went away still had its request applied; its retry with the same
-            // key gets the stored answer.
-            let _ = reply.send(answer);
+        for ((reply, answer), mutation) in replies.into_iter().zip(answers).zip(mutations) {
+            match answer {
+                // A caller that went away still had its request applied; its retry with the
+                // same key gets the stored answer.
+                Some(answer) => {
+                    let _ = reply.send(answer);
+                }
+                // Its payment is locked by another transaction: it waits for the lock in a
+                // transaction of its own (up to lock_timeout), not in the batch, so one hot
+                // payment never holds up the instance's other requests.
+                None => {
+                    let store = store.clone();
+                    tokio::spawn(async move {
+                        let answer = store.on_connection(async |c| store.apply_one_on(c, &mutation).await).await;
+                        let _ = reply.send(answer);
+                    });
+                }
+            }
         }
     }
 }
@@ -211,12 +225,14 @@ struct Accepted {
 
 impl PaymentStore {
     /// Applies a batch: every answer as if the mutations ran one by one in this order.
-    pub async fn apply_batch(&self, batch: &[Mutation], stats: &BatchStats) -> Vec<Answer> {
+    /// `None` for a request whose payment another transaction holds locked: it was left out
+    /// of the batch, to run in a transaction of its own ([`PaymentStore::apply_one_on`]).
+    pub async fn apply_batch(&self, batch: &[Mutation], stats: &BatchStats) -> Vec<Option<Answer>> {
         let mut client = match self.pool().get().await {
             Ok(c) => c,
             Err(e) => {
                 let why = e.to_string();
-                return batch.iter().map(|_| Err(PaymentError::Unavailable(why.clone()))).collect();
+                return batch.iter().map(|_| Some(Err(PaymentError::Unavailable(why.clone())))).collect();
             }
         };
         match self.batch_on(&mut client, batch).await {
@@ -225,7 +241,7 @@ impl PaymentStore {
                 // Its task may not have noticed the end yet: never hand it to the next caller.
                 drop(deadpool_postgres::Object::take(client));
                 let why = e.to_string();
-                batch.iter().map(|_| Err(PaymentError::Unavailable(why.clone()))).collect()
+                batch.iter().map(|_| Some(Err(PaymentError::Unavailable(why.clone())))).collect()
             }
             Err(BatchFailure::OneByOne(why)) => {
                 stats.fallbacks.fetch_add(1, Ordering::Relaxed);
@@ -234,13 +250,13 @@ impl PaymentStore {
                 for m in batch {
                     let answer = self.apply_one_on(&mut client, m).await;
                     let gone = matches!(answer, Err(PaymentError::Unavailable(_)));
-                    answers.push(answer);
+                    answers.push(Some(answer));
                     if gone {
                         // The rest would fail the same way on this connection; give them a
                         // fresh one each through the pool.
                         drop(deadpool_postgres::Object::take(client));
                         for m in &batch[answers.len()..] {
-                            answers.push(self.on_connection(async |c| self.apply_one_on(c, m).await).await);
+                            answers.push(Some(self.on_connection(async |c| self.apply_one_on(c, m).await).await));
                         }
                         return answers;
                     }
@@ -250,7 +266,7 @@ impl PaymentStore {
         }
     }
 
-    async fn batch_on(&self, client: &mut deadpool_postgres::Client, batch: &[Mutation]) -> Result<Vec<Answer>, BatchFailure> {
+    async fn batch_on(&self, client: &mut deadpool_postgres::Client, batch: &[Mutation]) -> Result<Vec<Option<Answer>>, BatchFailure> {
         let tx = client.transaction().await?;
 
         // 1. Every request's idempotency key, as the one-request path takes it: a key held by
@@ -269,6 +285,8 @@ impl PaymentStore {
         }
 
         // 2. Every payment the batch changes, locked in one statement, in payment-id order.
+        //    A row another transaction holds is skipped, not waited for: its requests leave the
+        //    batch (as does a payment that does not exist; both are answered on their own).
         let mut ids: Vec<String> =
             batch.iter().zip(&held).filter(|(_, h)| **h).filter_map(|(m, _)| m.payment().map(ToString::to_string)).collect();
         ids.sort_unstable();
@@ -277,7 +295,7 @@ impl PaymentStore {
         if !ids.is_empty() {
             let stmt = tx
                 .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE"
+                    "SELECT {COLUMNS} FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE SKIP LOCKED"
                 ))
                 .await?;
             for r in tx.query(&stmt, &[&ids]).await? {
@@ -316,17 +334,21 @@ impl PaymentStore {
         }
 
         // 4. Every request decided in arrival order, each seeing those before it.
-        let mut answers: Vec<Answer> = Vec::with_capacity(batch.len());
+        let mut answers: Vec<Option<Answer>> = Vec::with_capacity(batch.len());
         let mut accepted: Vec<Accepted> = Vec::new();
         let mut created: Vec<PaymentRow> = Vec::new();
         let mut changed: Vec<String> = Vec::new();
         for (m, h) in batch.iter().zip(&held) {
             if !h {
-                answers.push(Err(PaymentError::InProgress { key: m.key().to_owned() }));
+                answers.push(Some(Err(PaymentError::InProgress { key: m.key().to_owned() })));
+                continue;
+            }
+            if m.payment().is_some_and(|id| !rows.contains_key(&id.to_string())) {
+                answers.push(None);
                 continue;
             }
             let answer = self.decide(m, now, &mut rows, &mut records, &mut accepted, &mut created, &mut changed);
-            answers.push(answer);
+            answers.push(Some(answer));
         }
 
         // 5. The accepted requests' writes, one statement per table.
@@ -433,7 +455,9 @@ impl PaymentStore {
         Ok(response)
     }
 
-    /// One statement per table for the batch's accepted requests.
+    /// One statement per table for the batch's accepted requests, sent together (pipelined
+    /// on the connection, executed in order: payments before the operations that refer to
+    /// them), so the writes cost one round trip, not five.
     async fn write(
         &self,
         tx: &deadpool_postgres::Transaction<'_>,
@@ -443,81 +467,29 @@ impl PaymentStore {
         accepted: &[Accepted],
         now: SystemTime,
     ) -> Result<(), BatchFailure> {
-        if !created.is_empty() {
-            let stmt = tx
-                .prepare_cached(&format!(
-                    "INSERT INTO payments ({COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::timestamptz[], $9::timestamptz[], $10::int8[])"
-                ))
-                .await?;
-            let col = |f: fn(&PaymentRow) -> String| created.iter().map(f).collect::<Vec<String>>();
-            let num = |f: fn(&PaymentRow) -> i64| created.iter().map(f).collect::<Vec<i64>>();
-            let time = |f: fn(&PaymentRow) -> SystemTime| created.iter().map(f).collect::<Vec<SystemTime>>();
-            tx.execute(
-                &stmt,
-                &[
-                    &col(|r| r.payment_id.clone()),
-                    &col(|r| r.merchant_id.clone()),
-                    &num(|r| r.amount),
-                    &col(|r| r.currency.clone()),
-                    &col(|r| status_name(r.status).to_owned()),
-                    &num(|r| r.captured_amount),
-                    &num(|r| r.refunded_amount),
-                    &time(|r| r.created_at),
-                    &time(|r| r.updated_at),
-                    &num(|r| r.version),
-                ],
-            )
-            .await?;
-        }
-        if !changed.is_empty() {
-            let finals: Vec<&PaymentRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
-            let stmt = tx
-                .prepare_cached(
-                    "UPDATE payments p SET status = u.status, captured_amount = u.captured, refunded_amount = u.refunded, updated_at = u.updated_at, version = u.version
-                     FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::timestamptz[], $6::int8[]) AS u(payment_id, status, captured, refunded, updated_at, version)
-                     WHERE p.payment_id = u.payment_id",
-                )
-                .await?;
-            let n = tx
-                .execute(
-                    &stmt,
-                    &[
-                        &finals.iter().map(|r| r.payment_id.clone()).collect::<Vec<_>>(),
-                        &finals.iter().map(|r| status_name(r.status).to_owned()).collect::<Vec<_>>(),
-                        &finals.iter().map(|r| r.captured_amount).collect::<Vec<_>>(),
-                        &finals.iter().map(|r| r.refunded_amount).collect::<Vec<_>>(),
-                        &finals.iter().map(|r| r.updated_at).collect::<Vec<_>>(),
-                        &finals.iter().map(|r| r.version).collect::<Vec<_>>(),
-                    ],
-                )
-                .await?;
-            if n != finals.len() as u64 {
-                return Err(BatchFailure::OneByOne(format!("{n} of {} payments updated", finals.len())));
-            }
-        }
         if accepted.is_empty() {
             return Ok(());
         }
-        let stmt = tx
+        let insert_payments = tx
+            .prepare_cached(&format!(
+                "INSERT INTO payments ({COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::timestamptz[], $9::timestamptz[], $10::int8[])"
+            ))
+            .await?;
+        let update_payments = tx
+            .prepare_cached(
+                "UPDATE payments p SET status = u.status, captured_amount = u.captured, refunded_amount = u.refunded, updated_at = u.updated_at, version = u.version
+                 FROM unnest($1::text[], $2::text[], $3::int8[], $4::int8[], $5::timestamptz[], $6::int8[]) AS u(payment_id, status, captured, refunded, updated_at, version)
+                 WHERE p.payment_id = u.payment_id",
+            )
+            .await?;
+        let insert_operations = tx
             .prepare_cached(
                 "INSERT INTO payment_operations (operation_id, payment_id, kind, amount, idempotency_key, created_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::int8[], $5::text[], $6::timestamptz[])",
             )
             .await?;
-        tx.execute(
-            &stmt,
-            &[
-                &accepted.iter().map(|a| a.operation.0.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.payment_id.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.operation.1.to_owned()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.operation.2).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.key.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.created_at).collect::<Vec<_>>(),
-            ],
-        )
-        .await?;
         // In arrival order: the outbox's ids give each payment's events their order.
-        let stmt = tx
+        let insert_events = tx
             .prepare_cached(
                 "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload, headers)
                  SELECT e, 'payment', a, t, p,
@@ -526,22 +498,10 @@ impl PaymentStore {
                  ORDER BY n",
             )
             .await?;
-        tx.execute(
-            &stmt,
-            &[
-                &accepted.iter().map(|a| a.event.0).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.payment_id.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.event.1.as_str().to_owned()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.event.2.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.event.1.message_name().to_owned()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.trace.traceparent.clone()).collect::<Vec<_>>(),
-                &accepted.iter().map(|a| a.trace.tracestate.clone()).collect::<Vec<_>>(),
-            ],
-        )
-        .await?;
-        // A live record another transaction committed since step 3 is not overwritten: the
-        // count falls short and the batch runs again one by one (where that request meets it).
-        let stmt = tx
+        // A live record another transaction committed since the records were read is not
+        // overwritten: the count falls short and the batch runs again one by one (where that
+        // request meets it).
+        let insert_keys = tx
             .prepare_cached(
                 "INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request, response, payment_id, created_at, expires_at)
                  SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::bytea[], $5::bytea[], $6::text[], $7::timestamptz[], $8::timestamptz[])
@@ -551,30 +511,126 @@ impl PaymentStore {
                     WHERE idempotency_keys.expires_at <= EXCLUDED.created_at",
             )
             .await?;
-        let expires = now + self.retention;
-        let n = tx
-            .execute(
-                &stmt,
+
+        let new = Columns::of(created.iter());
+        let finals: Vec<&PaymentRow> = changed.iter().filter_map(|id| rows.get(id)).collect();
+        let updated = Columns::of(finals.iter().copied());
+        let a = |f: fn(&Accepted) -> String| accepted.iter().map(f).collect::<Vec<String>>();
+        let (op_ids, op_payments, op_kinds, op_keys) =
+            (a(|x| x.operation.0.clone()), a(|x| x.payment_id.clone()), a(|x| x.operation.1.to_owned()), a(|x| x.key.clone()));
+        let op_amounts: Vec<i64> = accepted.iter().map(|x| x.operation.2).collect();
+        let op_times: Vec<SystemTime> = accepted.iter().map(|x| x.created_at).collect();
+        let ev_ids: Vec<uuid::Uuid> = accepted.iter().map(|x| x.event.0).collect();
+        let (ev_types, ev_messages) = (a(|x| x.event.1.as_str().to_owned()), a(|x| x.event.1.message_name().to_owned()));
+        let ev_payloads: Vec<Vec<u8>> = accepted.iter().map(|x| x.event.2.clone()).collect();
+        let ev_parents: Vec<Option<String>> = accepted.iter().map(|x| x.trace.traceparent.clone()).collect();
+        let ev_states: Vec<Option<String>> = accepted.iter().map(|x| x.trace.tracestate.clone()).collect();
+        let (key_merchants, key_methods) = (a(|x| x.merchant_id.clone()), a(|x| x.fp.method.to_owned()));
+        let key_requests: Vec<Vec<u8>> = accepted.iter().map(|x| x.fp.request.clone()).collect();
+        let key_responses: Vec<Vec<u8>> = accepted.iter().map(|x| x.response.clone()).collect();
+        let key_created: Vec<SystemTime> = accepted.iter().map(|_| now).collect();
+        let key_expires: Vec<SystemTime> = accepted.iter().map(|_| now + self.retention).collect();
+
+        let payments_in = async {
+            if created.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                &insert_payments,
                 &[
-                    &accepted.iter().map(|a| a.merchant_id.clone()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|a| a.key.clone()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|a| a.fp.method.to_owned()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|a| a.fp.request.clone()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|a| a.response.clone()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|a| a.payment_id.clone()).collect::<Vec<_>>(),
-                    &accepted.iter().map(|_| now).collect::<Vec<_>>(),
-                    &accepted.iter().map(|_| expires).collect::<Vec<_>>(),
+                    &new.ids,
+                    &new.merchants,
+                    &new.amounts,
+                    &new.currencies,
+                    &new.statuses,
+                    &new.captured,
+                    &new.refunded,
+                    &new.created,
+                    &new.updated,
+                    &new.versions,
                 ],
             )
-            .await?;
-        if n != accepted.len() as u64 {
+            .await
+        };
+        let payments_up = async {
+            if finals.is_empty() {
+                return Ok(0);
+            }
+            tx.execute(
+                &update_payments,
+                &[&updated.ids, &updated.statuses, &updated.captured, &updated.refunded, &updated.updated, &updated.versions],
+            )
+            .await
+        };
+        let operations =
+            async { tx.execute(&insert_operations, &[&op_ids, &op_payments, &op_kinds, &op_amounts, &op_keys, &op_times]).await };
+        let events = async {
+            tx.execute(&insert_events, &[&ev_ids, &op_payments, &ev_types, &ev_payloads, &ev_messages, &ev_parents, &ev_states]).await
+        };
+        let keys = async {
+            tx.execute(
+                &insert_keys,
+                &[&key_merchants, &op_keys, &key_methods, &key_requests, &key_responses, &op_payments, &key_created, &key_expires],
+            )
+            .await
+        };
+        // Polled in this order on first poll, so sent (and executed) in this order.
+        let (_, n_updated, _, _, n_keys) = futures_util::future::try_join5(payments_in, payments_up, operations, events, keys).await?;
+        if n_updated != finals.len() as u64 {
+            return Err(BatchFailure::OneByOne(format!("{n_updated} of {} payments updated", finals.len())));
+        }
+        if n_keys != accepted.len() as u64 {
             return Err(BatchFailure::OneByOne(format!(
                 "{} of {} idempotency keys were taken meanwhile",
-                accepted.len() as u64 - n,
+                accepted.len() as u64 - n_keys,
                 accepted.len()
             )));
         }
         Ok(())
+    }
+}
+
+/// Payment rows as columns, for `unnest`.
+struct Columns {
+    ids: Vec<String>,
+    merchants: Vec<String>,
+    amounts: Vec<i64>,
+    currencies: Vec<String>,
+    statuses: Vec<String>,
+    captured: Vec<i64>,
+    refunded: Vec<i64>,
+    created: Vec<SystemTime>,
+    updated: Vec<SystemTime>,
+    versions: Vec<i64>,
+}
+
+impl Columns {
+    fn of<'a>(rows: impl Iterator<Item = &'a PaymentRow>) -> Self {
+        let mut c = Columns {
+            ids: vec![],
+            merchants: vec![],
+            amounts: vec![],
+            currencies: vec![],
+            statuses: vec![],
+            captured: vec![],
+            refunded: vec![],
+            created: vec![],
+            updated: vec![],
+            versions: vec![],
+        };
+        for r in rows {
+            c.ids.push(r.payment_id.clone());
+            c.merchants.push(r.merchant_id.clone());
+            c.amounts.push(r.amount);
+            c.currencies.push(r.currency.clone());
+            c.statuses.push(status_name(r.status).to_owned());
+            c.captured.push(r.captured_amount);
+            c.refunded.push(r.refunded_amount);
+            c.created.push(r.created_at);
+            c.updated.push(r.updated_at);
+            c.versions.push(r.version);
+        }
+        c
     }
 }
 

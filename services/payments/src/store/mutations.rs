@@ -62,7 +62,7 @@ impl PaymentStore {
     }
 
     /// Through the group-commit queue when it is on, else one transaction of its own.
-    async fn apply(&self, m: Mutation) -> Answer {
+    pub async fn apply(&self, m: Mutation) -> Answer {
         match &self.batcher {
             Some(b) => b.submit(m).await,
             None => self.on_connection(async |client| self.apply_one_on(client, &m).await).await,

@@ -30,27 +30,27 @@ async fn until_a_call_waits_on_a_lock(db: &tokio_postgres::Client) {
 }
 
 /// Locks a payment's row from outside the service, in a transaction left open.
-async fn hold_row<'a>(db: &'a mut tokio_postgres::Client, payment_id: &str) -> tokio_postgres::Transaction<'a> {
+pub(crate) async fn hold_row<'a>(db: &'a mut tokio_postgres::Client, payment_id: &str) -> tokio_postgres::Transaction<'a> {
     let tx = db.transaction().await.expect("tx");
     tx.execute("SELECT 1 FROM payments WHERE payment_id = $1 FOR UPDATE", &[&payment_id]).await.expect("lock");
     tx
 }
 
 /// A one-shard mesh on a fresh database of the shared server, with `shard_keys`.
-async fn mesh_with(hint: &str, shard_keys: &str) -> TestMesh {
+pub(crate) async fn mesh_with(hint: &str, shard_keys: &str) -> TestMesh {
     let pg = pg();
     let url = pg.url(&pg.fresh_database(hint).expect("createdb"));
     TestMesh::start_with(vec![url], shard_keys).await
 }
 
 /// Lock waits that outlast any slow machine.
-const PATIENT: &str = "pool_size = 4\nlock_timeout = \"60s\"\nstatement_timeout = \"120s\"\n";
+pub(crate) const PATIENT: &str = "pool_size = 4\nlock_timeout = \"60s\"\nstatement_timeout = \"120s\"\n";
 
-type Call = tokio::task::JoinHandle<Result<tonic::Response<pb::Payment>, tonic::Status>>;
+pub(crate) type Call = tokio::task::JoinHandle<Result<tonic::Response<pb::Payment>, tonic::Status>>;
 
 /// Starts a capture with key `k` in the background and returns once it waits on the
 /// payment's row lock (held by the test), with a connection for watching the shard.
-async fn capture_waiting_on_lock(mesh: &TestMesh, p: &pb::Payment, k: &str) -> (Call, tokio_postgres::Client) {
+pub(crate) async fn capture_waiting_on_lock(mesh: &TestMesh, p: &pb::Payment, k: &str) -> (Call, tokio_postgres::Client) {
     let mut c = mesh.client(0).await;
     let req = capture_req(p, k);
     let call = tokio::spawn(async move { c.capture(req).await });
@@ -59,7 +59,7 @@ async fn capture_waiting_on_lock(mesh: &TestMesh, p: &pb::Payment, k: &str) -> (
     (call, watcher)
 }
 
-fn capture_req(p: &pb::Payment, key: &str) -> pb::CaptureRequest {
+pub(crate) fn capture_req(p: &pb::Payment, key: &str) -> pb::CaptureRequest {
     pb::CaptureRequest { payment_id: p.payment_id.clone(), amount: None, idempotency_key: key.into() }
 }
 

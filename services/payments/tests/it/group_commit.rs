@@ -264,7 +264,15 @@ async fn a_batch_answers_and_writes_exactly_as_the_requests_one_by_one() {
     let batched_ids = seed(&batched).await;
     let batch: Vec<Mutation> = script.iter().map(|s| mutation(*s, &batched_ids)).collect();
     let stats = BatchStats::default();
-    let answers = batched.apply_batch(&batch, &stats).await;
+    let mut answers: Vec<Answer> = Vec::new();
+    for (answer, m) in batched.apply_batch(&batch, &stats).await.into_iter().zip(&batch) {
+        answers.push(match answer {
+            Some(a) => a,
+            // Left out of the batch (its payment is missing, or locked elsewhere): answered
+            // alone, as the committer does.
+            None => batched.apply(m.clone()).await,
+        });
+    }
     assert_eq!(stats.fallbacks.load(std::sync::atomic::Ordering::Relaxed), 0, "the batch was run one by one, proving nothing");
     let batched_answers: Vec<String> = script.iter().zip(&answers).map(|(s, a)| normalized(*s, a, &batched_ids)).collect();
 
@@ -448,4 +456,36 @@ async fn a_process_killed_mid_batch_loses_no_acknowledged_request_and_half_write
         .expect("orphans")
         .get(0);
     assert_eq!(orphans, 0, "half-written payments after the kill");
+}
+
+/// A payment locked by another transaction holds up only the requests for it: while a
+/// capture waits for that lock, the instance's other requests are batched and answered
+/// (the batch skips locked rows; their requests wait in a transaction of their own).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_locked_payment_holds_up_only_its_own_requests() {
+    use crate::faults::{PATIENT, capture_req, capture_waiting_on_lock, hold_row, mesh_with};
+    let mesh = mesh_with("gc_hot", PATIENT).await;
+    let m = mesh.merchant_on(0, 0);
+    let hot = authorized(&mesh, &m, 1_000).await;
+    let cold = authorized(&mesh, &m, 2_000).await;
+    let mut db = mesh.db(0).await;
+    let held = hold_row(&mut db, &hot.payment_id).await;
+    let (waiting, _watcher) = capture_waiting_on_lock(&mesh, &hot, &key()).await;
+
+    // Other work on the same instance goes on while the lock is held (PATIENT: a 60 s lock
+    // timeout, so nothing here is answered by a timeout).
+    let mut c = mesh.client(0).await;
+    let mut other = tonic::Request::new(capture_req(&cold, &key()));
+    other.set_timeout(DEADLINE);
+    let captured = c.capture(other).await.expect("a capture of another payment is not held up").into_inner();
+    assert_eq!(captured.status(), pb::PaymentStatus::Captured);
+    let mut fresh = tonic::Request::new(authorize_req(&m, 5, "USD"));
+    fresh.set_timeout(DEADLINE);
+    c.authorize(fresh).await.expect("an authorize is not held up");
+    assert!(!waiting.is_finished(), "the capture of the locked payment did not wait for its lock");
+
+    held.rollback().await.expect("release");
+    let done = waiting.await.expect("join").expect("the waiting capture succeeds once the lock is gone").into_inner();
+    assert_eq!(done.status(), pb::PaymentStatus::Captured);
+    mesh.stop().await;
 }
