@@ -165,6 +165,11 @@ async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Jo
         stats.batches.fetch_add(1, Ordering::Relaxed);
         stats.requests.fetch_add(mutations.len() as u64, Ordering::Relaxed);
         let answers = store.apply_batch(&mutations, &stats).await;
+        // Requests left out of the batch (their payment is locked by another transaction, or
+        // missing) wait for the lock in transactions of their own, not in the batch, so one
+        // hot payment never holds up the instance's other requests; those for one payment
+        // run one after another, in arrival order.
+        let mut left_out: Vec<(String, Vec<(Mutation, oneshot::Sender<Answer>)>)> = Vec::new();
         for ((reply, answer), mutation) in replies.into_iter().zip(answers).zip(mutations) {
             match answer {
                 // A caller that went away still had its request applied; its retry with the
@@ -172,17 +177,23 @@ async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Jo
                 Some(answer) => {
                     let _ = reply.send(answer);
                 }
-                // Its payment is locked by another transaction: it waits for the lock in a
-                // transaction of its own (up to lock_timeout), not in the batch, so one hot
-                // payment never holds up the instance's other requests.
                 None => {
-                    let store = store.clone();
-                    tokio::spawn(async move {
-                        let answer = store.on_connection(async |c| store.apply_one_on(c, &mutation).await).await;
-                        let _ = reply.send(answer);
-                    });
+                    let id = mutation.payment().map(ToString::to_string).unwrap_or_default();
+                    match left_out.iter_mut().find(|(p, _)| *p == id) {
+                        Some((_, queue)) => queue.push((mutation, reply)),
+                        None => left_out.push((id, vec![(mutation, reply)])),
+                    }
                 }
             }
+        }
+        for (_, queue) in left_out {
+            let store = store.clone();
+            tokio::spawn(async move {
+                for (mutation, reply) in queue {
+                    let answer = store.on_connection(async |c| store.apply_one_on(c, &mutation).await).await;
+                    let _ = reply.send(answer);
+                }
+            });
         }
     }
 }

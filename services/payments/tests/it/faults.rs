@@ -15,7 +15,7 @@ async fn until_a_call_waits_on_a_lock(db: &tokio_postgres::Client) {
     loop {
         let n: i64 = db
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paymesh-payments' AND wait_event_type = 'Lock'",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'paymesh-payments' AND wait_event_type = 'Lock' AND datname = current_database()",
                 &[],
             )
             .await
@@ -257,7 +257,9 @@ async fn a_connection_ended_by_the_server_mid_call_is_unavailable() {
     let (call, watcher) = capture_waiting_on_lock(&mesh, &p, &k).await;
     watcher
         .execute(
-            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'paymesh-payments' AND wait_event_type = 'Lock'",
+            // Only this test's database: the PostgreSQL server is shared by every test of the
+            // binary, and another test's waiting call must not be ended (seen failing CI).
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE application_name = 'paymesh-payments' AND wait_event_type = 'Lock' AND datname = current_database()",
             &[],
         )
         .await

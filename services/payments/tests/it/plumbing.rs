@@ -109,7 +109,7 @@ async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
     loop {
         let waiting: i64 = watcher
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'paymesh-payments'",
+                "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND application_name = 'paymesh-payments' AND datname = current_database()",
                 &[],
             )
             .await
