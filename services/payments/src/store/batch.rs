@@ -108,6 +108,9 @@ pub struct BatchStats {
     pub fallbacks: AtomicU64,
 }
 
+/// A request and where its answer goes.
+type Waiting = (Mutation, oneshot::Sender<Answer>);
+
 struct Job {
     mutation: Mutation,
     reply: oneshot::Sender<Answer>,
@@ -169,7 +172,7 @@ async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Jo
         // missing) wait for the lock in transactions of their own, not in the batch, so one
         // hot payment never holds up the instance's other requests; those for one payment
         // run one after another, in arrival order.
-        let mut left_out: Vec<(String, Vec<(Mutation, oneshot::Sender<Answer>)>)> = Vec::new();
+        let mut left_out: Vec<(String, Vec<Waiting>)> = Vec::new();
         for ((reply, answer), mutation) in replies.into_iter().zip(answers).zip(mutations) {
             match answer {
                 // A caller that went away still had its request applied; its retry with the
