@@ -299,3 +299,17 @@ fn an_encrypted_password_is_decrypted_with_the_key_from_the_environment() {
     let both = GOOD.replace("password_env = \"SHARD1_PASSWORD\"", &format!("password_env = \"SHARD1_PASSWORD\"\npassword = \"{sealed}\""));
     assert!(problem(&both).contains("not both"));
 }
+
+#[test]
+fn group_commit_is_on_by_default_and_its_limits_are_checked() {
+    assert_eq!(parse(GOOD).expect("good").payments.group_commit, super::GroupCommit { enabled: true, max_batch: 128, committers: 1 });
+    let off = GOOD.replace(
+        "idempotency_retention = \"48h\"",
+        "idempotency_retention = \"48h\"\ngroup_commit = { enabled = false, max_batch = 8, committers = 3 }",
+    );
+    assert_eq!(parse(&off).expect("off").payments.group_commit, super::GroupCommit { enabled: false, max_batch: 8, committers: 3 });
+    let zero = GOOD.replace("idempotency_retention = \"48h\"", "idempotency_retention = \"48h\"\ngroup_commit = { max_batch = 0 }");
+    assert!(problem(&zero).contains("payments.group_commit.max_batch"), "{}", problem(&zero));
+    let typo = GOOD.replace("idempotency_retention = \"48h\"", "idempotency_retention = \"48h\"\ngroup_commit = { enable = false }");
+    assert!(problem(&typo).contains("enable"), "{}", problem(&typo));
+}

@@ -32,7 +32,7 @@ use prost::Message;
 use tokio::sync::{Mutex, mpsc, oneshot};
 
 use super::outbox::EventType;
-use super::row::{COLUMNS, PaymentRow};
+use super::row::{PaymentRow, payment_columns};
 use super::{Fingerprint, PaymentStore, TraceHeaders, now};
 use crate::error::PaymentError;
 use crate::lifecycle::{self, status_name};
@@ -308,8 +308,10 @@ impl PaymentStore {
         let mut rows: HashMap<String, PaymentRow> = HashMap::with_capacity(ids.len());
         if !ids.is_empty() {
             let stmt = tx
-                .prepare_cached(&format!(
-                    "SELECT {COLUMNS} FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE SKIP LOCKED"
+                .prepare_cached(concat!(
+                    "SELECT ",
+                    payment_columns!(),
+                    " FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE SKIP LOCKED"
                 ))
                 .await?;
             for r in tx.query(&stmt, &[&ids]).await? {
@@ -485,8 +487,10 @@ impl PaymentStore {
             return Ok(());
         }
         let insert_payments = tx
-            .prepare_cached(&format!(
-                "INSERT INTO payments ({COLUMNS}) SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::timestamptz[], $9::timestamptz[], $10::int8[])"
+            .prepare_cached(concat!(
+                "INSERT INTO payments (",
+                payment_columns!(),
+                ") SELECT * FROM unnest($1::text[], $2::text[], $3::int8[], $4::text[], $5::text[], $6::int8[], $7::int8[], $8::timestamptz[], $9::timestamptz[], $10::int8[])"
             ))
             .await?;
         let update_payments = tx

@@ -8,7 +8,8 @@
 
 use std::time::{Duration, SystemTime};
 
-use tokio_postgres::{Client, Transaction};
+use deadpool_postgres::Transaction;
+use tokio_postgres::Client;
 
 use super::Fingerprint;
 use crate::error::PaymentError;
@@ -26,8 +27,8 @@ pub(super) enum Claim {
 /// is not waited for, as Stripe answers 409. `scope` is the merchant (authorize) or the
 /// payment (later changes); merchant ids and payment ids never contain `/`.
 pub(super) async fn try_lock(tx: &Transaction<'_>, scope: &str, key: &str) -> Result<(), PaymentError> {
-    let held: bool =
-        tx.query_one("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))", &[&scope, &key]).await?.try_get(0)?;
+    let statement = tx.prepare_cached("SELECT pg_try_advisory_xact_lock(hashtextextended($1 || '/' || $2, 0))").await?;
+    let held: bool = tx.query_one(&statement, &[&scope, &key]).await?.try_get(0)?;
     if held { Ok(()) } else { Err(PaymentError::InProgress { key: key.to_owned() }) }
 }
 
@@ -40,8 +41,8 @@ pub(super) async fn claim(
     retention: Duration,
 ) -> Result<Claim, PaymentError> {
     let expires_at = now + retention;
-    let inserted = tx
-        .query_opt(
+    let insert = tx
+        .prepare_cached(
             "INSERT INTO idempotency_keys (merchant_id, idempotency_key, method, request, created_at, expires_at)
              VALUES ($1, $2, $3, $4, $5, $6)
              ON CONFLICT (merchant_id, idempotency_key) DO UPDATE
@@ -49,18 +50,15 @@ pub(super) async fn claim(
                     created_at = EXCLUDED.created_at, expires_at = EXCLUDED.expires_at
                 WHERE idempotency_keys.expires_at <= EXCLUDED.created_at
              RETURNING 1",
-            &[&merchant_id, &key, &fp.method, &fp.request, &now, &expires_at],
         )
         .await?;
+    let inserted = tx.query_opt(&insert, &[&merchant_id, &key, &fp.method, &fp.request, &now, &expires_at]).await?;
     if inserted.is_some() {
         return Ok(Claim::New);
     }
-    let row = tx
-        .query_one(
-            "SELECT method, request, response FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2",
-            &[&merchant_id, &key],
-        )
-        .await?;
+    let select =
+        tx.prepare_cached("SELECT method, request, response FROM idempotency_keys WHERE merchant_id = $1 AND idempotency_key = $2").await?;
+    let row = tx.query_one(&select, &[&merchant_id, &key]).await?;
     let (method, request, response): (String, Vec<u8>, Option<Vec<u8>>) = (row.try_get(0)?, row.try_get(1)?, row.try_get(2)?);
     if method != fp.method || request != fp.request {
         let previous = if method == fp.method { format!("{method} with different parameters") } else { format!("a {method} call") };
@@ -76,12 +74,10 @@ pub(super) async fn complete(
     payment_id: &str,
     response: &[u8],
 ) -> Result<(), PaymentError> {
-    let n = tx
-        .execute(
-            "UPDATE idempotency_keys SET response = $3, payment_id = $4 WHERE merchant_id = $1 AND idempotency_key = $2",
-            &[&merchant_id, &key, &response, &payment_id],
-        )
+    let update = tx
+        .prepare_cached("UPDATE idempotency_keys SET response = $3, payment_id = $4 WHERE merchant_id = $1 AND idempotency_key = $2")
         .await?;
+    let n = tx.execute(&update, &[&merchant_id, &key, &response, &payment_id]).await?;
     if n == 1 { Ok(()) } else { Err(PaymentError::Internal(format!("idempotency record vanished mid-transaction ({n} rows)"))) }
 }
 

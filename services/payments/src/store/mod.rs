@@ -11,6 +11,7 @@ mod idempotency;
 mod mutations;
 mod outbox;
 mod pool;
+#[macro_use]
 mod row;
 pub mod schema;
 
@@ -85,7 +86,7 @@ impl PaymentStore {
     /// its task may not have noticed the end yet, and the next caller would fail on it.
     async fn on_connection<T>(
         &self,
-        work: impl AsyncFnOnce(&mut tokio_postgres::Client) -> Result<T, PaymentError>,
+        work: impl AsyncFnOnce(&mut deadpool_postgres::Client) -> Result<T, PaymentError>,
     ) -> Result<T, PaymentError> {
         let mut client = self.pool.get().await?;
         let result = work(&mut client).await;
@@ -99,7 +100,9 @@ impl PaymentStore {
     pub async fn get(&self, id: &PaymentId) -> Result<pb::Payment, PaymentError> {
         let row = self
             .on_connection(async |client| {
-                Ok(client.query_opt(&format!("SELECT {} FROM payments WHERE payment_id = $1", row::COLUMNS), &[&id.to_string()]).await?)
+                let statement =
+                    client.prepare_cached(concat!("SELECT ", row::payment_columns!(), " FROM payments WHERE payment_id = $1")).await?;
+                Ok(client.query_opt(&statement, &[&id.to_string()]).await?)
             })
             .await?;
         row.map(|r| row::PaymentRow::from_row(&r).map(|p| p.to_proto())).transpose()?.ok_or_else(|| PaymentError::NotFound(id.to_string()))

@@ -8,16 +8,16 @@
 
 use std::time::SystemTime;
 
+use deadpool_postgres::{Client, Transaction};
 use paymesh_core::identity::Caller;
 use paymesh_core::ids::{PaymentId, RefundId};
 use paymesh_proto::payments::v1 as pb;
 use prost::Message;
-use tokio_postgres::{Client, Transaction};
 
 use super::batch::{Answer, Mutation};
 use super::idempotency::{self, Claim};
 use super::outbox::{self, EventType};
-use super::row::{COLUMNS, PaymentRow};
+use super::row::{PaymentRow, payment_columns};
 use super::{Fingerprint, PaymentStore, TraceHeaders, now};
 use crate::error::PaymentError;
 use crate::lifecycle::{self, Balance, Change, status_name};
@@ -105,8 +105,11 @@ impl PaymentStore {
             return Ok(bytes);
         }
         let row = PaymentRow::authorized(self.shard, cmd, now);
+        let insert = tx
+            .prepare_cached(concat!("INSERT INTO payments (", payment_columns!(), ") VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"))
+            .await?;
         tx.execute(
-            &format!("INSERT INTO payments ({COLUMNS}) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"),
+            &insert,
             &[
                 &row.payment_id,
                 &row.merchant_id,
@@ -241,18 +244,20 @@ async fn finish(
     trace: &TraceHeaders,
     response: &[u8],
 ) -> Result<(), PaymentError> {
-    tx.execute(
-        "INSERT INTO payment_operations (operation_id, payment_id, kind, amount, idempotency_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
-        &[&op.id, &row.payment_id, &op.kind, &op.amount, &key, &row.updated_at],
-    )
-    .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO payment_operations (operation_id, payment_id, kind, amount, idempotency_key, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
+        )
+        .await?;
+    tx.execute(&insert, &[&op.id, &row.payment_id, &op.kind, &op.amount, &key, &row.updated_at]).await?;
     outbox::append(tx, event.id, event.kind, &row.payment_id, &event.payload, trace).await?;
     idempotency::complete(tx, &row.merchant_id, key, &row.payment_id, response).await
 }
 
 /// Reads and locks the payment for the rest of the transaction.
 async fn lock(tx: &Transaction<'_>, id: &PaymentId) -> Result<PaymentRow, PaymentError> {
-    let r = tx.query_opt(&format!("SELECT {COLUMNS} FROM payments WHERE payment_id = $1 FOR UPDATE"), &[&id.to_string()]).await?;
+    let select = tx.prepare_cached(concat!("SELECT ", payment_columns!(), " FROM payments WHERE payment_id = $1 FOR UPDATE")).await?;
+    let r = tx.query_opt(&select, &[&id.to_string()]).await?;
     match r {
         Some(r) => PaymentRow::from_row(&r),
         None => Err(PaymentError::NotFound(id.to_string())),
@@ -260,8 +265,11 @@ async fn lock(tx: &Transaction<'_>, id: &PaymentId) -> Result<PaymentRow, Paymen
 }
 
 async fn update(tx: &Transaction<'_>, row: &PaymentRow) -> Result<(), PaymentError> {
+    let update = tx
+        .prepare_cached("UPDATE payments SET status = $2, captured_amount = $3, refunded_amount = $4, updated_at = $5, version = $6 WHERE payment_id = $1")
+        .await?;
     tx.execute(
-        "UPDATE payments SET status = $2, captured_amount = $3, refunded_amount = $4, updated_at = $5, version = $6 WHERE payment_id = $1",
+        &update,
         &[&row.payment_id, &status_name(row.status), &row.captured_amount, &row.refunded_amount, &row.updated_at, &row.version],
     )
     .await?;

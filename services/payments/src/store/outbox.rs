@@ -1,7 +1,7 @@
 //! Appending events to the transactional outbox. Only mutations call this, inside their
 //! transaction, after every check has passed: a rejected or replayed request adds nothing.
 
-use tokio_postgres::Transaction;
+use deadpool_postgres::Transaction;
 
 use super::TraceHeaders;
 use crate::error::PaymentError;
@@ -44,13 +44,15 @@ pub(super) async fn append(
     payload: &[u8],
     trace: &TraceHeaders,
 ) -> Result<(), PaymentError> {
-    tx.execute(
-        "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload, headers)
-         VALUES ($1, 'payment', $2, $3, $4,
-                 jsonb_strip_nulls(jsonb_build_object('content-type', 'application/x-protobuf', 'message', $5::text,
-                                                      'traceparent', $6::text, 'tracestate', $7::text)))",
-        &[&event_id, &payment_id, &kind.as_str(), &payload, &kind.message_name(), &trace.traceparent, &trace.tracestate],
-    )
-    .await?;
+    let insert = tx
+        .prepare_cached(
+            "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload, headers)
+             VALUES ($1, 'payment', $2, $3, $4,
+                     jsonb_strip_nulls(jsonb_build_object('content-type', 'application/x-protobuf', 'message', $5::text,
+                                                          'traceparent', $6::text, 'tracestate', $7::text)))",
+        )
+        .await?;
+    tx.execute(&insert, &[&event_id, &payment_id, &kind.as_str(), &payload, &kind.message_name(), &trace.traceparent, &trace.tracestate])
+        .await?;
     Ok(())
 }

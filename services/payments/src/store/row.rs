@@ -8,9 +8,14 @@ use tokio_postgres::Row;
 use crate::error::PaymentError;
 use crate::lifecycle::Balance;
 
-/// Column list matching [`PaymentRow::from_row`].
-pub(super) const COLUMNS: &str =
-    "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at, version";
+/// Column list matching [`PaymentRow::from_row`], as a literal for `concat!`: every
+/// statement's text is a constant, prepared once per connection.
+macro_rules! payment_columns {
+    () => {
+        "payment_id, merchant_id, amount, currency, status, captured_amount, refunded_amount, created_at, updated_at, version"
+    };
+}
+pub(super) use payment_columns;
 
 #[derive(Clone, Debug)]
 pub(super) struct PaymentRow {
