@@ -333,6 +333,25 @@ async fn concurrent_calls_are_batched_and_each_gets_its_own_answer() {
     mesh.stop().await;
 }
 
+/// Every acknowledged `(key, payment id)` is wholly in the database: the payment, its
+/// idempotency record with the answer, its operation and its event.
+async fn assert_whole(db: &tokio_postgres::Client, acked: &[(String, String)]) {
+    for (key, id) in acked {
+        let n: i64 = db
+            .query_one(
+                "SELECT (SELECT count(*) FROM payments WHERE payment_id = $1)
+                      + (SELECT count(*) FROM idempotency_keys WHERE idempotency_key = $2 AND payment_id = $1 AND response IS NOT NULL)
+                      + (SELECT count(*) FROM payment_operations WHERE payment_id = $1)
+                      + (SELECT count(*) FROM outbox_event WHERE aggregate_id = $1)",
+                &[id, key],
+            )
+            .await
+            .expect("query")
+            .get(0);
+        assert_eq!(n, 4, "acknowledged {key} -> {id} is not wholly in the database");
+    }
+}
+
 async fn mesh_db(mesh: &TestMesh) -> tokio_postgres::Client {
     let (client, conn) = tokio_postgres::connect(&mesh.db_urls[0], tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(conn);
@@ -427,20 +446,7 @@ async fn a_process_killed_mid_batch_loses_no_acknowledged_request_and_half_write
     tokio::spawn(conn);
     let acked = acked.lock().expect("acked").clone();
     assert!(acked.len() >= 500);
-    for (key, id) in &acked {
-        let n: i64 = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM payments WHERE payment_id = $1)
-                      + (SELECT count(*) FROM idempotency_keys WHERE idempotency_key = $2 AND payment_id = $1 AND response IS NOT NULL)
-                      + (SELECT count(*) FROM payment_operations WHERE payment_id = $1)
-                      + (SELECT count(*) FROM outbox_event WHERE aggregate_id = $1)",
-                &[id, key],
-            )
-            .await
-            .expect("query")
-            .get(0);
-        assert_eq!(n, 4, "acknowledged {key} -> {id} is not wholly in the database");
-    }
+    assert_whole(&db, &acked).await;
     // Nothing half-written: every payment has its record, operation and event, and nothing
     // refers to a payment that is not there.
     let orphans: i64 = db
@@ -559,20 +565,7 @@ async fn a_database_crash_mid_batch_keeps_every_acknowledged_write_whole() {
     let (db, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls).await.expect("connect");
     tokio::spawn(conn);
     let acked = acked.lock().expect("acked").clone();
-    for (key, id) in &acked {
-        let n: i64 = db
-            .query_one(
-                "SELECT (SELECT count(*) FROM payments WHERE payment_id = $1)
-                      + (SELECT count(*) FROM idempotency_keys WHERE idempotency_key = $2 AND payment_id = $1 AND response IS NOT NULL)
-                      + (SELECT count(*) FROM payment_operations WHERE payment_id = $1)
-                      + (SELECT count(*) FROM outbox_event WHERE aggregate_id = $1)",
-                &[id, key],
-            )
-            .await
-            .expect("query")
-            .get(0);
-        assert_eq!(n, 4, "acknowledged {key} -> {id} did not survive the crash whole");
-    }
+    assert_whole(&db, &acked).await;
     let orphans: i64 = db
         .query_one(
             "SELECT (SELECT count(*) FROM payments p WHERE NOT EXISTS (SELECT 1 FROM idempotency_keys i WHERE i.payment_id = p.payment_id)
