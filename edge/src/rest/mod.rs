@@ -259,8 +259,9 @@ async fn call_grpc_path(session: &mut Session, head: Vec<u8>, call: RestCall, fr
 /// the route's routing headers).
 fn grpc_request_head(session: &Session, call: &RestCall, allow: &[String]) -> Vec<u8> {
     let req = session.req_header();
-    let mut routing: Vec<&str> = call.method.keys.iter().filter_map(|k| k.header.as_deref()).collect();
-    routing.extend(call.service.guards.client_header());
+    let routing = |name: &str| {
+        call.method.keys.iter().any(|k| k.header.as_deref() == Some(name)) || call.service.guards.client_header() == Some(name)
+    };
     let mut head = Vec::with_capacity(256);
     head.extend_from_slice(b"POST ");
     head.extend_from_slice(call.method.grpc_path.as_bytes());
@@ -268,7 +269,7 @@ fn grpc_request_head(session: &Session, call: &RestCall, allow: &[String]) -> Ve
     head.extend_from_slice(call.frame_len.to_string().as_bytes());
     head.extend_from_slice(b"\r\n");
     for (name, value) in &req.headers {
-        let Some(name) = metadata::request_metadata(name.as_str(), allow, &routing) else {
+        let Some(name) = metadata::request_metadata(name.as_str(), allow, routing) else {
             continue;
         };
         head.extend_from_slice(name.as_bytes());

@@ -142,6 +142,14 @@ impl Writer<'_> {
             return Some(Err("the upstream compressed its answer although the edge did not offer compression".into()));
         }
         let len = u32::from_be_bytes([header[1], header[2], header[3], header[4]]) as usize;
+        // One message is held whole to render it: the same bound as a unary answer, so an
+        // upstream announcing a huge frame cannot make the edge buffer it.
+        if len > super::MAX_RESPONSE_BYTES {
+            return Some(Err(format!(
+                "the upstream streamed a message larger than the {} bytes the edge renders",
+                super::MAX_RESPONSE_BYTES
+            )));
+        }
         if self.pending.len() < 5 + len {
             return None;
         }
@@ -209,6 +217,10 @@ impl Writer<'_> {
     }
 
     async fn finish(mut self) -> pingora::Result<Outcome> {
+        // Bytes of a message that never completed: the stream was cut, whatever its status.
+        if self.reply.broken.is_none() && !self.pending.is_empty() {
+            self.reply.broken = Some("the upstream's stream ended inside a message".into());
+        }
         let code = match (&self.reply.broken, self.reply.status) {
             (Some(_), _) => Code::Unavailable,
             (None, None) => Code::Internal,

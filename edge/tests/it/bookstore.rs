@@ -191,6 +191,7 @@ async fn answer(store: Bookstore, method: String, input: DynamicMessage, headers
             let shelf = s(&input, "shelf");
             let (fail_after, fail_code) = (i(&input, "fail_after"), i(&input, "fail_code"));
             let hold = input.get_field_by_name("hold_after_first").and_then(|v| v.as_bool()).unwrap_or(false);
+            let oversized = input.get_field_by_name("oversized").and_then(|v| v.as_bool()).unwrap_or(false);
             for n in 0..i(&input, "count") {
                 if fail_code != 0 && n == fail_after {
                     break;
@@ -200,6 +201,15 @@ async fn answer(store: Bookstore, method: String, input: DynamicMessage, headers
                 }
                 if hold && n == 0 {
                     store.release.notified().await;
+                }
+                if oversized && n == 0 {
+                    let mut head = vec![0u8];
+                    head.extend_from_slice(&(5u32 * 1024 * 1024).to_be_bytes());
+                    head.extend_from_slice(b"a few bytes of it");
+                    if tx.send(Ok(Frame::data(Bytes::from(head)))).await.is_err() {
+                        return;
+                    }
+                    break;
                 }
             }
             if fail_code != 0 {

@@ -113,7 +113,7 @@ async fn query_parameters_fill_well_known_types_bytes_enums_and_nested_fields() 
         let r = books.send("GET", query, &[], "").await;
         assert_eq!(r.status, 400, "{query}: {}", String::from_utf8_lossy(&r.body));
         let msg = r.json()["message"].as_str().unwrap_or_default().to_owned();
-        assert!(msg.contains(names) || query.contains("%%%"), "{query}: {msg}");
+        assert!(msg.contains(names), "{query}: {msg}");
     }
     assert_eq!(books.calls(), before, "a refused query reached the server");
     books.stop().await;
@@ -166,6 +166,15 @@ async fn server_streams_arrive_as_a_json_array_or_ndjson() {
         books.send("GET", "/v1/shelves/top/books:stream?count=3&failAfter=1&failCode=14", &[("accept", "application/x-ndjson")], "").await;
     let last = String::from_utf8_lossy(&r.body).lines().last().map(str::to_owned).unwrap_or_default();
     assert_eq!(serde_json::from_str::<serde_json::Value>(&last).expect("JSON")["error"]["code"], json!(14), "{last}");
+
+    // An upstream announcing a message larger than the edge renders ends the stream with an
+    // error, rather than leaving the edge buffering it (or dropping it silently).
+    let r = books.send("GET", "/v1/shelves/top/books:stream?count=3&oversized=true", &[], "").await;
+    let all = r.json();
+    let all = all.as_array().expect("an array");
+    assert_eq!(all.len(), 2, "{all:?}");
+    assert_eq!(all[1]["error"]["code"], json!(14), "{all:?}");
+    assert!(all[1]["error"]["message"].as_str().is_some_and(|m| m.contains("larger than")), "{all:?}");
     books.stop().await;
 }
 
@@ -255,7 +264,7 @@ async fn headers_trailers_and_error_details_cross_the_rest_boundary() {
     for absent in ["cookie", "x-forwarded-for", "grpc-metadata-tenant"] {
         assert!(got.get(absent).is_none(), "{absent} reached the service: {got}");
     }
-    assert_ne!(got["grpc-status"], json!("0"), "a client posed as the protocol: {got}");
+    assert!(got.get("grpc-status").is_none(), "a client posed as the protocol: {got}");
     assert_eq!(r.headers["grpc-metadata-x-book-etag"], "\"v1\"");
     assert_eq!(r.headers["grpc-trailer-x-cost"], "7");
 
