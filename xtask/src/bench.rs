@@ -21,7 +21,8 @@
 //! Then group commit (issue 14): a latency/throughput curve of Authorize through the edge at
 //! concurrency 1, 8, 32, 128 and 512, and the same stack restarted with
 //! `[payments.group_commit] enabled = false` for `grpc-direct`, `grpc-edge`,
-//! `flow-rest-edge` and the curve again, side by side.
+//! `flow-rest-edge` and the curve again, side by side; and a CPU profile of the whole
+//! machine during one more run through the edge ([`crate::bench_profile`]).
 
 use std::path::Path;
 
@@ -96,10 +97,12 @@ pub async fn run(quick: bool, edge_section: &str) -> Result<(), String> {
     }
     let overloaded = if outcome.is_ok() { overload(&stack, &s).await } else { Ok(String::new()) };
     let curve_on = if outcome.is_ok() { curve(&stack, &s).await } else { Ok(Vec::new()) };
+    let profiled = if outcome.is_ok() { profile(&stack, &s, &dir).await } else { Ok(String::new()) };
     let stopped = stack.stop().await;
     let samples = outcome?;
     let overloaded = overloaded?;
     let curve_on = curve_on?;
+    let profiled = profiled?;
     stopped?;
 
     // The same stack with group commit off, for the side-by-side rows.
@@ -117,11 +120,19 @@ pub async fn run(quick: bool, edge_section: &str) -> Result<(), String> {
     let curve_off = curve_off?;
     stopped?;
     let group_commit = group_commit_section(&s, &samples, &off, &curve_on, &curve_off);
-    report(&s, &samples, &format!("{group_commit}\n{overloaded}\n{edge_section}"))
+    report(&s, &samples, &format!("{group_commit}\n{profiled}\n{overloaded}\n{edge_section}"))
 }
 
 /// The modes run again with group commit off.
 const GROUP_COMMIT_MODES: [&str; 3] = ["grpc-direct", "grpc-edge", "flow-rest-edge"];
+
+/// A CPU profile of the whole machine during one more run of Authorize through the edge.
+async fn profile(stack: &Stack, s: &Settings, dir: &Path) -> Result<String, String> {
+    println!("==> profiling Authorize through the edge (perf record, every CPU)");
+    let at = Settings { rounds: 1, ..*s };
+    let seconds = s.duration.trim_end_matches('s').parse::<u64>().map_err(|e| format!("duration {}: {e}", s.duration))?;
+    crate::bench_profile::during(dir, seconds, measure_modes(stack, None, &at, &["grpc-edge"])).await
+}
 
 /// The concurrency levels of the latency/throughput curve.
 const CURVE: [usize; 5] = [1, 8, 32, 128, 512];

@@ -73,19 +73,25 @@ pub fn grpcurl() -> Result<PathBuf, String> {
 
 /// Makes sure Debian's Prometheus is installed (the smoke run scrapes the stack with it).
 pub fn prometheus() -> Result<PathBuf, String> {
-    if let Some(p) = which("prometheus") {
+    apt_program("prometheus", "prometheus", "Prometheus is needed for the tests")
+}
+
+/// Finds `program`, installing Debian's `package` for it when run as root; `why` says what
+/// needs it when it cannot be installed.
+fn apt_program(program: &str, package: &str, why: &str) -> Result<PathBuf, String> {
+    if let Some(p) = which(program) {
         return Ok(p);
     }
-    let cmd = "apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y prometheus";
+    let cmd = format!("apt-get update && DEBIAN_FRONTEND=noninteractive apt-get install -y {package}");
     if !is_root() {
-        return Err(format!("Prometheus is needed for the tests. Install it with:\n    sudo sh -c '{cmd}'"));
+        return Err(format!("{why}. Install it with:\n    sudo sh -c '{cmd}'"));
     }
-    println!("==> installing Prometheus: {cmd}");
-    let status = Command::new("sh").args(["-c", cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
+    println!("==> installing {package}: {cmd}");
+    let status = Command::new("sh").args(["-c", &cmd]).status().map_err(|e| format!("cannot run apt-get: {e}"))?;
     if !status.success() {
-        return Err(format!("installing Prometheus failed ({status})"));
+        return Err(format!("installing {package} failed ({status})"));
     }
-    which("prometheus").ok_or_else(|| "prometheus was installed but is not on PATH".into())
+    which(program).ok_or_else(|| format!("{package} was installed but {program} is not on PATH"))
 }
 
 /// Makes sure Debian's nginx is installed (`cargo xtask bench` compares the edge with its
@@ -109,6 +115,11 @@ pub fn nginx() -> Result<PathBuf, String> {
         return Err(format!("installing nginx failed ({status})"));
     }
     found().ok_or_else(|| "nginx was installed but is not in /usr/sbin or on PATH".into())
+}
+
+/// Finds `perf` (for the benchmark's CPU profile), installing Debian's `linux-perf` as root.
+pub fn perf() -> Result<PathBuf, String> {
+    apt_program("perf", "linux-perf", "perf is needed for the CPU profile (and root to record every CPU)")
 }
 
 /// Finds rotel's agent (an OTLP receiver from PyPI), installing it if needed.

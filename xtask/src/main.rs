@@ -14,6 +14,7 @@
 
 mod bench;
 mod bench_edge;
+mod bench_profile;
 mod certs;
 mod chaos;
 mod compose_check;

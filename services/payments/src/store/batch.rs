@@ -281,69 +281,88 @@ impl PaymentStore {
     }
 
     async fn batch_on(&self, client: &mut deadpool_postgres::Client, batch: &[Mutation]) -> Result<Vec<Option<Answer>>, BatchFailure> {
-        let tx = client.transaction().await?;
+        let result = self.batch_in_transaction(client, batch).await;
+        if matches!(result, Err(BatchFailure::OneByOne(_))) {
+            // The transaction was opened by hand (to pipeline BEGIN with the reads): close it
+            // before the connection runs the requests one by one.
+            if let Err(e) = client.batch_execute("ROLLBACK").await {
+                return Err(BatchFailure::Unavailable(PaymentError::from(e)));
+            }
+        }
+        result
+    }
 
+    async fn batch_in_transaction(
+        &self,
+        client: &mut deadpool_postgres::Client,
+        batch: &[Mutation],
+    ) -> Result<Vec<Option<Answer>>, BatchFailure> {
+        // The statements of steps 1-3 are sent together with BEGIN (pipelined: one round trip)
+        // and run in this order, each seeing what committed before it started.
+        //
         // 1. Every request's idempotency key, as the one-request path takes it: a key held by
         //    another transaction is IN_PROGRESS. (Advisory locks are re-entrant, so the same
         //    key twice in this batch is the second request meeting the first's record.)
         let scopes: Vec<String> = batch.iter().map(Mutation::lock_scope).collect();
         let keys: Vec<String> = batch.iter().map(|m| m.key().to_owned()).collect();
-        let stmt = tx
+        let lock_keys = client
             .prepare_cached(
                 "SELECT pg_try_advisory_xact_lock(hashtextextended(s || '/' || k, 0)) FROM unnest($1::text[], $2::text[]) WITH ORDINALITY AS t(s, k, n) ORDER BY n",
             )
             .await?;
-        let held: Vec<bool> = tx.query(&stmt, &[&scopes, &keys]).await?.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
-        if held.len() != batch.len() {
-            return Err(BatchFailure::OneByOne("the key locks did not answer every request".into()));
-        }
-
         // 2. Every payment the batch changes, locked in one statement, in payment-id order.
         //    A row another transaction holds is skipped, not waited for: its requests leave the
         //    batch (as does a payment that does not exist; both are answered on their own).
-        let mut ids: Vec<String> =
-            batch.iter().zip(&held).filter(|(_, h)| **h).filter_map(|(m, _)| m.payment().map(ToString::to_string)).collect();
+        let mut ids: Vec<String> = batch.iter().filter_map(|m| m.payment().map(ToString::to_string)).collect();
         ids.sort_unstable();
         ids.dedup();
-        let mut rows: HashMap<String, PaymentRow> = HashMap::with_capacity(ids.len());
-        if !ids.is_empty() {
-            let stmt = tx
-                .prepare_cached(concat!(
-                    "SELECT ",
-                    payment_columns!(),
-                    " FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE SKIP LOCKED"
-                ))
-                .await?;
-            for r in tx.query(&stmt, &[&ids]).await? {
-                let row = PaymentRow::from_row(&r).map_err(|e| BatchFailure::OneByOne(e.to_string()))?;
-                rows.insert(row.payment_id.clone(), row);
-            }
+        let lock_rows = client
+            .prepare_cached(concat!(
+                "SELECT ",
+                payment_columns!(),
+                " FROM payments WHERE payment_id = ANY($1::text[]) ORDER BY payment_id FOR UPDATE SKIP LOCKED"
+            ))
+            .await?;
+        // 3. The idempotency records of every (merchant, key) the batch uses; a capture's,
+        //    refund's or void's merchant is its payment's.
+        let (merchants, payments): (Vec<Option<String>>, Vec<Option<String>>) = batch
+            .iter()
+            .map(|m| match m {
+                Mutation::Authorize { cmd, .. } => (Some(cmd.merchant_id.clone()), None),
+                other => (None, other.payment().map(ToString::to_string)),
+            })
+            .unzip();
+        let read_records = client
+            .prepare_cached(
+                "SELECT i.merchant_id, i.idempotency_key, i.method, i.request, i.response, i.expires_at
+                 FROM unnest($1::text[], $2::text[], $3::text[]) AS u(m, p, k)
+                 LEFT JOIN payments p ON u.m IS NULL AND p.payment_id = u.p
+                 JOIN idempotency_keys i ON i.merchant_id = COALESCE(u.m, p.merchant_id) AND i.idempotency_key = u.k",
+            )
+            .await?;
+        let begin = client.batch_execute("BEGIN");
+        let held = async { client.query(&lock_keys, &[&scopes, &keys]).await };
+        let locked = async { if ids.is_empty() { Ok(Vec::new()) } else { client.query(&lock_rows, &[&ids]).await } };
+        let found = async { client.query(&read_records, &[&merchants, &payments, &keys]).await };
+        // Polled in this order on first poll, so sent (and executed) in this order.
+        let ((), held, locked, found) = futures_util::future::try_join4(begin, held, locked, found).await?;
+
+        let held: Vec<bool> = held.iter().map(|r| r.try_get(0)).collect::<Result<_, _>>()?;
+        if held.len() != batch.len() {
+            return Err(BatchFailure::OneByOne("the key locks did not answer every request".into()));
+        }
+        let mut rows: HashMap<String, PaymentRow> = HashMap::with_capacity(locked.len());
+        for r in &locked {
+            let row = PaymentRow::from_row(r).map_err(|e| BatchFailure::OneByOne(e.to_string()))?;
+            rows.insert(row.payment_id.clone(), row);
         }
         // Read once the rows are ours, so it follows every earlier change to them.
         let now = now();
-
-        // 3. The live idempotency records of every (merchant, key) the batch uses.
-        let mut pairs: Vec<(String, String)> = Vec::with_capacity(batch.len());
-        for (m, h) in batch.iter().zip(&held) {
-            let merchant = match m {
-                Mutation::Authorize { cmd, .. } => Some(cmd.merchant_id.clone()),
-                other => other.payment().and_then(|id| rows.get(&id.to_string())).map(|r| r.merchant_id.clone()),
-            };
-            if let (true, Some(merchant)) = (*h, merchant) {
-                pairs.push((merchant, m.key().to_owned()));
-            }
-        }
+        // Only live records count; a request whose key another transaction holds never looks.
         let mut records: HashMap<(String, String), Record> = HashMap::new();
-        if !pairs.is_empty() {
-            let (ms, ks): (Vec<String>, Vec<String>) = pairs.iter().cloned().unzip();
-            let stmt = tx
-                .prepare_cached(
-                    "SELECT i.merchant_id, i.idempotency_key, i.method, i.request, i.response FROM idempotency_keys i
-                     JOIN unnest($1::text[], $2::text[]) AS u(m, k) ON i.merchant_id = u.m AND i.idempotency_key = u.k
-                     WHERE i.expires_at > $3",
-                )
-                .await?;
-            for r in tx.query(&stmt, &[&ms, &ks, &now]).await? {
+        for r in &found {
+            let expires_at: SystemTime = r.try_get(5)?;
+            if expires_at > now {
                 let record = Record { method: r.try_get(2)?, request: r.try_get(3)?, response: r.try_get(4)? };
                 records.insert((r.try_get(0)?, r.try_get(1)?), record);
             }
@@ -368,8 +387,8 @@ impl PaymentStore {
         }
 
         // 5. The accepted requests' writes, one statement per table.
-        self.write(&tx, &created, &rows, &changed, &accepted, now).await?;
-        match tx.commit().await {
+        self.write(client, &created, &rows, &changed, &accepted, now).await?;
+        match client.batch_execute("COMMIT").await {
             Ok(()) => Ok(answers),
             // Whether it committed is unknown: the callers retry with their keys.
             Err(e) => Err(BatchFailure::Unavailable(PaymentError::Unavailable(format!("the commit's outcome is unknown: {e}")))),
@@ -476,7 +495,7 @@ impl PaymentStore {
     /// them), so the writes cost one round trip, not five.
     async fn write(
         &self,
-        tx: &deadpool_postgres::Transaction<'_>,
+        tx: &deadpool_postgres::ClientWrapper,
         created: &[PaymentRow],
         rows: &HashMap<String, PaymentRow>,
         changed: &[String],
