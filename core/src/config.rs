@@ -16,6 +16,7 @@ use crate::{ShardId, duration};
 mod auth;
 pub mod cipher;
 mod edge;
+mod locate;
 mod pipeline;
 pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
 pub use edge::{
@@ -43,6 +44,9 @@ pub struct MeshConfig {
     pub query: Option<QueryConfig>,
     /// mTLS between the edge and the services; `None`: plaintext.
     pub mesh_tls: Option<MeshTlsConfig>,
+    /// Every process's log filter (`RUST_LOG` syntax, e.g. `info,paymesh_edge=debug`),
+    /// applied at start and on every reload; `None`: `RUST_LOG`, else `info`.
+    pub log_level: Option<String>,
 }
 
 /// `[mesh_tls]`: the mesh CA and each process's certificate.
@@ -198,8 +202,59 @@ impl MeshConfig {
 
     /// Parses config text; `env` looks up environment variables (injectable for tests).
     pub fn parse(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
-        let raw: raw::Mesh = toml::from_str(text).map_err(|e| ConfigError::at(path, "", e.to_string().trim_end().to_owned()))?;
-        Self::from_raw(path, raw, env)
+        Self::from_raw(path, Self::raw(path, text)?, env).map_err(|e| e.located(text))
+    }
+
+    /// The file as serde reads it; a syntax error, an unknown key or a wrong type is placed
+    /// at its line.
+    fn raw(path: &Path, text: &str) -> Result<raw::Mesh, ConfigError> {
+        toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| locate::line_at(text, s.start));
+            // The line itself, so the message stands on its own.
+            let quoted = line.and_then(|l| text.lines().nth(l - 1)).map(|l| format!(" (in `{}`)", l.trim())).unwrap_or_default();
+            let mut err = ConfigError::at(path, "", format!("{}{quoted}", e.message().trim_end()));
+            err.line = line;
+            err
+        })
+    }
+
+    /// Every problem of a config text, not only the first: after a problem in a section
+    /// nothing else depends on (`edge`, `relay`, `workers`, `query`, `mesh_tls`), that section
+    /// is set aside and the rest checked again. Empty: the text is a valid config.
+    pub fn check(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
+        let mut problems = Vec::new();
+        let mut set_aside: Vec<&'static str> = Vec::new();
+        loop {
+            let mut raw = match Self::raw(path, text) {
+                Ok(r) => r,
+                Err(e) => {
+                    problems.push(e);
+                    return problems;
+                }
+            };
+            for section in &set_aside {
+                match *section {
+                    "edge" => raw.edge = None,
+                    "relay" => raw.relay = None,
+                    "workers" => raw.workers = None,
+                    "query" => raw.query = None,
+                    _ => raw.mesh_tls = None,
+                }
+            }
+            match Self::from_raw(path, raw, env) {
+                Ok(_) => return problems,
+                Err(e) => {
+                    let section = ["edge", "relay", "workers", "query", "mesh_tls"]
+                        .into_iter()
+                        .find(|s| e.key == *s || e.key.starts_with(&format!("{s}.")) || e.key.starts_with(&format!("{s}[")));
+                    problems.push(e.located(text));
+                    match section {
+                        Some(s) if !set_aside.contains(&s) => set_aside.push(s),
+                        _ => return problems,
+                    }
+                }
+            }
+        }
     }
 
     fn from_raw(path: &Path, raw: raw::Mesh, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -319,6 +374,10 @@ impl MeshConfig {
         if query.is_some() && workers.is_none() {
             return Err(perr("query".into(), "the query service reads the workers' database: add a [workers] section".into()));
         }
+        let log_level = match raw.log_level {
+            Some(l) => Some(crate::telemetry::check_filter(&l).map_err(|why| err("log_level".into(), why))?),
+            None => None,
+        };
         Ok(Self {
             source: path.to_owned(),
             shards,
@@ -329,6 +388,7 @@ impl MeshConfig {
             workers,
             query,
             mesh_tls: raw.mesh_tls.map(|t| MeshTlsConfig { ca: base_dir.join(t.ca), dir: base_dir.join(t.dir) }),
+            log_level,
         })
     }
 }
@@ -450,18 +510,33 @@ fn url_has_password(url: &str) -> bool {
     in_authority || in_query
 }
 
-/// A config problem: which file, which key, what is wrong and how to fix it.
+/// A config problem: which file, line and key, what is wrong and how to fix it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{}: {}{problem}", file.display(), if key.is_empty() { String::new() } else { format!("{key}: ") })]
+#[error(
+    "{}{}: {}{problem}",
+    file.display(),
+    line.map(|l| format!(":{l}")).unwrap_or_default(),
+    if key.is_empty() { String::new() } else { format!("{key}: ") }
+)]
 pub struct ConfigError {
     pub file: PathBuf,
+    /// 1-based; `None` when the problem is not at a place in the file (e.g. it is unreadable).
+    pub line: Option<usize>,
     pub key: String,
     pub problem: String,
 }
 
 impl ConfigError {
     fn at(file: &Path, key: &str, problem: String) -> Self {
-        Self { file: file.to_owned(), key: key.to_owned(), problem }
+        Self { file: file.to_owned(), line: None, key: key.to_owned(), problem }
+    }
+
+    /// The same problem, placed at its key's line in `text`.
+    fn located(mut self, text: &str) -> Self {
+        if self.line.is_none() {
+            self.line = locate::line_of(text, &self.key);
+        }
+        self
     }
 }
 
@@ -488,6 +563,8 @@ mod raw {
         pub query: Option<Query>,
         #[serde(default)]
         pub mesh_tls: Option<MeshTls>,
+        #[serde(default)]
+        pub log_level: Option<String>,
     }
 
     #[derive(Debug, Deserialize)]

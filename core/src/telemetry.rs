@@ -42,6 +42,7 @@ impl Drop for TelemetryGuard {
 /// once, from `main`, inside a tokio runtime (the gRPC exporter needs one).
 pub fn init(service: &str) -> TelemetryGuard {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
     let json = match std::env::var("PAYMESH_LOG_FORMAT").as_deref() {
         Ok("json") => true,
         Ok("text") => false,
@@ -69,10 +70,35 @@ pub fn init(service: &str) -> TelemetryGuard {
         // Already installed (tests start several components in one process).
         return TelemetryGuard(None);
     }
+    let _ = LOG_FILTER.set(handle);
     if let Some(p) = &provider {
         opentelemetry::global::set_tracer_provider(p.clone());
     }
     TelemetryGuard(provider)
+}
+
+/// The installed log filter, changeable while running.
+static LOG_FILTER: std::sync::OnceLock<tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>> =
+    std::sync::OnceLock::new();
+
+/// Checks a log filter (`RUST_LOG` syntax); returns it trimmed, or what is wrong.
+pub fn check_filter(directives: &str) -> Result<String, String> {
+    let d = directives.trim();
+    EnvFilter::builder()
+        .parse(d)
+        .map(|_| d.to_owned())
+        .map_err(|e| format!("'{d}' is not a log filter ({e}); write e.g. \"info\" or \"info,paymesh_edge=debug\""))
+}
+
+/// Replaces the log filter of this process (no effect before [`init`] or when another
+/// subscriber was installed first). Returns whether it changed.
+pub fn set_log_filter(directives: &str) -> Result<bool, String> {
+    let filter = EnvFilter::builder().parse(directives.trim()).map_err(|e| e.to_string())?;
+    let Some(handle) = LOG_FILTER.get() else { return Ok(false) };
+    let before = handle.with_current(ToString::to_string).map_err(|e| e.to_string())?;
+    let after = filter.to_string();
+    handle.reload(filter).map_err(|e| e.to_string())?;
+    Ok(before != after)
 }
 
 use tracing_subscriber::Layer as _;

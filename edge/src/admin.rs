@@ -1,5 +1,6 @@
 //! The admin API (default :9901): `GET /clusters`, `GET /routes`, `GET /ready`,
-//! `GET /breakers`, `GET /metrics`, `GET /openapi.json`, `POST /breakers/<name>`.
+//! `GET /breakers`, `GET /metrics`, `GET /openapi.json`, `POST /breakers/<name>`,
+//! `POST /config/reload`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,12 +11,13 @@ use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
 
+use crate::live::{LiveEdge, ReloadError};
 use crate::resilience::breaker::Force;
 use crate::state::EdgeState;
 
 #[derive(Debug)]
 pub struct Admin {
-    pub state: Arc<EdgeState>,
+    pub live: Arc<LiveEdge>,
 }
 
 #[async_trait]
@@ -24,29 +26,37 @@ impl ServeHttp for Admin {
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_owned();
         let query = session.req_header().uri.query().unwrap_or("").to_owned();
+        let state = self.live.load();
         if method == http::Method::POST {
+            if path == "/config/reload" {
+                return reload(&self.live).await;
+            }
             return match path.strip_prefix("/breakers/") {
-                Some(name) => force_breaker(&self.state, name, &query),
+                Some(name) => force_breaker(&state, name, &query),
                 None => reply(
                     StatusCode::NOT_FOUND,
-                    json!({"code": 5, "message": format!("no admin endpoint POST {path}; POST /breakers/<name>?state=open|closed|normal")}),
+                    json!({"code": 5, "message": format!("no admin endpoint POST {path}; POST /breakers/<name>?state=open|closed|normal, or POST /config/reload")}),
                 ),
             };
         }
         if method != http::Method::GET {
             return reply(
                 StatusCode::METHOD_NOT_ALLOWED,
-                json!({"code": 12, "message": format!("{method} is not allowed; use GET, or POST /breakers/<name>?state=...")}),
+                json!({"code": 12, "message": format!("{method} is not allowed; use GET, or POST /breakers/<name>?state=... or POST /config/reload")}),
             );
         }
         match path.as_str() {
-            "/breakers" => reply(StatusCode::OK, breakers(&self.state)),
-            "/metrics" => text(crate::metrics::render(&self.state)),
-            "/clusters" => reply(StatusCode::OK, clusters(&self.state)),
-            "/routes" => reply(StatusCode::OK, routes(&self.state)),
-            "/openapi.json" => reply(StatusCode::OK, crate::openapi::document(&self.state.catalog, self.state.auth.is_some())),
+            "/breakers" => reply(StatusCode::OK, breakers(&state)),
+            "/metrics" => {
+                let mut out = crate::metrics::render(&state);
+                self.live.render_metrics(&mut out);
+                text(out)
+            }
+            "/clusters" => reply(StatusCode::OK, clusters(&state)),
+            "/routes" => reply(StatusCode::OK, routes(&state)),
+            "/openapi.json" => reply(StatusCode::OK, crate::openapi::document(&state.catalog, state.auth.is_some())),
             "/ready" => {
-                let problems = unready(&self.state);
+                let problems = unready(&state);
                 if problems.is_empty() {
                     reply(StatusCode::OK, json!({"ready": true}))
                 } else {
@@ -58,6 +68,32 @@ impl ServeHttp for Admin {
                 json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /breakers, /metrics, /ready, /openapi.json")}),
             ),
         }
+    }
+}
+
+/// Reads the config file again (off the async workers: it parses descriptors) and answers
+/// what changed, or every problem of a refused file.
+async fn reload(live: &Arc<LiveEdge>) -> Response<Vec<u8>> {
+    let live = live.clone();
+    match tokio::task::spawn_blocking(move || live.reload()).await {
+        Ok(Ok(done)) => reply(
+            StatusCode::OK,
+            json!({"reloaded": true, "generation": done.generation, "applied": done.changes.applied, "restart_required": done.changes.restart_required}),
+        ),
+        Ok(Err(ReloadError::Invalid(problems))) => {
+            let list: Vec<_> = problems
+                .iter()
+                .map(|p| json!({"file": p.file.display().to_string(), "line": p.line, "key": p.key, "problem": p.problem}))
+                .collect();
+            let message = format!("the config was not reloaded; the running config is unchanged:\n{}", ReloadError::Invalid(problems));
+            reply(StatusCode::BAD_REQUEST, json!({"code": 3, "message": message, "problems": list}))
+        }
+        Ok(Err(e @ ReloadError::NoFile)) => reply(StatusCode::CONFLICT, json!({"code": 9, "message": e.to_string()})),
+        Ok(Err(e)) => reply(
+            StatusCode::BAD_REQUEST,
+            json!({"code": 3, "message": format!("the config was not reloaded; the running config is unchanged: {e}")}),
+        ),
+        Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"code": 13, "message": format!("the reload did not finish: {e}")})),
     }
 }
 
@@ -164,27 +200,38 @@ fn clusters(state: &EdgeState) -> serde_json::Value {
 }
 
 fn routes(state: &EdgeState) -> serde_json::Value {
+    let bucket = |b: &paymesh_core::config::Bucket| json!({"rate": b.rate, "burst": b.burst});
     let grpc: Vec<_> = state
         .config
         .routes
         .iter()
-        .filter_map(|r| state.catalog.services.get(&r.service))
-        .map(|s| {
+        .filter_map(|r| state.catalog.services.get(&r.service).map(|s| (r, s)))
+        .map(|(r, s)| {
             let mut methods: Vec<&str> = s.methods.keys().map(String::as_str).collect();
             methods.sort_unstable();
-            let keys: Vec<&str> = state
-                .config
-                .routes
-                .iter()
-                .find(|r| r.service == s.name)
-                .map(|r| r.shard_keys.iter().map(|k| k.field.as_str()).collect())
-                .unwrap_or_default();
+            let keys: Vec<&str> = r.shard_keys.iter().map(|k| k.field.as_str()).collect();
+            let b = &r.breaker;
             json!({
                 "service": s.name,
                 "cluster": s.cluster.name,
                 "timeout_ms": s.timeout.as_millis() as u64,
                 "shard_keys": keys,
                 "methods": methods,
+                "breaker": {
+                    "enabled": b.enabled,
+                    "failure_rate_threshold": b.failure_rate_threshold,
+                    "slow_call_rate_threshold": b.slow_call_rate_threshold,
+                    "slow_call_duration_ms": b.slow_call_duration.as_millis() as u64,
+                    "minimum_calls": b.minimum_calls,
+                    "wait_in_open_ms": b.wait_in_open.as_millis() as u64,
+                },
+                "rate_limit": {
+                    "route": r.rate_limit.route.as_ref().map(bucket),
+                    "per_key": r.rate_limit.per_key.as_ref().map(|k| json!({
+                        "rate": k.bucket.rate, "burst": k.bucket.burst, "header": k.header, "by_merchant": k.by_merchant,
+                    })),
+                },
+                "retry": {"enabled": r.retry.enabled, "max_attempts": r.retry.max_attempts},
             })
         })
         .collect();

@@ -35,8 +35,9 @@ pub struct ServiceRoute {
     pub timeout: Duration,
     /// Whether the route has shard keys (the cluster is sharded and requests must name one).
     pub sharded: bool,
-    /// Breakers, rate limits, retry policy and budget.
-    pub guards: RouteGuards,
+    /// Breakers, rate limits, retry policy and budget; carried to the next configuration
+    /// when the route did not change there.
+    pub guards: Arc<RouteGuards>,
     /// Known methods by name (empty when the service has no descriptors: passthrough only).
     pub methods: HashMap<String, Arc<MethodRoute>>,
     /// The metrics label of calls to methods the descriptors do not know.
@@ -175,6 +176,17 @@ impl MethodRoute {
 
 impl Catalog {
     pub fn build(cfg: &EdgeConfig, clusters: &HashMap<String, Arc<Cluster>>) -> Result<Self, CatalogError> {
+        Self::following(cfg, clusters, None)
+    }
+
+    /// The catalog of a new configuration: a route `previous` has with the same settings (and
+    /// the same shard count) keeps its breakers, rate limiters, retry budget and its own
+    /// concurrency limit, so a reload neither closes an open breaker nor refills a bucket.
+    pub fn following(
+        cfg: &EdgeConfig,
+        clusters: &HashMap<String, Arc<Cluster>>,
+        previous: Option<(&EdgeConfig, &Catalog)>,
+    ) -> Result<Self, CatalogError> {
         let mut pool = DescriptorPool::new();
         pool.decode_file_descriptor_set(paymesh_proto::FILE_DESCRIPTOR_SET)
             .map_err(|e| CatalogError(format!("built-in descriptors do not load: {e}")))?;
@@ -219,10 +231,18 @@ impl Catalog {
                     MethodRoute { grpc_path: format!("/{}/{}", r.service, m.name()), desc: m.clone(), keys, idempotent, idempotency_key };
                 methods.insert(m.name().to_owned(), Arc::new(route));
             }
-            let guards = RouteGuards::new(r, cluster.shards, std::time::Instant::now());
-            let limit = match r.concurrency {
-                Some((max_requests, max_pending)) => Arc::new(ConcurrencyLimit::new(max_requests, max_pending)),
-                None => cluster.limit.clone(),
+            let before = previous.and_then(|(old_cfg, old)| {
+                let route = old_cfg.routes.iter().find(|o| o.service == r.service && *o == r)?;
+                old.services.get(&route.service).filter(|s| s.cluster.shards == cluster.shards)
+            });
+            let guards = match before {
+                Some(old) => old.guards.clone(),
+                None => Arc::new(RouteGuards::new(r, cluster.shards, std::time::Instant::now())),
+            };
+            let limit = match (r.concurrency, before) {
+                (Some(_), Some(old)) => old.limit.clone(),
+                (Some((max_requests, max_pending)), None) => Arc::new(ConcurrencyLimit::new(max_requests, max_pending)),
+                (None, _) => cluster.limit.clone(),
             };
             let service = Arc::new(ServiceRoute {
                 name: r.service.clone(),

@@ -26,7 +26,9 @@ pub struct Upstream {
     pub address: SocketAddr,
     pub shard: Option<ShardId>,
     pub load: Arc<PeakEwma>,
-    pub health: Health,
+    /// Shared with the same instance in the cluster's next configuration (a reload keeps
+    /// what the checks and the traffic learned).
+    pub health: Arc<Health>,
 }
 
 /// Health of one upstream, Envoy style: active checks decide `healthy` (an endpoint starts
@@ -117,19 +119,28 @@ pub enum NoEndpoint {
 
 impl Cluster {
     pub fn new(cfg: &config::Cluster, outlier: &config::Outlier) -> Self {
+        Self::following(cfg, outlier, None)
+    }
+
+    /// The cluster of a new configuration: an endpoint `previous` also has (same name,
+    /// address and shard) keeps its health, ejection and latency state; a new one starts
+    /// unhealthy, as at start, until its checks pass.
+    pub fn following(cfg: &config::Cluster, outlier: &config::Outlier, previous: Option<&Cluster>) -> Self {
         let now = Instant::now();
         let endpoints = cfg
             .endpoints
             .iter()
             .enumerate()
             .map(|(id, e)| {
+                let same =
+                    previous.and_then(|p| p.endpoints.iter().find(|u| u.name == e.name && u.address == e.address && u.shard == e.shard));
                 Arc::new(Upstream {
                     id,
                     name: e.name.clone(),
                     address: e.address,
                     shard: e.shard,
-                    load: Arc::new(PeakEwma::new(DEFAULT_RTT, EWMA_DECAY, now)),
-                    health: Health::default(),
+                    load: same.map_or_else(|| Arc::new(PeakEwma::new(DEFAULT_RTT, EWMA_DECAY, now)), |u| u.load.clone()),
+                    health: same.map_or_else(Arc::default, |u| u.health.clone()),
                 })
             })
             .collect();
@@ -137,7 +148,10 @@ impl Cluster {
             name: cfg.name.clone(),
             shards: cfg.shards,
             endpoints,
-            limit: Arc::new(ConcurrencyLimit::new(cfg.max_requests, cfg.max_pending)),
+            limit: match previous {
+                Some(p) if p.limit.max_requests == cfg.max_requests && p.limit.max_pending == cfg.max_pending => p.limit.clone(),
+                _ => Arc::new(ConcurrencyLimit::new(cfg.max_requests, cfg.max_pending)),
+            },
             outlier: outlier.clone(),
             balancer: P2c::new(Rng::from_entropy()),
         }

@@ -11,18 +11,21 @@
 //!   gRPC subrequest, and renders the answer as JSON; errors follow [`status`].
 //!
 //! [`health`] checks every instance over grpc.health.v1; [`admin`] serves `/clusters`,
-//! `/routes` and `/ready`. [`server`] assembles it all.
+//! `/routes` and `/ready`. [`live`] holds the running [`state`] and swaps in a new one on a
+//! reload (SIGHUP or `POST /config/reload`). [`server`] assembles it all.
 
 pub mod admin;
 pub mod auth;
 pub mod balance;
 pub mod catalog;
+pub mod check;
 pub mod client_io;
 pub mod cluster;
 pub mod grpc;
 pub mod health;
 pub mod io;
 pub mod lanes;
+pub mod live;
 pub mod metrics;
 pub mod openapi;
 pub mod proxy;

@@ -3,13 +3,20 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: edge [--config FILE]
-  --config FILE   mesh config (default: $PAYMESH_CONFIG, else mesh-config/paymesh.toml)";
+const USAGE: &str = "usage: edge [--check] [--config FILE]
+  --config FILE   mesh config (default: $PAYMESH_CONFIG, else mesh-config/paymesh.toml)
+  --check         check the whole config (and the edge's routes and bindings) without
+                  starting; print every problem as file:line: key: problem; exit 1 if any";
 
 fn main() -> ExitCode {
     let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
+    let mut check = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--check" {
+            check = true;
+            continue;
+        }
         match (arg.as_str(), args.next()) {
             ("--config", Some(v)) => config = PathBuf::from(v),
             ("-h" | "--help", _) => {
@@ -22,6 +29,20 @@ fn main() -> ExitCode {
             }
         }
     }
+    if check {
+        return match paymesh_edge::check::file(&config) {
+            Ok(summary) => {
+                println!("{summary}");
+                ExitCode::SUCCESS
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("{p}");
+                }
+                ExitCode::FAILURE
+            }
+        };
+    }
     // pingora runs its own runtimes; this small one carries the trace exporter.
     let telemetry_runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,
@@ -31,10 +52,12 @@ fn main() -> ExitCode {
         }
     };
     let _telemetry = telemetry_runtime.block_on(async { paymesh_core::telemetry::init("edge") });
-    let state = match paymesh_core::config::MeshConfig::load(&config)
-        .map_err(|e| e.to_string())
-        .and_then(|c| paymesh_edge::prepare(&c).map_err(|e| e.to_string()))
-    {
+    let state = match paymesh_core::config::MeshConfig::load(&config).map_err(|e| e.to_string()).and_then(|c| {
+        if let Some(filter) = &c.log_level {
+            paymesh_core::telemetry::set_log_filter(filter)?;
+        }
+        paymesh_edge::prepare(&c).map_err(|e| e.to_string())
+    }) {
         Ok(s) => s,
         Err(e) => {
             eprintln!("edge: {e}");

@@ -19,6 +19,7 @@ use crate::balance::InFlight;
 use crate::cluster::Upstream;
 use crate::grpc::{self, Target};
 use crate::io::{grpc_trailers_only, header, respond_error};
+use crate::live::LiveEdge;
 use crate::resilience::breaker::Permit;
 use crate::resilience::guards::limit_headers;
 use crate::resilience::retry::{self, Failure, Verdict};
@@ -34,12 +35,14 @@ const UPSTREAM_PING: Duration = Duration::from_secs(10);
 
 #[derive(Debug)]
 pub struct EdgeProxy {
-    pub state: Arc<EdgeState>,
+    pub live: Arc<LiveEdge>,
 }
 
 /// Per-request state.
 #[derive(Debug, Default)]
 pub struct RequestCtx {
+    /// The configuration the call started with; a reload meanwhile does not change it.
+    state: Option<Arc<EdgeState>>,
     /// "grpc" or "rest": how the client called, for metrics.
     protocol: &'static str,
     grpc: Option<Target>,
@@ -117,10 +120,16 @@ fn grpc_status(headers: &http::HeaderMap) -> Option<i32> {
 }
 
 impl EdgeProxy {
+    /// The configuration of this call (taken when it arrived).
+    fn state(&self, ctx: &RequestCtx) -> Arc<EdgeState> {
+        ctx.state.clone().unwrap_or_else(|| self.live.load())
+    }
+
     /// Target and guards of a gRPC call (a client's, or the REST front's); `Ok(true)` when
     /// the edge answered it itself.
     async fn route_grpc(&self, session: &mut Session, ctx: &mut RequestCtx, call: Option<rest::RestCall>) -> pingora::Result<bool> {
-        let Some(target) = grpc::prepare(&self.state, session, call, &mut ctx.refused_label).await? else { return Ok(true) };
+        let state = self.state(ctx);
+        let Some(target) = grpc::prepare(&state, session, call, &mut ctx.refused_label).await? else { return Ok(true) };
         ctx.span.record("route", target.route_label());
         // The client has sent what the edge needed; it may now rightly wait in silence.
         if let Some(armed) = crate::client_io::armed_of(session.as_downstream().stream()) {
@@ -215,7 +224,7 @@ impl ProxyHttp for EdgeProxy {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::default()
+        RequestCtx { state: Some(self.live.load()), ..RequestCtx::default() }
     }
 
     fn allow_spawning_subrequest(&self, session: &Session, _ctx: &RequestCtx) -> bool {
@@ -228,7 +237,8 @@ impl ProxyHttp for EdgeProxy {
         // No read from a client waits longer than this: a stalled header or body, or an idle
         // keepalive connection, is closed.
         if session.subrequest_ctx.is_none() {
-            let cfg = &self.state.config;
+            let state = self.state(ctx);
+            let cfg = &state.config;
             session.set_read_timeout(Some(cfg.client_read_timeout));
             // Only ever shorten an idle keepalive: pingora turns it off for a reason
             // (`Connection: close`, HTTP/1.0, both Content-Length and Transfer-Encoding, a
@@ -242,6 +252,8 @@ impl ProxyHttp for EdgeProxy {
         // runs as the gRPC call it was transcoded to.
         if let Some(call) = rest::take_call(session) {
             ctx.protocol = "rest";
+            // The configuration the REST request started with, not a reload's since.
+            ctx.state = Some(call.state.clone());
             ctx.span = RequestSpan(call.span.clone());
             // The client's clock started with its REST request (upload and transcoding count).
             ctx.started = Some(call.started);
@@ -255,7 +267,8 @@ impl ProxyHttp for EdgeProxy {
             ctx.protocol = "grpc";
             self.route_grpc(session, ctx, None).await
         } else {
-            let outcome = tracing::Instrument::instrument(rest::handle(&self.state, session, &span), span.clone()).await?;
+            let state = self.state(ctx);
+            let outcome = tracing::Instrument::instrument(rest::handle(&state, session, &span), span.clone()).await?;
             if let rest::Outcome::Rejected(code) = outcome {
                 span.record("status", code as i32);
             }
@@ -293,8 +306,9 @@ impl ProxyHttp for EdgeProxy {
         ctx.upstream_time = None;
         ctx.body_sent_at = None;
         ctx.retrying = false;
-        let cfg = &self.state.config;
-        let tls = self.state.upstream_tls.as_ref().map(|t| t.material());
+        let state = self.state(ctx);
+        let cfg = &state.config;
+        let tls = state.upstream_tls.as_ref().map(|t| t.material());
         // With mTLS the instance must present a mesh certificate for its own name.
         let sni = if tls.is_some() { crate::upstream_tls::server_name(&up.name, up.address) } else { String::new() };
         let mut peer = HttpPeer::new(up.address, tls.is_some(), sni);
@@ -549,7 +563,7 @@ impl ProxyHttp for EdgeProxy {
                 (None, None) => ("unmatched", None),
             };
             let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
-            self.state.requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
+            self.state(ctx).requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
         }
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.

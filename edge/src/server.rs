@@ -15,6 +15,7 @@ use crate::admin::Admin;
 use crate::client_io::WithClientDeadline;
 use crate::health::HealthChecker;
 use crate::lanes::Lanes;
+use crate::live::{LiveEdge, ReloadOnHangup};
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -36,15 +37,20 @@ pub enum EdgeError {
     Pingora(String),
 }
 
-/// Validates the config and builds the shared state (descriptors, routes, clusters).
-pub fn prepare(config: &MeshConfig) -> Result<Arc<EdgeState>, EdgeError> {
+/// Validates the config and builds the shared state (descriptors, routes, clusters),
+/// reloadable from the config's file.
+pub fn prepare(config: &MeshConfig) -> Result<Arc<LiveEdge>, EdgeError> {
     let file = config.source.display().to_string();
     let edge = config.edge.clone().ok_or_else(|| EdgeError::NoEdgeSection(file.clone()))?;
-    EdgeState::build_with(edge, config.mesh_tls.as_ref()).map_err(|source| EdgeError::Catalog { file, source })
+    let state = EdgeState::build_with(edge, config.mesh_tls.as_ref()).map_err(|source| EdgeError::Catalog { file, source })?;
+    Ok(LiveEdge::new(state, config))
 }
 
 /// Runs the edge until `shutdown` says to stop. Blocks the calling thread.
-pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send + Sync>) -> Result<(), EdgeError> {
+pub fn run(live: Arc<LiveEdge>, shutdown: Box<dyn ShutdownSignalWatch + Send + Sync>) -> Result<(), EdgeError> {
+    // What a reload cannot change (listeners, threads, public TLS, the JWKS refresher) is
+    // taken from the state at start.
+    let state = live.load();
     let cfg = &state.config;
     let conf = ServerConf {
         threads: cfg.threads,
@@ -58,7 +64,7 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
 
     // One proxy app per lane (its own upstream connections); see lanes.
     let make_app = || {
-        let mut proxy = pingora::proxy::http_proxy(&server.configuration, EdgeProxy { state: state.clone() });
+        let mut proxy = pingora::proxy::http_proxy(&server.configuration, EdgeProxy { live: live.clone() });
         let mut options = HttpServerOptions::default();
         options.h2c = true;
         // An HTTP/2 connection with no stream for this long is closed (clients reconnect).
@@ -75,13 +81,15 @@ pub fn run(state: Arc<EdgeState>, shutdown: Box<dyn ShutdownSignalWatch + Send +
     };
     let lanes = Lanes::start(cfg.listen, cfg.threads, tls, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
 
-    let mut admin = Service::new("paymesh admin".to_owned(), Admin { state: state.clone() });
+    let mut admin = Service::new("paymesh admin".to_owned(), Admin { live: live.clone() });
     admin.add_tcp(&cfg.admin_listen.to_string());
 
-    let health = background_service("health checks", HealthChecker { state: state.clone() });
+    let health = background_service("health checks", HealthChecker { live: live.clone() });
+    let hangup = background_service("reload on SIGHUP", ReloadOnHangup { live: live.clone() });
 
     server.add_service(admin);
     server.add_service(health);
+    server.add_service(hangup);
     if let Some(auth) = &state.auth {
         server.add_service(background_service("jwks refresh", crate::auth::KeyRefresher { sets: auth.key_sets() }));
     }

@@ -1,4 +1,5 @@
-//! The edge's shared, immutable-after-start state: config, clusters and catalog.
+//! The edge's state: config, clusters and catalog, immutable once built. A reload builds a
+//! new one next to it (see [`crate::live`]); each call keeps the one it started with.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -13,11 +14,21 @@ pub struct EdgeState {
     pub config: EdgeConfig,
     pub clusters: HashMap<String, Arc<Cluster>>,
     pub catalog: Catalog,
-    pub requests: crate::metrics::RequestMetrics,
+    /// Request counters and latencies; one set for the process's life, across reloads.
+    pub requests: Arc<crate::metrics::RequestMetrics>,
     /// Present when the config has `[edge.auth]`.
-    pub auth: Option<crate::auth::Authenticator>,
+    pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// mTLS to the upstreams, when the config has `[mesh_tls]`.
-    pub upstream_tls: Option<crate::upstream_tls::UpstreamTls>,
+    pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
+}
+
+/// What a reload changed, and what it could not change without a restart.
+#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Changes {
+    /// Keys whose new values are in effect, e.g. `edge.routes[payments.v1.Payments]`.
+    pub applied: Vec<String>,
+    /// Keys whose new values need a restart; the running values stay until then.
+    pub restart_required: Vec<String>,
 }
 
 impl EdgeState {
@@ -28,15 +39,92 @@ impl EdgeState {
     /// [`EdgeState::build`], with the mesh's mTLS settings.
     pub fn build_with(config: EdgeConfig, mesh_tls: Option<&paymesh_core::config::MeshTlsConfig>) -> Result<Arc<Self>, CatalogError> {
         let upstream_tls = mesh_tls
-            .map(|t| crate::upstream_tls::UpstreamTls::load(t.files_for("edge")))
+            .map(|t| crate::upstream_tls::UpstreamTls::load(t.files_for("edge")).map(Arc::new))
             .transpose()
             .map_err(|e| CatalogError(format!("mesh_tls: {e}")))?;
         let clusters: HashMap<String, Arc<Cluster>> =
             config.clusters.iter().map(|c| (c.name.clone(), Arc::new(Cluster::new(c, &config.outlier)))).collect();
         let catalog = Catalog::build(&config, &clusters)?;
-        let auth =
-            config.auth.clone().map(crate::auth::Authenticator::new).transpose().map_err(|e| CatalogError(format!("edge.auth: {e}")))?;
+        let auth = config
+            .auth
+            .clone()
+            .map(|a| crate::auth::Authenticator::new(a).map(Arc::new))
+            .transpose()
+            .map_err(|e| CatalogError(format!("edge.auth: {e}")))?;
         Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default(), auth, upstream_tls }))
+    }
+
+    /// The state of `new`, built next to this one: unchanged clusters and routes are carried
+    /// over whole (health, ejections, breakers, buckets, slots), changed clusters keep the
+    /// state of the instances they still have. Listeners, threads, public TLS and
+    /// authentication need a restart: they keep their running values and are reported.
+    pub fn following(&self, mut new: EdgeConfig) -> Result<(Arc<Self>, Changes), CatalogError> {
+        let old = &self.config;
+        let mut changes = Changes::default();
+        let mut keep = |key: &str, differs: bool| {
+            if differs {
+                changes.restart_required.push(format!("edge.{key}"));
+            }
+        };
+        keep("listen", new.listen != old.listen);
+        keep("admin_listen", new.admin_listen != old.admin_listen);
+        keep("threads", new.threads != old.threads);
+        keep("tls", new.tls != old.tls);
+        keep("auth", new.auth != old.auth);
+        (new.listen, new.admin_listen, new.threads) = (old.listen, old.admin_listen, old.threads);
+        new.tls.clone_from(&old.tls);
+        new.auth.clone_from(&old.auth);
+
+        let mut applied = |key: &str, differs: bool| {
+            if differs {
+                changes.applied.push(format!("edge.{key}"));
+            }
+        };
+        applied("max_body_bytes", new.max_body_bytes != old.max_body_bytes);
+        applied("connect_timeout", new.connect_timeout != old.connect_timeout);
+        applied("request_timeout", new.request_timeout != old.request_timeout);
+        applied("client_read_timeout", new.client_read_timeout != old.client_read_timeout);
+        applied("body_read_deadline", new.body_read_deadline != old.body_read_deadline);
+        applied("descriptor_sets", new.descriptor_sets != old.descriptor_sets);
+        applied("health", new.health != old.health);
+        applied("outlier", new.outlier != old.outlier);
+        applied("transcoding", new.transcoding != old.transcoding);
+        for c in &new.clusters {
+            applied(&format!("clusters[{}]", c.name), old.cluster(&c.name) != Some(c));
+        }
+        for c in old.clusters.iter().filter(|c| new.cluster(&c.name).is_none()) {
+            applied(&format!("clusters[{}] (removed)", c.name), true);
+        }
+        let route = |cfg: &EdgeConfig, service: &str| cfg.routes.iter().find(|r| r.service == service).cloned();
+        for r in &new.routes {
+            applied(&format!("routes[{}]", r.service), route(old, &r.service).as_ref() != Some(r));
+        }
+        for r in old.routes.iter().filter(|r| route(&new, &r.service).is_none()) {
+            applied(&format!("routes[{}] (removed)", r.service), true);
+        }
+
+        let clusters: HashMap<String, Arc<Cluster>> = new
+            .clusters
+            .iter()
+            .map(|c| {
+                let before = self.clusters.get(&c.name);
+                let cluster = match before {
+                    Some(b) if old.cluster(&c.name) == Some(c) && old.outlier == new.outlier => b.clone(),
+                    _ => Arc::new(Cluster::following(c, &new.outlier, before.map(|b| &**b))),
+                };
+                (c.name.clone(), cluster)
+            })
+            .collect();
+        let catalog = Catalog::following(&new, &clusters, Some((old, &self.catalog)))?;
+        let state = Self {
+            config: new,
+            clusters,
+            catalog,
+            requests: self.requests.clone(),
+            auth: self.auth.clone(),
+            upstream_tls: self.upstream_tls.clone(),
+        };
+        Ok((Arc::new(state), changes))
     }
 
     /// Routes in config order.

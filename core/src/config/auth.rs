@@ -10,7 +10,7 @@ use crate::duration;
 
 /// How the edge authenticates callers. Routes are authenticated unless they say
 /// `auth = "public"`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Auth {
     pub issuers: Vec<Issuer>,
     pub api_keys: Vec<ApiKey>,
@@ -30,7 +30,7 @@ pub struct Auth {
 }
 
 /// A JWT issuer and where its public keys are.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Issuer {
     /// The `iss` a token must carry.
     pub issuer: String,
@@ -56,7 +56,7 @@ pub enum KeySource {
 
 /// A server-to-server caller's key. The key itself is never in the config, only its
 /// SHA-256; callers send `x-api-key: pmk_<id>_<secret>`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ApiKey {
     pub id: String,
     /// Lower-case hex SHA-256 of the whole key as sent.

@@ -9,7 +9,7 @@ use super::{PaymentsInstance, raw};
 use crate::{ShardId, duration};
 
 /// The edge proxy's settings.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct EdgeConfig {
     /// REST (HTTP/1.1 and h2c) and gRPC (h2c) on one port.
     pub listen: SocketAddr,
@@ -87,7 +87,7 @@ pub struct EdgeTls {
 }
 
 /// Active and passive health checking of upstream instances (Envoy's semantics).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct HealthCheck {
     pub interval: Duration,
     pub timeout: Duration,
@@ -100,7 +100,7 @@ pub struct HealthCheck {
 /// Outlier ejection from real traffic (Envoy's semantics): consecutive failures eject an
 /// instance for `base_ejection_time` x how often it has been ejected, at most
 /// `max_ejection_time`; never more than `max_ejection_percent` of a shard (but at least one).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Outlier {
     pub consecutive_failures: u32,
     pub base_ejection_time: Duration,
@@ -109,7 +109,7 @@ pub struct Outlier {
 }
 
 /// A circuit breaker's settings (Resilience4j's semantics; the seeds' values by default).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Breaker {
     pub enabled: bool,
     pub window: BreakerWindow,
@@ -143,7 +143,7 @@ pub struct Bucket {
 }
 
 /// Rate limits of a route.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, PartialEq)]
 pub struct RateLimit {
     /// One bucket for the whole route.
     pub route: Option<Bucket>,
@@ -151,7 +151,7 @@ pub struct RateLimit {
     pub per_key: Option<KeyedLimit>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KeyedLimit {
     pub bucket: Bucket,
     /// Header naming the client (e.g. an API key); checked first.
@@ -163,7 +163,7 @@ pub struct KeyedLimit {
 }
 
 /// When and how a failed call is retried (only ever to another instance of the same shard).
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Retry {
     pub enabled: bool,
     /// Attempts in all, the first included.
@@ -179,7 +179,7 @@ pub struct Retry {
 }
 
 /// A set of interchangeable upstream instances, optionally split into shards.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Cluster {
     pub name: String,
     /// `Some(n)`: every endpoint belongs to one of `n` shards. `None`: one pool.
@@ -191,7 +191,7 @@ pub struct Cluster {
     pub max_pending: usize,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Endpoint {
     pub name: String,
     pub address: SocketAddr,
@@ -200,7 +200,7 @@ pub struct Endpoint {
 
 /// Routes every method of one gRPC service (and its `google.api.http` REST bindings) to a
 /// cluster.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct Route {
     /// Full gRPC service name, e.g. `payments.v1.Payments`.
     pub service: String,

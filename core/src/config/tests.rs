@@ -91,10 +91,39 @@ fn errors_name_the_file_the_key_and_the_fix() {
     ];
     for (from, to, expect) in cases {
         assert!(GOOD.contains(from), "fixture lacks {from}");
-        let msg = problem(&GOOD.replacen(from, to, 1));
-        assert!(msg.starts_with("mesh-config/test.toml: "), "{msg}");
+        let text = GOOD.replacen(from, to, 1);
+        let msg = problem(&text);
+        // file:line: the line of what was changed.
+        let at = GOOD.find(from).expect("fixture has it");
+        let line = GOOD[..at].matches('\n').count() + 1 + to.matches('\n').count();
+        assert!(msg.starts_with(&format!("mesh-config/test.toml:{line}: ")), "expected line {line} in {msg:?}");
         assert!(msg.contains(expect), "expected {expect:?} in {msg:?}");
     }
+}
+
+#[test]
+fn check_lists_a_problem_of_every_independent_section() {
+    let base = format!("{GOOD}{EDGE}");
+    let text = base.replacen("request_timeout = \"20s\"", "request_timeout = \"0s\"", 1)
+        + "\n[kafka]\nbootstrap = \"127.0.0.1:9092\"\n\n[relay]\nbatch_size = 0\n";
+    let problems = MeshConfig::check(Path::new("mesh-config/test.toml"), &text, &env);
+    let mut keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    keys.sort_unstable();
+    assert_eq!(keys, ["edge.request_timeout", "relay.batch_size"], "{problems:?}");
+    assert!(problems.iter().all(|p| p.line.is_some()), "{problems:?}");
+    assert!(MeshConfig::check(Path::new("x.toml"), &base, &env).is_empty(), "a good file has no problems");
+    // A syntax error stops the check where it is.
+    let broken = MeshConfig::check(Path::new("x.toml"), "[[shards]\nid = 0\n", &env);
+    assert_eq!(broken.len(), 1);
+    assert_eq!(broken[0].line, Some(1), "{broken:?}");
+}
+
+#[test]
+fn the_log_level_is_checked() {
+    let c = parse(&format!("log_level = \"info,paymesh_edge=debug\"\n{GOOD}")).expect("good");
+    assert_eq!(c.log_level.as_deref(), Some("info,paymesh_edge=debug"));
+    let msg = problem(&format!("log_level = \"loud=[\"\n{GOOD}"));
+    assert!(msg.starts_with("mesh-config/test.toml:1: log_level: "), "{msg}");
 }
 
 #[test]

@@ -65,6 +65,8 @@ pub struct RestCall {
     pub started: Instant,
     /// The caller, verified by the REST front (`None` on a public route).
     pub identity: Option<std::sync::Arc<crate::auth::Identity>>,
+    /// The configuration the REST request started with (the gRPC path keeps it).
+    pub state: Arc<EdgeState>,
 }
 
 /// The REST call a subrequest carries, if this session is one.
@@ -75,7 +77,7 @@ pub fn take_call(session: &mut Session) -> Option<RestCall> {
 
 /// Handles one REST request completely, including writing the response. Requests refused
 /// here are recorded in the request metrics here; the rest by the gRPC path.
-pub async fn handle(state: &EdgeState, session: &mut Session, span: &tracing::Span) -> pingora::Result<Outcome> {
+pub async fn handle(state: &Arc<EdgeState>, session: &mut Session, span: &tracing::Span) -> pingora::Result<Outcome> {
     let started = Instant::now();
     let mut route = None;
     let outcome = exchange(state, session, span, &mut route, started).await?;
@@ -93,7 +95,7 @@ pub async fn handle(state: &EdgeState, session: &mut Session, span: &tracing::Sp
 }
 
 async fn exchange<'s>(
-    state: &'s EdgeState,
+    state: &'s Arc<EdgeState>,
     session: &mut Session,
     span: &tracing::Span,
     route: &mut Option<&'s str>,
@@ -193,6 +195,7 @@ async fn exchange<'s>(
         span: span.clone(),
         started,
         identity,
+        state: state.clone(),
     };
     let head = grpc_request_head(session, &call, &state.config.transcoding.request_headers);
     if binding.method.desc.is_server_streaming() {

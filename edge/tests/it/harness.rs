@@ -197,6 +197,11 @@ timeout = "2s"
         stack
     }
 
+    /// The mesh config file the edge was started from (and reloads).
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.join("mesh.toml")
+    }
+
     /// Polls the admin API until every shard and cluster has a healthy instance.
     pub async fn wait_ready(&self) {
         let start = Instant::now();

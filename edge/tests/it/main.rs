@@ -17,6 +17,7 @@ mod misuse;
 mod mtls;
 mod public_tls;
 mod rejections;
+mod reload;
 mod resilience;
 mod rest;
 mod scoping;
