@@ -45,6 +45,8 @@ pub async fn during<T>(dir: &Path, seconds: u64, load: impl Future<Output = Resu
     let in_postgres = top_lines(&report(&["--comms", "postgres", "--sort", "sym"])?, 20);
     let _ = std::fs::remove_file(&data);
 
+    // The kernel's own threads and other tiny shares say little: the table keeps 0.5 % and up.
+    let by_process: Vec<(String, f64)> = by_process.into_iter().filter(|(_, share)| *share >= 0.5).collect();
     let mut out = format!(
         "## Where the CPU goes\n\n`perf record -a -F 499` for {seconds} s of Authorize through the edge (concurrency 32, group commit on); share of all samples on every CPU (idle excluded) by process:\n\n| process | share of samples |\n|---|---:|\n"
     );
@@ -70,7 +72,9 @@ fn per_process(text: &str) -> Vec<(String, f64)> {
             // The idle task (swapper) is not work.
             continue;
         }
-        *sums.entry(process_of(tid).unwrap_or_else(|| comm.to_owned())).or_default() += share;
+        // A thread whose process has exited by now: the load generator's, mostly.
+        let name = process_of(tid).unwrap_or_else(|| format!("{comm} (exited: the load generator)"));
+        *sums.entry(name).or_default() += share;
     }
     let busy: f64 = sums.values().sum();
     let mut v: Vec<(String, f64)> = sums.into_iter().map(|(k, s)| (k, if busy > 0.0 { s * 100.0 / busy } else { 0.0 })).collect();
@@ -106,6 +110,6 @@ mod tests {
         let name = std::fs::read_to_string(format!("/proc/{me}/comm")).expect("this process's /proc entry").trim().to_owned();
         let text = format!("    50.00%  0:swapper\n    30.00%  {me}:worker\n    10.00%  999999999:gone\n    10.00%  {me}:other\n");
         let v = per_process(&text);
-        assert_eq!(v, vec![(name, 80.0), ("gone".to_owned(), 20.0)]);
+        assert_eq!(v, vec![(name, 80.0), ("gone (exited: the load generator)".to_owned(), 20.0)]);
     }
 }

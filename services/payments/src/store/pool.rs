@@ -30,7 +30,11 @@ pub fn connect_pool(db: &DatabaseConfig) -> Result<Pool, String> {
         pg.password(password.expose());
     }
     pg.connect_timeout(settings.connect_timeout);
-    pg.options(db.session_options());
+    // Every statement is prepared once per connection and its best plan does not depend on
+    // the values (primary-key lookups, `unnest` inserts): without this, PostgreSQL keeps
+    // planning the batch statements again on every execution (their array parameters make
+    // the generic plan's estimate look worse than the custom plans it compares it with).
+    pg.options(format!("{} -c plan_cache_mode=force_generic_plan", db.session_options()));
     pg.application_name("paymesh-payments");
     let manager = Manager::from_config(pg, tokio_postgres::NoTls, ManagerConfig { recycling_method: RecyclingMethod::Fast });
     Pool::builder(manager)
