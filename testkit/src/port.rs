@@ -6,9 +6,20 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 /// A port that was free a moment ago. Another process may still take it before the caller
-/// binds, so callers that start servers retry on "address in use".
+/// binds, so callers that start servers retry on "address in use". Like
+/// [`free_port_below_ephemeral`], a port is handed out at most once per process: the kernel
+/// may offer a port again while nothing is bound to it, and a config that asks for several
+/// ports before its servers bind would give two servers one port.
 pub fn free_port() -> std::io::Result<u16> {
-    Ok(TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port())
+    static HANDED_OUT: Mutex<BTreeSet<u16>> = Mutex::new(BTreeSet::new());
+    let mut handed_out = HANDED_OUT.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    for _ in 0..1000 {
+        let port = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))?.local_addr()?.port();
+        if handed_out.insert(port) {
+            return Ok(port);
+        }
+    }
+    Err(std::io::Error::new(std::io::ErrorKind::AddrInUse, "the kernel offered only ports already handed out"))
 }
 
 /// Where [`free_port_below_ephemeral`] looks: from 10000 up to the kernel's ephemeral range.
@@ -60,6 +71,17 @@ mod tests {
         let mut seen = std::collections::HashSet::new();
         for _ in 0..3000 {
             let port = free_port_below_ephemeral().expect("a port");
+            assert!(seen.insert(port), "port {port} handed out twice in one process");
+        }
+    }
+
+    #[test]
+    fn free_ports_are_never_handed_out_twice() {
+        // 3,000 draws from the kernel's ~28,000 ephemeral ports repeat one almost surely
+        // (the bench's stack once gave a shard's PostgreSQL and a payments instance one port).
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..3000 {
+            let port = free_port().expect("a port");
             assert!(seen.insert(port), "port {port} handed out twice in one process");
         }
     }
