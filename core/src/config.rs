@@ -687,6 +687,8 @@ mod raw {
     pub(super) struct Edge {
         #[serde(default = "default_edge_listen")]
         pub listen: String,
+        #[serde(default)]
+        pub reload_on_change: bool,
         #[serde(default = "default_admin_listen")]
         pub admin_listen: String,
         #[serde(default = "default_max_body")]

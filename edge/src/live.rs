@@ -30,6 +30,9 @@ pub struct LiveEdge {
     generation: tokio::sync::watch::Sender<u64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// A digest of the file's content when it was last read (at start or by a reload, good
+    /// or bad), so a watch reloads on a change and never again for the same content.
+    seen: Mutex<Option<u64>>,
 }
 
 /// Why a reload changed nothing.
@@ -75,7 +78,21 @@ impl LiveEdge {
             generation: tokio::sync::watch::Sender::new(0),
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
+            seen: Mutex::new(None),
         })
+        .with_seen_now()
+    }
+
+    fn with_seen_now(self: Arc<Self>) -> Arc<Self> {
+        let digest = self.source.as_ref().and_then(|p| std::fs::read(p).ok()).map(|b| digest(&b));
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digest;
+        self
+    }
+
+    /// Whether the file's content differs from what was last read.
+    pub fn file_changed(&self) -> bool {
+        let Some(now) = self.source.as_ref().and_then(|p| std::fs::read(p).ok()).map(|b| digest(&b)) else { return false };
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) != Some(now)
     }
 
     /// The state new calls use.
@@ -155,36 +172,58 @@ impl LiveEdge {
     }
 }
 
-/// Reloads the config on SIGHUP (Envoy's and nginx's habit).
+/// A digest of file content (change detection, not security).
+fn digest(bytes: &[u8]) -> u64 {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    bytes.hash(&mut h);
+    h.finish()
+}
+
+/// How often a watched config file is compared with what was last read.
+const WATCH_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Reloads the config on SIGHUP (Envoy's and nginx's habit), and when the file's content
+/// changes if the config says `reload_on_change` (a mounted ConfigMap, say).
 #[derive(Debug)]
-pub struct ReloadOnHangup {
+pub struct Reloader {
     pub live: Arc<LiveEdge>,
 }
 
 #[async_trait::async_trait]
-impl pingora::services::background::BackgroundService for ReloadOnHangup {
+impl pingora::services::background::BackgroundService for Reloader {
     async fn start(&self, mut shutdown: pingora::server::ShutdownWatch) {
         use tokio::signal::unix::{SignalKind, signal};
         let mut hangup = match signal(SignalKind::hangup()) {
-            Ok(s) => s,
+            Ok(s) => Some(s),
             Err(e) => {
                 tracing::error!(%e, "cannot listen for SIGHUP; reload with POST /config/reload instead");
-                return;
+                None
             }
         };
+        let mut watch = tokio::time::interval(WATCH_EVERY);
+        watch.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
-            tokio::select! {
+            let why = tokio::select! {
                 _ = shutdown.changed() => return,
-                got = hangup.recv() => {
+                got = async { match &mut hangup { Some(h) => h.recv().await, None => std::future::pending().await } } => {
                     if got.is_none() {
-                        return;
+                        hangup = None;
+                        continue;
                     }
-                    tracing::info!("SIGHUP: reloading the config");
-                    let live = self.live.clone();
-                    // The outcome is logged by the reload itself.
-                    let _ = tokio::task::spawn_blocking(move || live.reload()).await;
+                    "SIGHUP"
                 }
-            }
+                _ = watch.tick() => {
+                    if !(self.live.load().config.reload_on_change && self.live.file_changed()) {
+                        continue;
+                    }
+                    "the file changed"
+                }
+            };
+            tracing::info!(why, "reloading the config");
+            let live = self.live.clone();
+            // The outcome is logged by the reload itself.
+            let _ = tokio::task::spawn_blocking(move || live.reload()).await;
         }
     }
 }

@@ -15,7 +15,7 @@ use crate::admin::Admin;
 use crate::client_io::WithClientDeadline;
 use crate::health::HealthChecker;
 use crate::lanes::Lanes;
-use crate::live::{LiveEdge, ReloadOnHangup};
+use crate::live::{LiveEdge, Reloader};
 use crate::proxy::EdgeProxy;
 use crate::state::EdgeState;
 
@@ -85,7 +85,7 @@ pub fn run(live: Arc<LiveEdge>, shutdown: Box<dyn ShutdownSignalWatch + Send + S
     admin.add_tcp(&cfg.admin_listen.to_string());
 
     let health = background_service("health checks", HealthChecker { live: live.clone() });
-    let hangup = background_service("reload on SIGHUP", ReloadOnHangup { live: live.clone() });
+    let hangup = background_service("config reloads", Reloader { live: live.clone() });
 
     server.add_service(admin);
     server.add_service(health);

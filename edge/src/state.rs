@@ -89,6 +89,7 @@ impl EdgeState {
         applied("health", new.health != old.health);
         applied("outlier", new.outlier != old.outlier);
         applied("transcoding", new.transcoding != old.transcoding);
+        applied("reload_on_change", new.reload_on_change != old.reload_on_change);
         for c in &new.clusters {
             applied(&format!("clusters[{}]", c.name), old.cluster(&c.name) != Some(c));
         }

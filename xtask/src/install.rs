@@ -148,6 +148,17 @@ pub fn openapi_validator() -> Result<(), String> {
     if present() { Ok(()) } else { Err("openapi-spec-validator was installed but python3 cannot import it".into()) }
 }
 
+/// Makes sure `kubernetes-validate` (the Kubernetes API schemas, offline, from PyPI) can run
+/// as `python3 -m kubernetes_validate`: the tests check `compose/kubernetes/` with it.
+pub fn kubernetes_validate() -> Result<(), String> {
+    let present = || Command::new("python3").args(["-c", "import kubernetes_validate"]).output().is_ok_and(|o| o.status.success());
+    if present() {
+        return Ok(());
+    }
+    pip_install("kubernetes-validate", "the Kubernetes manifest validator of the tests")?;
+    if present() { Ok(()) } else { Err("kubernetes-validate was installed but python3 cannot import it".into()) }
+}
+
 /// `pip install PACKAGE` for the python3 on PATH (through `python3 -m pip`, so the package
 /// lands where that interpreter looks), falling back to a pip3/pip executable.
 fn pip_install(package: &str, what: &str) -> Result<(), String> {

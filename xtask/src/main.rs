@@ -19,6 +19,7 @@ mod certs;
 mod chaos;
 mod compose_check;
 mod install;
+mod k8s_check;
 mod local_auth;
 mod observe;
 mod probe;
@@ -152,6 +153,7 @@ fn test(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     install::openssl()?;
     install::openapi_validator()?;
+    install::kubernetes_validate()?;
     let grpcurl = install::grpcurl()?;
     let rotel = install::rotel()?;
     let prometheus = install::prometheus()?;

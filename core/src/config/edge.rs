@@ -42,6 +42,9 @@ pub struct EdgeConfig {
     pub tls: Option<EdgeTls>,
     /// How REST requests become gRPC calls where gateways differ.
     pub transcoding: Transcoding,
+    /// Reload the config file when its content changes (checked every 2 s), e.g. a mounted
+    /// Kubernetes ConfigMap; SIGHUP and `POST /config/reload` work either way.
+    pub reload_on_change: bool,
 }
 
 /// The REST transcoder's choices (`[edge.transcoding]`; docs/TRANSCODING.md).
@@ -417,6 +420,7 @@ pub(super) fn validate(
 
     Ok(EdgeConfig {
         transcoding,
+        reload_on_change: raw.reload_on_change,
         listen,
         admin_listen,
         max_body_bytes: raw.max_body_bytes,

@@ -301,3 +301,47 @@ async fn a_bad_reload_changes_nothing_and_says_where() {
     assert_eq!(r.json()["restart_required"], json!(["edge.threads"]));
     stack.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_reload_on_change_a_changed_file_is_applied_without_asking() {
+    let stack = Stack::start().await;
+    let metric = |name: &'static str| {
+        let admin = stack.admin;
+        async move {
+            let m = String::from_utf8_lossy(&http_client::get(admin, "/metrics").await.body).into_owned();
+            m.lines().find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned())).unwrap_or_default()
+        }
+    };
+    let timeout_ms = || {
+        let admin = stack.admin;
+        async move { route(&http_client::get(admin, "/routes").await.json(), "inventory.v1.Inventory")["timeout_ms"].clone() }
+    };
+    edit(&stack, |t| t.replace("threads = 2\n", "threads = 2\nreload_on_change = true\n"));
+    let r = reload(&stack).await;
+    assert_eq!(r.json()["applied"], json!(["edge.reload_on_change"]), "{}", r.json());
+
+    // A changed file is picked up by the watch: no POST, no signal.
+    edit(&stack, |t| t.replace("cluster = \"inventory\"\ntimeout = \"2s\"\n", "cluster = \"inventory\"\ntimeout = \"4s\"\n"));
+    let start = Instant::now();
+    while timeout_ms().await != json!(4000) {
+        assert!(start.elapsed() < DEADLINE, "the changed file was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric("paymesh_edge_config_generation").await, "2");
+
+    // A bad file is refused once, not on every look; the next good one applies.
+    edit(&stack, |t| t.replace("timeout = \"4s\"", "timeout = \"later\""));
+    let start = Instant::now();
+    while metric("paymesh_edge_config_reloads_total{outcome=\"error\"}").await != "1" {
+        assert!(start.elapsed() < DEADLINE, "the bad file was never looked at");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    edit(&stack, |t| t.replace("timeout = \"later\"", "timeout = \"5s\""));
+    let start = Instant::now();
+    while timeout_ms().await != json!(5000) {
+        assert!(start.elapsed() < DEADLINE, "the fixed file was never applied");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(metric("paymesh_edge_config_reloads_total{outcome=\"error\"}").await, "1", "the bad content was tried once");
+    stack.stop().await;
+}
