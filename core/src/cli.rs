@@ -8,7 +8,8 @@
 //! instance does. Once the instance awaits `shutdown::signal()` it stops gracefully; a signal
 //! before that (still starting, e.g. waiting for its database or the broker's address) exits
 //! at once with 0; a second signal, or a graceful stop still running
-//! `payments.shutdown_grace` + 5 s after the first, exits at once with 1.
+//! `payments.drain_delay` + `payments.shutdown_grace` + 5 s after the first, exits at once
+//! with 1.
 
 use std::fmt::Display;
 use std::future::Future;
@@ -66,10 +67,16 @@ where
             return ExitCode::FAILURE;
         }
     };
-    let grace = config.payments.shutdown_grace + FORCE_MARGIN;
+    // A payments instance drains first, then lets its calls finish.
+    let grace = config.payments.drain_delay + config.payments.shutdown_grace + FORCE_MARGIN;
     let outcome = runtime.block_on(async {
         crate::shutdown::listen();
         let _telemetry = crate::telemetry::init(program);
+        if let Some(filter) = &config.log_level
+            && let Err(e) = crate::telemetry::set_log_filter(filter)
+        {
+            tracing::warn!(%e, "the config's log_level was not applied");
+        }
         tracing::info!(%instance, "{program} starting");
         tokio::select! {
             biased;

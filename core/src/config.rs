@@ -138,6 +138,10 @@ pub struct PaymentsConfig {
     pub health_check_interval: Duration,
     /// How long in-flight calls may run after SIGTERM before the process exits anyway.
     pub shutdown_grace: Duration,
+    /// After SIGTERM, how long an instance reports NOT_SERVING while still serving, so
+    /// balancers (the edge's health watch, a Kubernetes readiness probe) stop sending it new
+    /// calls before it stops accepting them.
+    pub drain_delay: Duration,
     /// Coalescing concurrent mutations into one transaction per batch.
     pub group_commit: GroupCommit,
     pub instances: Vec<PaymentsInstance>,
@@ -296,6 +300,10 @@ impl MeshConfig {
             return Err(err("payments.health_check_interval".into(), "must be above zero".into()));
         }
         let shutdown_grace = duration::parse(&p.shutdown_grace).map_err(|m| err("payments.shutdown_grace".into(), m))?;
+        let drain_delay = duration::parse(&p.drain_delay).map_err(|m| err("payments.drain_delay".into(), m))?;
+        if drain_delay > Duration::from_secs(300) {
+            return Err(err("payments.drain_delay".into(), "is at most 300s; a drain only needs the balancers' reaction time".into()));
+        }
 
         let mut names = HashSet::new();
         let mut addrs = HashSet::new();
@@ -381,7 +389,7 @@ impl MeshConfig {
         Ok(Self {
             source: path.to_owned(),
             shards,
-            payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, group_commit, instances },
+            payments: PaymentsConfig { idempotency_retention, health_check_interval, shutdown_grace, drain_delay, group_commit, instances },
             edge,
             kafka,
             relay,
@@ -1013,6 +1021,8 @@ mod raw {
         pub health_check_interval: String,
         #[serde(default = "default_shutdown_grace")]
         pub shutdown_grace: String,
+        #[serde(default = "default_drain_delay")]
+        pub drain_delay: String,
         #[serde(default)]
         pub group_commit: GroupCommit,
         #[serde(default)]
@@ -1025,6 +1035,7 @@ mod raw {
                 idempotency_retention: default_retention(),
                 health_check_interval: default_health_interval(),
                 shutdown_grace: default_shutdown_grace(),
+                drain_delay: default_drain_delay(),
                 group_commit: GroupCommit::default(),
                 instances: Vec::new(),
             }
@@ -1090,6 +1101,9 @@ mod raw {
     }
     fn default_shutdown_grace() -> String {
         "20s".into()
+    }
+    fn default_drain_delay() -> String {
+        "2s".into()
     }
 }
 

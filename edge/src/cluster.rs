@@ -82,6 +82,16 @@ impl Health {
         None
     }
 
+    /// The instance said it is NOT_SERVING (it drains, or has lost its database): it is out
+    /// at once, not after `unhealthy_threshold` checks, and back only after
+    /// `healthy_threshold` passing ones. Returns whether it was healthy until now.
+    pub fn drain(&self) -> bool {
+        let mut s = self.streaks.lock().unwrap_or_else(|e| e.into_inner());
+        s.ok = 0;
+        s.failed = s.failed.max(1);
+        self.healthy.swap(false, Ordering::AcqRel)
+    }
+
     /// Whether outlier detection has this endpoint out at `now`.
     pub fn is_ejected(&self, now: Instant) -> bool {
         self.outlier.lock().unwrap_or_else(|e| e.into_inner()).ejected_until.is_some_and(|u| now < u)

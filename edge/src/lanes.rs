@@ -40,6 +40,8 @@ pub struct Lanes {
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     local: SocketAddr,
+    /// The listening socket itself (each lane holds a copy), to hand to a new process.
+    socket: Option<std::net::TcpListener>,
 }
 
 impl std::fmt::Debug for Lanes {
@@ -55,11 +57,24 @@ impl Lanes {
         listen: SocketAddr,
         count: usize,
         tls: Option<Arc<crate::public_tls::PublicTls>>,
+        make_app: impl FnMut() -> A,
+    ) -> std::io::Result<Self> {
+        Self::start_on(listen, None, count, tls, make_app)
+    }
+
+    /// [`Lanes::start`] on `inherited`, a listening socket a running edge handed over, when
+    /// given; else on a socket bound to `listen`.
+    pub fn start_on<A: ServerApp + Send + Sync + 'static>(
+        listen: SocketAddr,
+        inherited: Option<std::net::TcpListener>,
+        count: usize,
+        tls: Option<Arc<crate::public_tls::PublicTls>>,
         mut make_app: impl FnMut() -> A,
     ) -> std::io::Result<Self> {
         let (draining, _) = watch::channel(false);
-        let mut lanes = Self { draining, stops: Vec::new(), threads: Vec::new(), local: listen };
+        let mut lanes = Self { draining, stops: Vec::new(), threads: Vec::new(), local: listen, socket: None };
         let mut first: Option<std::net::TcpListener> = None;
+        let mut inherited = inherited;
         for i in 0..count.max(1) {
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let listener = {
@@ -67,7 +82,13 @@ impl Lanes {
                 let _in_lane = runtime.enter();
                 match &first {
                     None => {
-                        let l = bind(listen)?;
+                        let l = match inherited.take() {
+                            Some(socket) => {
+                                socket.set_nonblocking(true)?;
+                                TcpListener::from_std(socket)?
+                            }
+                            None => bind(listen)?,
+                        };
                         lanes.local = l.local_addr()?;
                         first = Some(std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?));
                         l
@@ -103,6 +124,7 @@ impl Lanes {
                 }
             }
         }
+        lanes.socket = first;
         Ok(lanes)
     }
 
@@ -111,9 +133,17 @@ impl Lanes {
         self.local
     }
 
-    /// Wraps the server's shutdown signal so that the lanes start draining with it.
-    pub fn drain_on(&self, signal: Box<dyn ShutdownSignalWatch + Send + Sync>) -> Box<dyn ShutdownSignalWatch + Send + Sync> {
-        Box::new(DrainOn { signal, draining: self.draining.clone() })
+    /// Wraps the server's shutdown signal so that the lanes start draining with it. On a
+    /// graceful upgrade (SIGQUIT) the listening socket is first handed to the new process
+    /// waiting for it (see [`crate::upgrade`]), keyed by the configured `listen` address; if
+    /// none takes it, the edge keeps running.
+    pub fn drain_on(
+        &self,
+        listen: SocketAddr,
+        signal: Box<dyn ShutdownSignalWatch + Send + Sync>,
+    ) -> Box<dyn ShutdownSignalWatch + Send + Sync> {
+        let socket = self.socket.as_ref().and_then(|s| s.try_clone().ok());
+        Box::new(DrainOn { signal, draining: self.draining.clone(), listen, socket })
     }
 
     /// Stops every lane: its remaining tasks are dropped, so its connections close; then
@@ -202,18 +232,41 @@ fn into_stream(tcp: tokio::net::TcpStream, peer: SocketAddr) -> pingora::protoco
     stream
 }
 
-/// The server's shutdown signal, also telling the lanes.
+/// The server's shutdown signal, also telling the lanes (and handing the socket over on an
+/// upgrade).
 struct DrainOn {
     signal: Box<dyn ShutdownSignalWatch + Send + Sync>,
     draining: watch::Sender<bool>,
+    listen: SocketAddr,
+    socket: Option<std::net::TcpListener>,
 }
 
 #[async_trait]
 impl ShutdownSignalWatch for DrainOn {
     async fn recv(&self) -> ShutdownSignal {
-        let signal = self.signal.recv().await;
-        let _ = self.draining.send(true);
-        signal
+        loop {
+            let signal = self.signal.recv().await;
+            if !matches!(signal, ShutdownSignal::GracefulUpgrade) {
+                let _ = self.draining.send(true);
+                return signal;
+            }
+            let Some(socket) = self.socket.as_ref().and_then(|s| s.try_clone().ok()) else {
+                tracing::error!("SIGQUIT: no listening socket to hand over; still running");
+                continue;
+            };
+            let listen = self.listen;
+            match tokio::task::spawn_blocking(move || crate::upgrade::send(listen, &socket)).await {
+                Ok(Ok(())) => {
+                    tracing::info!(%listen, "listening socket handed to the new edge; draining");
+                    let _ = self.draining.send(true);
+                    // pingora's own upgrade would send its listeners too: this edge has
+                    // handed over what it must, so it stops as on SIGTERM.
+                    return ShutdownSignal::GracefulTerminate;
+                }
+                Ok(Err(e)) => tracing::error!(%e, "SIGQUIT: upgrade failed; still running"),
+                Err(e) => tracing::error!(%e, "SIGQUIT: upgrade failed; still running"),
+            }
+        }
     }
 }
 

@@ -37,6 +37,7 @@ pub mod shardkey;
 pub mod state;
 pub mod status;
 pub mod transcode;
+pub mod upgrade;
 pub mod upstream_tls;
 
-pub use server::{EdgeError, ShutdownOnSignal, UnixSignals, prepare, run};
+pub use server::{EdgeError, ShutdownOnSignal, UnixSignals, prepare, run, run_with};

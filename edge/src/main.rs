@@ -3,18 +3,25 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-const USAGE: &str = "usage: edge [--check] [--config FILE]
+const USAGE: &str = "usage: edge [--check | --upgrade] [--config FILE]
   --config FILE   mesh config (default: $PAYMESH_CONFIG, else mesh-config/paymesh.toml)
   --check         check the whole config (and the edge's routes and bindings) without
-                  starting; print every problem as file:line: key: problem; exit 1 if any";
+                  starting; print every problem as file:line: key: problem; exit 1 if any
+  --upgrade       take over from the edge running with this config: wait for its listening
+                  socket, which it hands over (then drains) when sent SIGQUIT";
 
 fn main() -> ExitCode {
     let mut config = std::env::var_os("PAYMESH_CONFIG").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("mesh-config/paymesh.toml"));
     let mut check = false;
+    let mut upgrade = false;
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
         if arg == "--check" {
             check = true;
+            continue;
+        }
+        if arg == "--upgrade" {
+            upgrade = true;
             continue;
         }
         match (arg.as_str(), args.next()) {
@@ -64,7 +71,21 @@ fn main() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    match paymesh_edge::run(state, Box::new(paymesh_edge::UnixSignals)) {
+    // Taking over: the running edge's socket, once it sends it (on SIGQUIT).
+    let inherited = if upgrade {
+        let listen = state.load().config.listen;
+        tracing::info!(%listen, "waiting for the running edge's listening socket (send it SIGQUIT)");
+        match paymesh_edge::upgrade::receive(listen) {
+            Ok(socket) => Some(socket),
+            Err(e) => {
+                eprintln!("edge: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    } else {
+        None
+    };
+    match paymesh_edge::run_with(state, Box::new(paymesh_edge::UnixSignals), inherited) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("edge: {e}");

@@ -22,6 +22,9 @@ use crate::state::EdgeState;
 /// How long an HTTP/2 client connection may have no stream before it is closed.
 const H2_IDLE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
+/// Longest an upgrading edge checks its instances before it accepts calls.
+const WARM_UP: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// Why the edge could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum EdgeError {
@@ -48,6 +51,15 @@ pub fn prepare(config: &MeshConfig) -> Result<Arc<LiveEdge>, EdgeError> {
 
 /// Runs the edge until `shutdown` says to stop. Blocks the calling thread.
 pub fn run(live: Arc<LiveEdge>, shutdown: Box<dyn ShutdownSignalWatch + Send + Sync>) -> Result<(), EdgeError> {
+    run_with(live, shutdown, None)
+}
+
+/// [`run`], on a listening socket a running edge handed over (see [`crate::upgrade`]).
+pub fn run_with(
+    live: Arc<LiveEdge>,
+    shutdown: Box<dyn ShutdownSignalWatch + Send + Sync>,
+    inherited: Option<std::net::TcpListener>,
+) -> Result<(), EdgeError> {
     // What a reload cannot change (listeners, threads, public TLS, the JWKS refresher) is
     // taken from the state at start.
     let state = live.load();
@@ -79,10 +91,19 @@ pub fn run(live: Arc<LiveEdge>, shutdown: Box<dyn ShutdownSignalWatch + Send + S
         }
         None => None,
     };
-    let lanes = Lanes::start(cfg.listen, cfg.threads, tls, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
+    if inherited.is_some() {
+        // The running edge stops accepting once it has handed the socket over; connections
+        // wait in the socket's queue while this one checks its instances.
+        let warm = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| EdgeError::Pingora(format!("{e}")))?;
+        warm.block_on(crate::health::warm_up(&live, WARM_UP));
+    }
+    let lanes = Lanes::start_on(cfg.listen, inherited, cfg.threads, tls, make_app).map_err(|e| EdgeError::Pingora(format!("{e}")))?;
 
     let mut admin = Service::new("paymesh admin".to_owned(), Admin { live: live.clone() });
-    admin.add_tcp(&cfg.admin_listen.to_string());
+    // SO_REUSEPORT: an upgrading edge binds it while this one still holds it.
+    let mut admin_socket = pingora::listeners::TcpSocketOptions::default();
+    admin_socket.so_reuseport = Some(true);
+    admin.add_tcp_with_settings(&cfg.admin_listen.to_string(), admin_socket);
 
     let health = background_service("health checks", HealthChecker { live: live.clone() });
     let hangup = background_service("config reloads", Reloader { live: live.clone() });
@@ -94,13 +115,14 @@ pub fn run(live: Arc<LiveEdge>, shutdown: Box<dyn ShutdownSignalWatch + Send + S
         server.add_service(background_service("jwks refresh", crate::auth::KeyRefresher { sets: auth.key_sets() }));
     }
     tracing::info!(listen = %cfg.listen, admin = %cfg.admin_listen, "edge starting");
-    server.run(RunArgs { shutdown_signal: lanes.drain_on(shutdown) });
+    server.run(RunArgs { shutdown_signal: lanes.drain_on(cfg.listen, shutdown) });
     lanes.stop();
     Ok(())
 }
 
 /// SIGTERM: graceful; SIGINT (Ctrl-C): graceful too (a local stack's Ctrl-C should drain);
-/// SIGQUIT: fast.
+/// SIGQUIT: graceful upgrade (hand the listening socket to a new edge started with
+/// `--upgrade`, then drain; see [`crate::upgrade`]).
 #[derive(Debug, Default)]
 pub struct UnixSignals;
 
@@ -117,7 +139,7 @@ impl ShutdownSignalWatch for UnixSignals {
         tokio::select! {
             _ = term.recv() => ShutdownSignal::GracefulTerminate,
             _ = int.recv() => ShutdownSignal::GracefulTerminate,
-            _ = quit.recv() => ShutdownSignal::FastShutdown,
+            _ = quit.recv() => ShutdownSignal::GracefulUpgrade,
         }
     }
 }

@@ -7,6 +7,9 @@
 //!   run of the stack `up` starts (on free ports) driven by grpcurl, then `chaos --quick`.
 //! - `chaos [--quick]`: the stack under a full-flow load while faults hit it, then the money
 //!   invariants (see `chaos`).
+//! - `rollout [--quick]`: every process of the stack restarted one at a time, the edge
+//!   upgraded and its config changed live, under a full-flow load that must see no non-OK
+//!   answer (see `rollout`); `test` runs the quick one.
 //! - `fuzz [OPTIONS]`: the fuzz campaign over the edge's parsers (`paymesh-fuzz`, release
 //!   build); `test` runs a short pass of it.
 //! - `supervise NAME -- PROGRAM [ARGS]`: one process under `up`'s supervisor (restarted when
@@ -23,6 +26,7 @@ mod k8s_check;
 mod local_auth;
 mod observe;
 mod probe;
+mod rollout;
 mod secret;
 mod smoke;
 mod stack;
@@ -42,6 +46,9 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    database; --db: all but it)
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
+  rollout [--quick]                restart every process one at a time, upgrade the edge and
+                                   change its config live, under a full-flow load: a table per
+                                   step, failing on any non-OK answer (--quick: part of `test`)
   fuzz [--inputs N] [--seed S] [--target NAME]
                                    fuzz the edge's parsers of untrusted input (N mutated
                                    inputs per target, default 1000000; docs/FUZZING.md)
@@ -66,6 +73,7 @@ fn main() -> ExitCode {
         Some("test") => test(&args[1..]),
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
+        Some("rollout") => rollout(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("redrive") => redrive(&args[1..]),
         Some("token") => local_auth::token_command(&root(), &args[1..]),
@@ -167,6 +175,8 @@ fn test(args: &[String]) -> Result<(), String> {
     if !smoke_only {
         println!("==> chaos --quick: faults under load, then the money invariants");
         runtime.block_on(chaos::run(true))?;
+        println!("==> rollout --quick: every process restarted under load, no call may fail");
+        runtime.block_on(rollout::run(true))?;
     }
     println!("==> all tests passed");
     Ok(())
@@ -192,6 +202,18 @@ fn chaos(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(chaos::run(quick))
+}
+
+fn rollout(args: &[String]) -> Result<(), String> {
+    let quick = match args {
+        [] => false,
+        [q] if q == "--quick" => true,
+        _ => return Err(format!("unknown options {args:?} for rollout\n{USAGE}")),
+    };
+    install::postgres()?;
+    install::build_tools()?;
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(rollout::run(quick))
 }
 
 fn redrive(args: &[String]) -> Result<(), String> {

@@ -129,3 +129,87 @@ async fn sighup_reloads_a_good_file_and_refuses_a_bad_one() {
     assert!(edge.0.try_wait().expect("wait").is_none(), "SIGHUP must not end the edge");
     let _ = std::fs::remove_file(&path);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_upgrade_hands_the_listening_socket_over_and_refuses_no_connection() {
+    let (listen, admin) = (crate::harness::free_addr(), crate::harness::free_addr());
+    let text = format!("{BASE}{EDGE}").replace("LISTEN", &listen.to_string()).replace("ADMIN", &admin.to_string());
+    let path = write_config("upgrade", &text);
+    let quiet = || std::process::Stdio::null();
+    let mut old = Running(Command::new(BIN).arg("--config").arg(&path).stdout(quiet()).stderr(quiet()).spawn().expect("start edge"));
+    let start = std::time::Instant::now();
+    while crate::http_client::try_send(admin, crate::http_client::Version::Http1, "GET", "/routes", &[], bytes::Bytes::new()).await.is_err()
+    {
+        assert!(start.elapsed() < crate::harness::DEADLINE, "the edge never answered");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // Clients opening a new connection for every request, all the time. Any HTTP answer is
+    // an answer (there is no upstream: the edge answers itself); a refused or reset
+    // connection is a failure.
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let answered = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let failures = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let clients: Vec<_> = (0..3)
+        .map(|_| {
+            let (stop, answered, failures) = (stop.clone(), answered.clone(), failures.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let r = crate::http_client::try_send(
+                        listen,
+                        crate::http_client::Version::Http1,
+                        "GET",
+                        "/v1/payments/pay_0_x",
+                        &[("connection", "close")],
+                        bytes::Bytes::new(),
+                    )
+                    .await;
+                    match r {
+                        Ok(_) => {
+                            answered.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        }
+                        Err(e) => failures.lock().expect("lock").push(e.to_string()),
+                    }
+                }
+            })
+        })
+        .collect();
+    let more = |n: usize| {
+        let answered = answered.clone();
+        async move {
+            let target = answered.load(std::sync::atomic::Ordering::Relaxed) + n;
+            let start = std::time::Instant::now();
+            while answered.load(std::sync::atomic::Ordering::Relaxed) < target {
+                assert!(start.elapsed() < crate::harness::DEADLINE, "requests stopped being answered");
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
+        }
+    };
+    more(50).await;
+
+    // The new edge waits for the socket; SIGQUIT makes the old one hand it over and drain.
+    let mut new = Running(
+        Command::new(BIN).arg("--upgrade").arg("--config").arg(&path).stdout(quiet()).stderr(quiet()).spawn().expect("start the new edge"),
+    );
+    let status = Command::new("kill").args(["-QUIT", &old.0.id().to_string()]).status().expect("run kill");
+    assert!(status.success());
+    let start = std::time::Instant::now();
+    let exit = loop {
+        if let Some(s) = old.0.try_wait().expect("wait") {
+            break s;
+        }
+        assert!(start.elapsed() < crate::harness::DEADLINE, "the old edge never finished its drain");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(exit.success(), "the old edge exits cleanly after the handover: {exit}");
+    more(50).await;
+    assert!(new.0.try_wait().expect("wait").is_none(), "the new edge runs on");
+
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client");
+    }
+    let failures = failures.lock().expect("lock").clone();
+    assert!(failures.is_empty(), "{} connections failed across the upgrade: {:?}", failures.len(), &failures[..failures.len().min(5)]);
+    let _ = std::fs::remove_file(&path);
+}

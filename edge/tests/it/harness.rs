@@ -251,6 +251,23 @@ timeout = "2s"
         }
     }
 
+    /// Starts a stopped payments instance again on its address.
+    pub async fn restart(&mut self, name: &str) {
+        let config = self.config.clone();
+        let inst = self.instances.iter_mut().find(|i| i.name == name).expect("instance");
+        assert!(inst.task.is_none(), "{name} is still running");
+        let listener = tokio::net::TcpListener::bind(inst.addr).await.expect("bind the instance's address again");
+        let (tx, rx) = oneshot::channel::<()>();
+        let task_name = name.to_owned();
+        inst.task = Some(tokio::spawn(async move {
+            paymesh_payments::serve(listener, &config, &task_name, async move {
+                let _ = rx.await;
+            })
+            .await
+        }));
+        inst.stop = Some(tx);
+    }
+
     pub fn merchant_on(&self, shard: u32, n: usize) -> String {
         (0..).map(|i| format!("merchant-{i}")).filter(|m| shard_for_merchant(m, 2) == ShardId(shard)).nth(n).expect("infinite")
     }

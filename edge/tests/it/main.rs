@@ -12,6 +12,7 @@ mod admin;
 mod auth;
 mod binary;
 mod bookstore_rest;
+mod drain;
 mod grpc;
 mod misuse;
 mod mtls;

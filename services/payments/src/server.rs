@@ -109,13 +109,21 @@ pub async fn serve(
     let addr = listener.local_addr().ok();
     tracing::info!(instance = %inst.name, shard = %inst.shard, ?addr, "payments instance serving");
 
-    // On shutdown: report NOT_SERVING so balancers drain us, stop accepting, let in-flight
-    // calls finish, but no longer than the configured grace.
+    // On shutdown: report NOT_SERVING and keep serving for the drain delay, so balancers
+    // (the edge's health watch, a readiness probe) stop sending new calls first; then stop
+    // accepting (HTTP/2 GOAWAY) and let in-flight calls finish, no longer than the grace.
     let (stopping_tx, stopping_rx) = tokio::sync::oneshot::channel::<()>();
     let drain_reporter = reporter.clone();
+    let drain_delay = config.payments.drain_delay;
+    let drain_name = inst.name.clone();
+    // The database watch must not report SERVING again while draining.
+    let watching = watcher.abort_handle();
     let signal = async move {
         shutdown.await;
+        watching.abort();
         health::set(&drain_reporter, ServingStatus::NotServing).await;
+        tracing::info!(instance = %drain_name, ?drain_delay, "draining: NOT_SERVING, still serving until the delay is over");
+        tokio::time::sleep(drain_delay).await;
         let _ = stopping_tx.send(());
     };
     let server = tonic::transport::Server::builder()

@@ -22,6 +22,7 @@ pub use publish::{Relay, RelayError, Tick};
 pub use status::serve_status;
 
 use std::future::Future;
+use std::time::Duration;
 
 use paymesh_core::config::MeshConfig;
 
@@ -49,7 +50,8 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     tracing::info!(relay = name, shard = %inst.shard, "relay running");
     loop {
         let wait = match relay.tick().await {
-            Ok(t) if t.claimed as i64 >= relay_cfg.batch_size && t.refused == 0 => continue,
+            // A full batch: more are waiting; go on at once (but not past a shutdown).
+            Ok(t) if t.claimed as i64 >= relay_cfg.batch_size && t.refused == 0 => Duration::ZERO,
             // The breaker is open: look again shortly (the wait in open is the breaker's).
             Ok(t) if t.refused > 0 => relay.breaker_retry_in().unwrap_or(relay_cfg.poll_interval),
             Ok(_) => relay_cfg.poll_interval,
@@ -58,7 +60,10 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
                 relay_cfg.poll_interval
             }
         };
+        // Between batches, a shutdown comes first: the batch just published is committed,
+        // the next one is not started.
         tokio::select! {
+            biased;
             () = &mut shutdown => break,
             () = wake.wait(wait) => {}
         }

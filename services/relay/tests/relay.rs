@@ -72,6 +72,19 @@ status_listen = "127.0.0.1:0"
     Setup { config, client: PaymentsClient::new(channel), stop: Some(tx), db_url }
 }
 
+/// Runs relay `r0` of `config` until the sender fires.
+fn run_relay(config: &MeshConfig) -> (tokio::sync::oneshot::Sender<()>, tokio::task::JoinHandle<Result<(), paymesh_relay::RelayError>>) {
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let config = config.clone();
+    let relay = tokio::spawn(async move {
+        paymesh_relay::run(&config, "r0", async move {
+            let _ = stop_rx.await;
+        })
+        .await
+    });
+    (stop_tx, relay)
+}
+
 fn key(prefix: &str, i: usize) -> String {
     format!("{prefix}-{i}-{}", std::process::id())
 }
@@ -475,14 +488,7 @@ async fn listener(c: &tokio_postgres::Client) -> Option<i32> {
 async fn the_relay_listens_again_after_its_listen_connection_is_cut() {
     let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
     let mut s = setup(&broker.bootstrap(), "", 20).await;
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let config = s.config.clone();
-    let relay = tokio::spawn(async move {
-        paymesh_relay::run(&config, "r0", async move {
-            let _ = stop_rx.await;
-        })
-        .await
-    });
+    let (stop_tx, relay) = run_relay(&s.config);
     let c = db(&s.db_url).await;
     let start = Instant::now();
     let first = loop {
@@ -562,6 +568,45 @@ async fn a_dead_row_is_redriven_and_its_payments_later_events_follow() {
         .map(|r| r.get(0))
         .collect();
     assert_eq!(order, vec!["payment.authorized", "payment.captured", "payment.refunded", "payment.refunded"]);
+    if let Some(tx) = s.stop.take() {
+        let _ = tx.send(());
+    }
+}
+
+/// A relay with a long backlog (every tick a full batch) stops at the next batch boundary
+/// when asked, instead of publishing the whole backlog first: what it published is marked,
+/// the rest waits for the next relay.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_relay_with_a_backlog_stops_between_batches() {
+    let broker = LocalBroker::start(1, 6, 3).expect("mock cluster");
+    let mut s = setup(&broker.bootstrap(), "", 20).await;
+    // Let the payments instance create the schema, then queue a backlog straight in the outbox.
+    flow(&mut s.client, "backlog", 0).await;
+    let c = db(&s.db_url).await;
+    let total: i64 = 20_000;
+    c.execute(
+        "INSERT INTO outbox_event (event_id, aggregate_type, aggregate_id, event_type, payload, headers)
+         SELECT gen_random_uuid(), 'payment', 'pay_0_backlog' || g, 'payment.authorized', '\\x00'::bytea, '{}'::jsonb
+         FROM generate_series(1, $1::int8) g",
+        &[&total],
+    )
+    .await
+    .expect("backlog");
+    let (stop_tx, relay) = run_relay(&s.config);
+    async fn published(c: &tokio_postgres::Client) -> i64 {
+        c.query_one("SELECT count(*) FROM outbox_event WHERE published", &[]).await.expect("count").get(0)
+    }
+    let start = Instant::now();
+    while published(&c).await < 200 {
+        assert!(start.elapsed() < DEADLINE, "the relay never published");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let _ = stop_tx.send(());
+    relay.await.expect("join").expect("relay stopped cleanly");
+    let done = published(&c).await;
+    let all: i64 = c.query_one("SELECT count(*) FROM outbox_event", &[]).await.expect("count").get(0);
+    assert!(done < all, "the relay published the whole backlog ({done} of {all}) before it stopped");
+    assert!(done >= 200);
     if let Some(tx) = s.stop.take() {
         let _ = tx.send(());
     }

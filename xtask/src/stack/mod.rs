@@ -185,6 +185,16 @@ impl Stack {
         Ok(())
     }
 
+    /// Starts a payments instance the config file has gained since the stack started
+    /// (scaling out); the caller waits for it to serve.
+    pub async fn add_payments_instance(&mut self, name: &str) -> Result<(), String> {
+        if self.process(name).is_some() {
+            return Err(format!("{name} is already running"));
+        }
+        let bin = self.bin.join("payments");
+        self.spawn(name, &bin, &["--instance", name]).await
+    }
+
     async fn wait_serving(&self, name: &str, addr: std::net::SocketAddr) -> Result<(), String> {
         let proc = self.process(name).ok_or_else(|| format!("no process {name}"))?;
         until(proc, &format!("{addr} reporting SERVING"), || self.serving(name, addr)).await

@@ -77,6 +77,13 @@ enum Command {
         signal: Signal,
         done: oneshot::Sender<Result<u32, String>>,
     },
+    /// Start a second copy with `arg` added, then send the running one `signal`; the copy
+    /// is supervised from when the old one has exited.
+    Upgrade {
+        arg: String,
+        signal: Signal,
+        done: oneshot::Sender<Result<u32, String>>,
+    },
 }
 
 /// How a stop went.
@@ -144,6 +151,18 @@ impl Supervised {
         rx.await.map_err(|_| format!("{}'s supervisor is gone", self.name))?
     }
 
+    /// A graceful upgrade (the edge's): starts a new copy with `arg` added (it waits for the
+    /// running one's listening socket), sends the running one `signal` (it hands the socket
+    /// over and drains), and supervises the copy once the old one has exited. If the copy
+    /// exits first, the old one stays. Returns the new pid.
+    pub async fn upgrade(&self, arg: &str, signal: Signal) -> Result<u32, String> {
+        let (done, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Upgrade { arg: arg.to_owned(), signal, done })
+            .map_err(|_| format!("{}'s supervisor is gone", self.name))?;
+        rx.await.map_err(|_| format!("{}'s supervisor is gone", self.name))?
+    }
+
     /// Sends the stop signal, waits up to `grace` for the exit, then SIGKILL. No restart after.
     pub async fn stop(self, grace: Duration) -> Stopped {
         let (done, rx) = oneshot::channel();
@@ -177,7 +196,7 @@ impl Supervisor {
         loop {
             // Running: until it exits or we are told otherwise.
             let started = Instant::now();
-            let pid = child.id().unwrap_or(0);
+            let mut pid = child.id().unwrap_or(0);
             let mut restart: Option<oneshot::Sender<Result<u32, String>>> = None;
             let status = loop {
                 tokio::select! {
@@ -189,6 +208,18 @@ impl Supervisor {
                             return;
                         }
                         None => return,
+                        Some(Command::Upgrade { arg, signal, done }) => match self.upgrade(&mut child, pid, &arg, signal).await {
+                            Ok(new) => {
+                                pid = new;
+                                self.state.pid.store(new, Ordering::SeqCst);
+                                self.state.starts.fetch_add(1, Ordering::SeqCst);
+                                (self.report)(format!("{} upgraded: pid {new} took over", self.name));
+                                let _ = done.send(Ok(new));
+                            }
+                            Err(e) => {
+                                let _ = done.send(Err(e));
+                            }
+                        },
                         Some(Command::Restart { signal, done }) => match kill(pid, signal) {
                             Err(e) => {
                                 let _ = done.send(Err(e));
@@ -235,6 +266,10 @@ impl Supervisor {
                             delay = Duration::ZERO;
                             continue;
                         }
+                        Some(Command::Upgrade { done, .. }) => {
+                            let _ = done.send(Err(format!("{} is not running (waiting to be restarted)", self.name)));
+                            continue;
+                        }
                     },
                 }
                 let next = match (self.launch)() {
@@ -262,6 +297,39 @@ impl Supervisor {
                         (self.report)(format!("{}: {e}; trying again in {delay:?}", self.name));
                     }
                 }
+            }
+        }
+    }
+}
+
+impl Supervisor {
+    /// Starts the new copy, signals the old one, and returns the new pid once the old one has
+    /// exited (`child` is then the new one); the old one stays if the new one exits first.
+    async fn upgrade(&mut self, child: &mut Child, pid: u32, arg: &str, signal: Signal) -> Result<u32, String> {
+        let mut program = (self.launch)()?;
+        program.args.push(arg.into());
+        let mut new = program.spawn().await?;
+        let new_pid = new.id().unwrap_or(0);
+        // The new copy binds its side of the handover first; the old one retries meanwhile.
+        kill(pid, signal)?;
+        tokio::select! {
+            old = tokio::time::timeout(DEFAULT_GRACE, child.wait()) => {
+                match old {
+                    Ok(Ok(status)) if status.success() => {}
+                    Ok(Ok(status)) => (self.report)(format!("{} (pid {pid}) ended its upgrade with {status}", self.name)),
+                    Ok(Err(e)) => (self.report)(format!("{} (pid {pid}): {e}", self.name)),
+                    Err(_) => {
+                        (self.report)(format!("{} (pid {pid}) did not finish its drain within {DEFAULT_GRACE:?}; killed", self.name));
+                        let _ = child.kill().await;
+                    }
+                }
+                self.log.clone_from(&program.log);
+                *child = new;
+                Ok(new_pid)
+            }
+            status = new.wait() => {
+                let status = status.map_or_else(|e| e.to_string(), |s| s.to_string());
+                Err(format!("the new {} (pid {new_pid}) exited ({status}) before the old one handed over; the old one runs on", self.name))
             }
         }
     }
