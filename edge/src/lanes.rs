@@ -40,9 +40,13 @@ pub struct Lanes {
     stops: Vec<oneshot::Sender<()>>,
     threads: Vec<JoinHandle<()>>,
     local: SocketAddr,
-    /// The listening socket itself (each lane holds a copy), to hand to a new process.
-    socket: Option<std::net::TcpListener>,
+    /// The listening socket itself (each lane holds a copy), to hand to a new process; the
+    /// lanes drop it when they drain, so a draining edge refuses new connections at once.
+    socket: Spare,
 }
+
+/// A copy of the listening socket kept for a handover.
+type Spare = Arc<std::sync::Mutex<Option<std::net::TcpListener>>>;
 
 impl std::fmt::Debug for Lanes {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -72,7 +76,7 @@ impl Lanes {
         mut make_app: impl FnMut() -> A,
     ) -> std::io::Result<Self> {
         let (draining, _) = watch::channel(false);
-        let mut lanes = Self { draining, stops: Vec::new(), threads: Vec::new(), local: listen, socket: None };
+        let mut lanes = Self { draining, stops: Vec::new(), threads: Vec::new(), local: listen, socket: Spare::default() };
         let mut first: Option<std::net::TcpListener> = None;
         let mut inherited = inherited;
         for i in 0..count.max(1) {
@@ -103,10 +107,11 @@ impl Lanes {
             let app = Arc::new(make_app());
             let tls = tls.clone();
             let draining = lanes.draining.subscribe();
+            let spare = lanes.socket.clone();
             let (stop_tx, stop_rx) = oneshot::channel::<()>();
             let thread = std::thread::Builder::new().name(format!("edge lane {i}")).spawn(move || {
                 runtime.block_on(async move {
-                    accept_loop(listener, app, tls, draining).await;
+                    accept_loop(listener, app, tls, draining, spare).await;
                     // Connections still open keep being served until the edge stops.
                     let _ = stop_rx.await;
                 });
@@ -124,7 +129,7 @@ impl Lanes {
                 }
             }
         }
-        lanes.socket = first;
+        *lanes.socket.lock().unwrap_or_else(|e| e.into_inner()) = first;
         Ok(lanes)
     }
 
@@ -142,8 +147,7 @@ impl Lanes {
         listen: SocketAddr,
         signal: Box<dyn ShutdownSignalWatch + Send + Sync>,
     ) -> Box<dyn ShutdownSignalWatch + Send + Sync> {
-        let socket = self.socket.as_ref().and_then(|s| s.try_clone().ok());
-        Box::new(DrainOn { signal, draining: self.draining.clone(), listen, socket })
+        Box::new(DrainOn { signal, draining: self.draining.clone(), listen, socket: self.socket.clone() })
     }
 
     /// Stops every lane: its remaining tasks are dropped, so its connections close; then
@@ -174,11 +178,17 @@ async fn accept_loop<A: ServerApp + Send + Sync + 'static>(
     app: Arc<A>,
     tls: Option<Arc<crate::public_tls::PublicTls>>,
     mut draining: watch::Receiver<bool>,
+    spare: Spare,
 ) {
     loop {
         let accepted = tokio::select! {
             accepted = listener.accept() => accepted,
-            _ = draining.wait_for(|d| *d) => return,
+            _ = draining.wait_for(|d| *d) => {
+                // No copy of the socket may outlive the lanes' own: a new connection is then
+                // refused at once, not queued where nobody accepts it.
+                drop(spare.lock().unwrap_or_else(|e| e.into_inner()).take());
+                return;
+            }
         };
         let (tcp, peer) = match accepted {
             Ok(a) => a,
@@ -238,7 +248,13 @@ struct DrainOn {
     signal: Box<dyn ShutdownSignalWatch + Send + Sync>,
     draining: watch::Sender<bool>,
     listen: SocketAddr,
-    socket: Option<std::net::TcpListener>,
+    socket: Spare,
+}
+
+impl DrainOn {
+    fn drain(&self) {
+        let _ = self.draining.send(true);
+    }
 }
 
 #[async_trait]
@@ -247,10 +263,11 @@ impl ShutdownSignalWatch for DrainOn {
         loop {
             let signal = self.signal.recv().await;
             if !matches!(signal, ShutdownSignal::GracefulUpgrade) {
-                let _ = self.draining.send(true);
+                self.drain();
                 return signal;
             }
-            let Some(socket) = self.socket.as_ref().and_then(|s| s.try_clone().ok()) else {
+            let socket = self.socket.lock().unwrap_or_else(|e| e.into_inner()).as_ref().and_then(|s| s.try_clone().ok());
+            let Some(socket) = socket else {
                 tracing::error!("SIGQUIT: no listening socket to hand over; still running");
                 continue;
             };
@@ -258,7 +275,7 @@ impl ShutdownSignalWatch for DrainOn {
             match tokio::task::spawn_blocking(move || crate::upgrade::send(listen, &socket)).await {
                 Ok(Ok(())) => {
                     tracing::info!(%listen, "listening socket handed to the new edge; draining");
-                    let _ = self.draining.send(true);
+                    self.drain();
                     // pingora's own upgrade would send its listeners too: this edge has
                     // handed over what it must, so it stops as on SIGTERM.
                     return ShutdownSignal::GracefulTerminate;

@@ -209,7 +209,17 @@ async fn serve_raw(
         tokio::spawn(async move {
             let Ok(mut conn) = h2::server::handshake(socket).await else { return };
             let mut data_calls = 0;
+            // Health watches stay open (SERVING, then silence), as a real server's do.
+            let mut watches = Vec::new();
             while let Some(Ok((request, mut respond))) = conn.accept().await {
+                if request.uri().path() == "/grpc.health.v1.Health/Watch" {
+                    let head = http::Response::builder().status(200).header("content-type", "application/grpc").body(()).expect("head");
+                    if let Ok(mut send) = respond.send_response(head, false) {
+                        let _ = send.send_data(Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01]), false);
+                        watches.push(send);
+                    }
+                    continue;
+                }
                 let reply = if request.uri().path() == "/grpc.health.v1.Health/Check" {
                     // HealthCheckResponse { status: SERVING }
                     Bytes::from_static(&[0, 0, 0, 0, 2, 0x08, 0x01])
