@@ -71,6 +71,7 @@ where
     let grace = config.payments.drain_delay + config.payments.shutdown_grace + FORCE_MARGIN;
     let outcome = runtime.block_on(async {
         crate::shutdown::listen();
+        crate::reload::on_hangup();
         let _telemetry = crate::telemetry::init(program);
         if let Some(filter) = &config.log_level
             && let Err(e) = crate::telemetry::set_log_filter(filter)

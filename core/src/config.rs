@@ -73,7 +73,7 @@ pub struct Shard {
 }
 
 /// How to reach and pool one shard's database.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct DatabaseConfig {
     /// `postgres://user@host:port/dbname`, without a password.
     pub url: String,
@@ -167,7 +167,7 @@ impl Default for GroupCommit {
 }
 
 /// One payments process: serves exactly one shard.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct PaymentsInstance {
     pub name: String,
     pub shard: ShardId,

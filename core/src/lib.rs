@@ -18,6 +18,7 @@ pub mod grpc_code;
 pub mod identity;
 pub mod ids;
 pub mod money;
+pub mod reload;
 pub mod shard;
 pub mod shutdown;
 pub mod status;

@@ -1,5 +1,6 @@
-//! A tiny HTTP/1.1 server for the status and metrics endpoints of the relay and the workers:
-//! `GET` only, one request per connection, answers built by the caller. Not for traffic.
+//! A tiny HTTP/1.1 server for the status and metrics endpoints of the services: `GET`, and
+//! `POST /config/reload` ([`serve_with`]); one request per connection, answers built by the
+//! caller. Not for traffic.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -37,6 +38,15 @@ where
     H: Fn(String) -> F + Send + Sync + 'static,
     F: Future<Output = Reply> + Send,
 {
+    serve_with(listener, handler, None, shutdown).await;
+}
+
+/// [`serve`], and `POST /config/reload` reloading `live` (see [`crate::reload`]).
+pub async fn serve_with<H, F>(listener: TcpListener, handler: H, live: Option<Arc<crate::reload::Live>>, shutdown: impl Future<Output = ()>)
+where
+    H: Fn(String) -> F + Send + Sync + 'static,
+    F: Future<Output = Reply> + Send,
+{
     let handler = Arc::new(handler);
     tokio::pin!(shutdown);
     loop {
@@ -46,6 +56,7 @@ where
         };
         let Ok((mut stream, _)) = accepted else { continue };
         let handler = handler.clone();
+        let live = live.clone();
         tokio::spawn(async move {
             let mut buf = vec![0u8; 4096];
             let mut len = 0;
@@ -62,17 +73,24 @@ where
             let head = String::from_utf8_lossy(&buf[..len]);
             let mut parts = head.split_whitespace();
             let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or("/").to_owned());
-            let reply = if method == "GET" {
-                handler(path).await
-            } else {
-                Reply {
+            let reply = match (method, path.as_str(), live) {
+                ("GET", _, _) => handler(path).await,
+                ("POST", "/config/reload", Some(live)) => {
+                    tokio::task::spawn_blocking(move || live.answer()).await.unwrap_or_else(|e| Reply {
+                        status: 500,
+                        content_type: "application/json",
+                        body: format!("{{\"code\":13,\"message\":\"the reload did not finish: {e}\"}}"),
+                    })
+                }
+                _ => Reply {
                     status: 405,
                     content_type: "application/json",
-                    body: "{\"code\":12,\"message\":\"only GET is served here\"}".into(),
-                }
+                    body: "{\"code\":12,\"message\":\"only GET is served here, and POST /config/reload\"}".into(),
+                },
             };
             let reason = match reply.status {
                 200 => "OK",
+                400 => "Bad Request",
                 404 => "Not Found",
                 405 => "Method Not Allowed",
                 _ => "Status",

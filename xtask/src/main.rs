@@ -7,6 +7,7 @@
 //!   run of the stack `up` starts (on free ports) driven by grpcurl, then `chaos --quick`.
 //! - `chaos [--quick]`: the stack under a full-flow load while faults hit it, then the money
 //!   invariants (see `chaos`).
+//! - `reload [--config FILE]`: every process of the running stack reloads the mesh config.
 //! - `rollout [--quick]`: every process of the stack restarted one at a time, the edge
 //!   upgraded and its config changed live, under a full-flow load that must see no non-OK
 //!   answer (see `rollout`); `test` runs the quick one.
@@ -26,6 +27,7 @@ mod k8s_check;
 mod local_auth;
 mod observe;
 mod probe;
+mod reload;
 mod rollout;
 mod secret;
 mod smoke;
@@ -46,6 +48,8 @@ const USAGE: &str = "usage: cargo xtask <command>
                                    database; --db: all but it)
   chaos [--quick]                  faults under a full-flow load, then the money invariants
                                    (--quick: a few minutes, part of `test`)
+  reload [--config FILE]           ask every process of the running stack to reload the mesh
+                                   config (checked first; a table of what each applied)
   rollout [--quick]                restart every process one at a time, upgrade the edge and
                                    change its config live, under a full-flow load: a table per
                                    step, failing on any non-OK answer (--quick: part of `test`)
@@ -74,6 +78,7 @@ fn main() -> ExitCode {
         Some("bench") => bench(&args[1..]),
         Some("chaos") => chaos(&args[1..]),
         Some("rollout") => rollout(&args[1..]),
+        Some("reload") => reload(&args[1..]),
         Some("fuzz") => fuzz(&args[1..]),
         Some("redrive") => redrive(&args[1..]),
         Some("token") => local_auth::token_command(&root(), &args[1..]),
@@ -202,6 +207,16 @@ fn chaos(args: &[String]) -> Result<(), String> {
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(chaos::run(quick))
+}
+
+fn reload(args: &[String]) -> Result<(), String> {
+    let config = match args {
+        [] => root().join("mesh-config/paymesh.toml"),
+        [flag, file] if flag == "--config" => PathBuf::from(file),
+        _ => return Err(format!("unknown options {args:?} for reload\n{USAGE}")),
+    };
+    let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+    runtime.block_on(reload::run(&config))
 }
 
 fn rollout(args: &[String]) -> Result<(), String> {

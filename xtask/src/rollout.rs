@@ -2,7 +2,8 @@
 //! load of the seeds' full flow (authorize -> capture -> refund over gRPC through the edge):
 //! every payments instance one at a time (each drains first), then each relay and worker,
 //! then the edge (a graceful upgrade: the new process takes the listening socket over), then
-//! two live config changes (a rate limit, and a payments instance added and started). It
+//! live config changes (a rate limit at the edge, a payments instance added and started, and
+//! a change every process reloads, as `cargo xtask reload` does). It
 //! prints, per step, the calls made, the non-OK answers (which must be 0) and the p99, writes
 //! `.paymesh/rollout/results.md`, and fails on any non-OK answer.
 //!
@@ -245,6 +246,17 @@ async fn drive(stack: &mut Stack, plan: Plan, config: &std::path::Path) -> Resul
         wait("the edge sending payments-0c calls", || endpoint_healthy(edge.admin_listen, "payments-0c")).await?;
         tokio::time::sleep(plan.settle).await;
         step("reload: an instance added".into(), from);
+
+        let from = started.elapsed();
+        println!("    every process reloads the config (cargo xtask reload): log level, relay poll interval, worker attempts");
+        edit(config, |t| {
+            format!("log_level = \"info\"\n{t}")
+                .replacen("[relay]\npoll_interval = \"50ms\"\n", "[relay]\npoll_interval = \"100ms\"\n", 1)
+                .replacen("[workers]\n", "[workers]\nmax_attempts = 7\n", 1)
+        })?;
+        crate::reload::run(config).await?;
+        tokio::time::sleep(plan.settle).await;
+        step("reload: every process".into(), from);
         Ok::<(), String>(())
     }
     .await;

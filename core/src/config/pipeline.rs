@@ -9,7 +9,7 @@ use super::{Breaker, DatabaseConfig, raw};
 use crate::{ShardId, duration};
 
 /// How to reach the Kafka-protocol broker.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct KafkaConfig {
     pub bootstrap: Bootstrap,
     pub topic_partitions: i32,

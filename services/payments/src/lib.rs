@@ -11,6 +11,7 @@ pub mod grpc;
 pub mod health;
 pub mod lifecycle;
 pub mod metrics;
+pub mod reload;
 pub mod server;
 pub mod store;
 pub mod validate;

@@ -67,26 +67,40 @@ pub async fn serve(
     let store =
         PaymentStore::new(pool.clone(), inst.shard, config.payments.idempotency_retention).with_group_commit(config.payments.group_commit);
     let metrics = std::sync::Arc::new(crate::metrics::RpcMetrics::default());
+    // Reloads (SIGHUP, POST /config/reload on the status listener) change what they can.
+    let live = {
+        let (store, name, shard) = (store.clone(), inst.name.clone(), inst.shard);
+        paymesh_core::reload::Live::new(
+            config,
+            Box::new(move |old, new, changes| crate::reload::apply(&store, &name, shard, old, new, changes)),
+        )
+    };
+    paymesh_core::reload::register(&live);
     let (status_stop, status_rx) = tokio::sync::watch::channel(false);
     if let Some(addr) = inst.status_listen {
         let listener = TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
         let (metrics, pool, labels) = (metrics.clone(), pool.clone(), format!("instance=\"{}\",shard=\"{}\"", inst.name, inst.shard));
         let batches = store.clone();
         let mut rx = status_rx.clone();
-        tokio::spawn(paymesh_core::status::serve(
+        let reloads = live.clone();
+        tokio::spawn(paymesh_core::status::serve_with(
             listener,
             move |path| {
-                let (metrics, pool, labels, batches) = (metrics.clone(), pool.clone(), labels.clone(), batches.clone());
+                let (metrics, pool, labels, batches, reloads) =
+                    (metrics.clone(), pool.clone(), labels.clone(), batches.clone(), reloads.clone());
                 async move {
                     match path.as_str() {
-                        "/metrics" => paymesh_core::status::Reply::metrics(
-                            metrics.render(&labels, &pool) + &crate::metrics::render_batches(batches.batch_stats(), &labels),
-                        ),
+                        "/metrics" => {
+                            let mut out = metrics.render(&labels, &pool) + &crate::metrics::render_batches(batches.batch_stats(), &labels);
+                            reloads.render_metrics(&mut out);
+                            paymesh_core::status::Reply::metrics(out)
+                        }
                         "/status" => paymesh_core::status::Reply::json(format!("{{{}}}", labels.replace('=', ":"))),
-                        _ => paymesh_core::status::Reply::not_found(&path, "/metrics, /status"),
+                        _ => paymesh_core::status::Reply::not_found(&path, "/metrics, /status, POST /config/reload"),
                     }
                 }
             },
+            Some(live.clone()),
             async move {
                 let _ = rx.changed().await;
             },

@@ -173,6 +173,17 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let q = config.query.as_ref().ok_or("the mesh config has no [query] section")?;
     let inst = q.instances.iter().find(|i| i.name == name).ok_or_else(|| format!("no [[query.instances]] is named '{name}'"))?;
     let listener = tokio::net::TcpListener::bind(inst.listen).await.map_err(|e| format!("cannot listen on {}: {e}", inst.listen))?;
+    // SIGHUP reloads the log level; everything else of the query service needs a restart.
+    let me = name.to_owned();
+    let live = paymesh_core::reload::Live::new(
+        config,
+        Box::new(move |old, new, changes| {
+            let mine = |c: &MeshConfig| c.query.as_ref().and_then(|q| q.instances.iter().find(|i| i.name == me).map(|i| i.listen));
+            changes.restart_if(&format!("query.instances[{me}]"), mine(old) != mine(new));
+            changes.restart_if("workers.database", old.workers.as_ref().map(|w| &w.database) != new.workers.as_ref().map(|w| &w.database));
+        }),
+    );
+    paymesh_core::reload::register(&live);
     serve(listener, config, name, shutdown).await
 }
 

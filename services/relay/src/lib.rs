@@ -38,8 +38,14 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let listener = tokio::net::TcpListener::bind(inst.status_listen)
         .await
         .map_err(|e| RelayError::Config(format!("cannot listen on {}: {e}", inst.status_listen)))?;
+    // Reloads (SIGHUP, POST /config/reload on the status listener) change what they can.
+    let live = {
+        let relay = relay.clone();
+        paymesh_core::reload::Live::new(config, Box::new(move |old, new, changes| relay.apply(old, new, changes)))
+    };
+    paymesh_core::reload::register(&live);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let status = tokio::spawn(serve_status(listener, relay.clone(), {
+    let status = tokio::spawn(serve_status(listener, relay.clone(), Some(live), {
         let mut rx = stop_rx.clone();
         async move {
             let _ = rx.changed().await;
@@ -49,15 +55,16 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     tokio::pin!(shutdown);
     tracing::info!(relay = name, shard = %inst.shard, "relay running");
     loop {
+        let settings = relay.settings();
         let wait = match relay.tick().await {
             // A full batch: more are waiting; go on at once (but not past a shutdown).
-            Ok(t) if t.claimed as i64 >= relay_cfg.batch_size && t.refused == 0 => Duration::ZERO,
+            Ok(t) if t.claimed as i64 >= settings.batch_size && t.refused == 0 => Duration::ZERO,
             // The breaker is open: look again shortly (the wait in open is the breaker's).
-            Ok(t) if t.refused > 0 => relay.breaker_retry_in().unwrap_or(relay_cfg.poll_interval),
-            Ok(_) => relay_cfg.poll_interval,
+            Ok(t) if t.refused > 0 => relay.breaker_retry_in().unwrap_or(settings.poll_interval),
+            Ok(_) => settings.poll_interval,
             Err(e) => {
                 tracing::warn!(error = %e, "relay tick failed; retrying");
-                relay_cfg.poll_interval
+                settings.poll_interval
             }
         };
         // Between batches, a shutdown comes first: the batch just published is committed,

@@ -64,7 +64,8 @@ pub const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 pub struct Relay {
     pub name: String,
     pub shard: ShardId,
-    cfg: RelayConfig,
+    /// Read at every tick: a reload changes batch size, poll interval and retries.
+    cfg: std::sync::RwLock<RelayConfig>,
     db_url: String,
     db_password: Option<String>,
     pool: deadpool_postgres::Pool,
@@ -93,6 +94,43 @@ struct Row {
 }
 
 impl Relay {
+    /// The `[relay]` settings in effect.
+    pub fn settings(&self) -> RelayConfig {
+        self.cfg.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+
+    /// Applies a reloaded `[relay]`: batch size, poll interval, retries and their interval at
+    /// once; the breaker's settings need a restart (its state would be lost).
+    pub fn apply(&self, old: &MeshConfig, new: &MeshConfig, changes: &mut paymesh_core::reload::Changes) {
+        let (Some(o), Some(n)) = (&old.relay, &new.relay) else {
+            changes.restart_if("relay", old.relay.is_some() != new.relay.is_some());
+            return;
+        };
+        changes.applied_if("relay.batch_size", o.batch_size != n.batch_size);
+        changes.applied_if("relay.poll_interval", o.poll_interval != n.poll_interval);
+        changes.applied_if("relay.max_retries", o.max_retries != n.max_retries);
+        changes.applied_if("relay.retry_interval", o.retry_interval != n.retry_interval);
+        changes.restart_if("relay.breaker", o.breaker != n.breaker);
+        {
+            let mut cfg = self.cfg.write().unwrap_or_else(|e| e.into_inner());
+            (cfg.batch_size, cfg.poll_interval, cfg.max_retries, cfg.retry_interval) =
+                (n.batch_size, n.poll_interval, n.max_retries, n.retry_interval);
+        }
+        let mine = |c: &MeshConfig| c.relay.as_ref().and_then(|r| r.instances.iter().find(|i| i.name == self.name).cloned());
+        match (mine(old), mine(new)) {
+            (Some(a), Some(b)) => {
+                changes.restart_if(&format!("relay.instances[{}]", self.name), a.shard != b.shard || a.status_listen != b.status_listen)
+            }
+            (_, None) => changes.restart_required.push(format!("relay.instances[{}] (removed: stop this instance)", self.name)),
+            _ => {}
+        }
+        changes.restart_if("kafka", old.kafka != new.kafka);
+        changes.restart_if(
+            &format!("shards[{}].database", self.shard.0),
+            old.shard(self.shard).map(|s| &s.database) != new.shard(self.shard).map(|s| &s.database),
+        );
+    }
+
     /// Connects to the shard's database and the broker (waiting for the local broker's
     /// address file if it is still starting).
     pub async fn connect(config: &MeshConfig, shard: ShardId, name: &str) -> Result<Self, RelayError> {
@@ -112,7 +150,7 @@ impl Relay {
         Ok(Self {
             name: name.to_owned(),
             shard,
-            cfg: relay,
+            cfg: std::sync::RwLock::new(relay),
             db_url: db.url.clone(),
             db_password: db.password.as_ref().map(|p| p.expose().to_owned()),
             pool,
@@ -160,7 +198,7 @@ impl Relay {
                  WHERE NOT published AND NOT dead AND (next_attempt_at IS NULL OR next_attempt_at <= now())
                    AND NOT EXISTS (SELECT 1 FROM outbox_event e WHERE e.aggregate_id = o.aggregate_id AND e.id < o.id AND NOT e.published)
                  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED",
-                &[&self.cfg.batch_size],
+                &[&self.settings().batch_size],
             )
             .await?;
         let rows: Vec<Row> = rows
@@ -273,7 +311,7 @@ impl Relay {
         let counts = counts && error.permanent;
         let error = error.message.as_str();
         let retries = row.retry_count + 1;
-        if counts && retries >= self.cfg.max_retries {
+        if counts && retries >= self.settings().max_retries {
             let origin = format!("{}#{}", row.event_type, row.id);
             if self.send(topics::RELAY_DLQ, row, &[(headers::ERROR, error), (headers::ORIGIN, origin.as_str())]).await.is_ok() {
                 tx.execute(
@@ -285,7 +323,7 @@ impl Relay {
                 return Ok(true);
             }
         }
-        let wait = self.cfg.retry_interval.as_secs_f64();
+        let wait = self.settings().retry_interval.as_secs_f64();
         tx.execute(
             "UPDATE outbox_event SET retry_count = $2, last_retry_at = now(), next_attempt_at = now() + make_interval(secs => $3), last_error = $4 WHERE id = $1",
             &[&row.id, &retries, &wait, &error],

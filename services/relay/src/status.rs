@@ -5,23 +5,37 @@ use std::fmt::Write;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
-use paymesh_core::status::{Reply, serve};
+use paymesh_core::status::{Reply, serve_with};
 
 use crate::publish::{LATENCY_BOUNDS, Relay};
 
-pub async fn serve_status(listener: tokio::net::TcpListener, relay: Arc<Relay>, shutdown: impl std::future::Future<Output = ()>) {
-    serve(
+/// Serves the relay's status and metrics, and `POST /config/reload` when `live` is given.
+pub async fn serve_status(
+    listener: tokio::net::TcpListener,
+    relay: Arc<Relay>,
+    live: Option<Arc<paymesh_core::reload::Live>>,
+    shutdown: impl std::future::Future<Output = ()>,
+) {
+    let reloads = live.clone();
+    serve_with(
         listener,
         move |path| {
-            let relay = relay.clone();
+            let (relay, reloads) = (relay.clone(), reloads.clone());
             async move {
                 match path.as_str() {
                     "/status" | "/circuit-breaker/kafka-publisher" => Reply::json(status(&relay).await),
-                    "/metrics" => Reply::metrics(metrics(&relay).await),
-                    _ => Reply::not_found(&path, "/status, /circuit-breaker/kafka-publisher, /metrics"),
+                    "/metrics" => {
+                        let mut out = metrics(&relay).await;
+                        if let Some(r) = &reloads {
+                            r.render_metrics(&mut out);
+                        }
+                        Reply::metrics(out)
+                    }
+                    _ => Reply::not_found(&path, "/status, /circuit-breaker/kafka-publisher, /metrics, POST /config/reload"),
                 }
             }
         },
+        live,
         shutdown,
     )
     .await;

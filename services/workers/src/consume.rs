@@ -103,7 +103,8 @@ pub struct Worker {
     pool: deadpool_postgres::Pool,
     consumer: StreamConsumer,
     dlq: FutureProducer,
-    max_attempts: u32,
+    /// Read for every failure: a reload changes it.
+    max_attempts: std::sync::atomic::AtomicU32,
     /// Events applied by this instance (not counting skipped duplicates).
     pub applied: AtomicU64,
     pub duplicates: AtomicU64,
@@ -121,6 +122,28 @@ impl std::fmt::Debug for Worker {
 }
 
 impl Worker {
+    /// Applies a reloaded config: `workers.max_attempts` at once; the rest of what concerns
+    /// this worker (its database, the broker, its status address, its kind) needs a restart.
+    pub fn apply_config(&self, old: &MeshConfig, new: &MeshConfig, changes: &mut paymesh_core::reload::Changes) {
+        let (Some(o), Some(n)) = (&old.workers, &new.workers) else {
+            changes.restart_if("workers", old.workers.is_some() != new.workers.is_some());
+            return;
+        };
+        if o.max_attempts != n.max_attempts {
+            self.max_attempts.store(n.max_attempts, Ordering::Relaxed);
+            changes.applied.push("workers.max_attempts".into());
+        }
+        changes.restart_if("workers.database", o.database != n.database);
+        let mine =
+            |w: &paymesh_core::config::WorkersConfig| w.instances.iter().find(|i| i.name == self.name).map(|i| (i.kind, i.status_listen));
+        match (mine(o), mine(n)) {
+            (Some(a), Some(b)) => changes.restart_if(&format!("workers.instances[{}]", self.name), a != b),
+            (_, None) => changes.restart_required.push(format!("workers.instances[{}] (removed: stop this instance)", self.name)),
+            _ => {}
+        }
+        changes.restart_if("kafka", old.kafka != new.kafka);
+    }
+
     /// Connects to the workers' database (applying migrations) and joins the kind's
     /// consumer group.
     pub async fn connect(config: &MeshConfig, kind: WorkerKind, name: &str, bootstrap: &str) -> Result<Self, WorkerError> {
@@ -137,7 +160,7 @@ impl Worker {
             pool,
             consumer,
             dlq,
-            max_attempts: w.max_attempts,
+            max_attempts: std::sync::atomic::AtomicU32::new(w.max_attempts),
             applied: AtomicU64::new(0),
             duplicates: AtomicU64::new(0),
             dead_lettered: AtomicU64::new(0),
@@ -221,7 +244,7 @@ impl Worker {
                     tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), error = %e, retry_in = ?wait, "applying failed transiently; retrying (offset not committed)");
                     wait
                 }
-                Err(Failure::Poison(e)) if poison_attempts + 1 < self.max_attempts => {
+                Err(Failure::Poison(e)) if poison_attempts + 1 < self.max_attempts.load(Ordering::Relaxed) => {
                     poison_attempts += 1;
                     tracing::warn!(worker = %self.name, topic = m.topic(), offset = m.offset(), attempt = poison_attempts, error = %e, "message rejected; retrying before dead-lettering");
                     Duration::from_millis(20 * u64::from(poison_attempts))
@@ -335,7 +358,13 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl std::future::Fu
         .await
         .map_err(|e| WorkerError::Config(format!("cannot listen on {}: {e}", inst.status_listen)))?;
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let status = tokio::spawn(status(listener, worker.clone(), stop_rx.clone()));
+    // Reloads (SIGHUP, POST /config/reload on the status listener) change what they can.
+    let live = {
+        let worker = worker.clone();
+        paymesh_core::reload::Live::new(config, Box::new(move |old, new, changes| worker.apply_config(old, new, changes)))
+    };
+    paymesh_core::reload::register(&live);
+    let status = tokio::spawn(status(listener, worker.clone(), live, stop_rx.clone()));
     tokio::spawn({
         let (w, mut stop) = (worker.clone(), stop_rx.clone());
         async move {
@@ -377,12 +406,18 @@ async fn close_batches(worker: Arc<Worker>, mut stop: tokio::sync::watch::Receiv
     }
 }
 
-async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop: tokio::sync::watch::Receiver<bool>) {
-    use paymesh_core::status::{Reply, serve};
-    serve(
+async fn status(
+    listener: tokio::net::TcpListener,
+    worker: Arc<Worker>,
+    live: Arc<paymesh_core::reload::Live>,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    use paymesh_core::status::{Reply, serve_with};
+    let reloads = live.clone();
+    serve_with(
         listener,
         move |path| {
-            let w = worker.clone();
+            let (w, reloads) = (worker.clone(), reloads.clone());
             async move {
                 let (applied, dup, dead) = (w.applied.load(Ordering::Relaxed), w.duplicates.load(Ordering::Relaxed), w.dead_lettered.load(Ordering::Relaxed));
                 let lag = w.lag.load(Ordering::Relaxed);
@@ -397,13 +432,19 @@ async fn status(listener: tokio::net::TcpListener, worker: Arc<Worker>, mut stop
                              # HELP paymesh_worker_duplicates_total Redelivered events skipped by the dedupe record.\n# TYPE paymesh_worker_duplicates_total counter\npaymesh_worker_duplicates_total{{{l}}} {dup}\n\
                              # HELP paymesh_worker_dlq_total Messages sent to the DLQ.\n# TYPE paymesh_worker_dlq_total counter\npaymesh_worker_dlq_total{{{l}}} {dead}\n\
                              # HELP paymesh_worker_transient_failures_total Attempts that failed because of the database (retried, never dead-lettered).\n# TYPE paymesh_worker_transient_failures_total counter\npaymesh_worker_transient_failures_total{{{l}}} {transient}\n\
-                             # HELP paymesh_worker_lag_messages Messages of the assigned partitions not yet committed.\n# TYPE paymesh_worker_lag_messages gauge\npaymesh_worker_lag_messages{{{l}}} {lag}\n"
+                             # HELP paymesh_worker_lag_messages Messages of the assigned partitions not yet committed.\n# TYPE paymesh_worker_lag_messages gauge\npaymesh_worker_lag_messages{{{l}}} {lag}\n{}",
+                            {
+                                let mut r = String::new();
+                                reloads.render_metrics(&mut r);
+                                r
+                            }
                         ))
                     }
-                    _ => Reply::not_found(&path, "/status, /metrics"),
+                    _ => Reply::not_found(&path, "/status, /metrics, POST /config/reload"),
                 }
             }
         },
+        Some(live),
         async move {
             let _ = stop.changed().await;
         },

@@ -21,7 +21,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::time::SystemTime;
 
 use paymesh_core::config::GroupCommit;
@@ -121,6 +121,8 @@ struct Job {
 pub struct Batcher {
     tx: mpsc::UnboundedSender<Job>,
     pub stats: Arc<BatchStats>,
+    /// The most requests in one batch, read by the committers for every batch.
+    max_batch: Arc<AtomicUsize>,
 }
 
 impl std::fmt::Debug for Job {
@@ -135,10 +137,16 @@ impl Batcher {
         let (tx, rx) = mpsc::unbounded_channel::<Job>();
         let rx = Arc::new(Mutex::new(rx));
         let stats = Arc::new(BatchStats::default());
+        let max_batch = Arc::new(AtomicUsize::new(settings.max_batch));
         for _ in 0..settings.committers {
-            tokio::spawn(committer(store.clone(), rx.clone(), settings.max_batch, stats.clone()));
+            tokio::spawn(committer(store.clone(), rx.clone(), max_batch.clone(), stats.clone()));
         }
-        Self { tx, stats }
+        Self { tx, stats, max_batch }
+    }
+
+    /// Changes the largest batch from the next batch on.
+    pub fn set_max_batch(&self, max_batch: usize) {
+        self.max_batch.store(max_batch.max(1), Ordering::Relaxed);
     }
 
     /// Queues `mutation` and waits for its answer (given after its batch committed).
@@ -150,11 +158,12 @@ impl Batcher {
 }
 
 /// Takes the first waiting job and all others already queued, applies them, answers.
-async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, max_batch: usize, stats: Arc<BatchStats>) {
+async fn committer(store: PaymentStore, rx: Arc<Mutex<mpsc::UnboundedReceiver<Job>>>, max_batch: Arc<AtomicUsize>, stats: Arc<BatchStats>) {
     loop {
         let jobs = {
             let mut rx = rx.lock().await;
             let Some(first) = rx.recv().await else { return };
+            let max_batch = max_batch.load(Ordering::Relaxed);
             let mut jobs = vec![first];
             while jobs.len() < max_batch {
                 match rx.try_recv() {
@@ -566,7 +575,8 @@ impl PaymentStore {
         let key_requests: Vec<Vec<u8>> = accepted.iter().map(|x| x.fp.request.clone()).collect();
         let key_responses: Vec<Vec<u8>> = accepted.iter().map(|x| x.response.clone()).collect();
         let key_created: Vec<SystemTime> = accepted.iter().map(|_| now).collect();
-        let key_expires: Vec<SystemTime> = accepted.iter().map(|_| now + self.retention).collect();
+        let retention = self.retention();
+        let key_expires: Vec<SystemTime> = accepted.iter().map(|_| now + retention).collect();
 
         let payments_in = async {
             if created.is_empty() {

@@ -15,6 +15,8 @@ mod pool;
 mod row;
 pub mod schema;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use paymesh_core::ShardId;
@@ -47,7 +49,8 @@ pub struct Fingerprint {
 pub struct PaymentStore {
     pool: deadpool_postgres::Pool,
     shard: ShardId,
-    retention: Duration,
+    /// Seconds; shared by every clone, so a reload changes it for all.
+    retention: Arc<AtomicU64>,
     /// The group-commit queue, when it is on.
     batcher: Option<Batcher>,
 }
@@ -55,7 +58,24 @@ pub struct PaymentStore {
 impl PaymentStore {
     /// Every mutation in a transaction of its own.
     pub fn new(pool: deadpool_postgres::Pool, shard: ShardId, retention: Duration) -> Self {
-        Self { pool, shard, retention, batcher: None }
+        Self { pool, shard, retention: Arc::new(AtomicU64::new(retention.as_secs())), batcher: None }
+    }
+
+    /// How long an idempotency key's first answer is kept.
+    pub fn retention(&self) -> Duration {
+        Duration::from_secs(self.retention.load(Ordering::Relaxed))
+    }
+
+    /// Changes the retention of keys written from now on (a reload).
+    pub fn set_retention(&self, retention: Duration) {
+        self.retention.store(retention.as_secs(), Ordering::Relaxed);
+    }
+
+    /// Changes the largest batch of the committers (a reload); no effect without group commit.
+    pub fn set_max_batch(&self, max_batch: usize) {
+        if let Some(b) = &self.batcher {
+            b.set_max_batch(max_batch);
+        }
     }
 
     /// With `[payments.group_commit]` on, mutations go through committer tasks (started

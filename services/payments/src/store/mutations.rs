@@ -101,7 +101,7 @@ impl PaymentStore {
         let tx = client.transaction().await?;
         idempotency::try_lock(&tx, &cmd.merchant_id, &cmd.idempotency_key).await?;
         let now = now();
-        if let Claim::Replay(bytes) = idempotency::claim(&tx, &cmd.merchant_id, &cmd.idempotency_key, fp, now, self.retention).await? {
+        if let Claim::Replay(bytes) = idempotency::claim(&tx, &cmd.merchant_id, &cmd.idempotency_key, fp, now, self.retention()).await? {
             return Ok(bytes);
         }
         let row = PaymentRow::authorized(self.shard, cmd, now);
@@ -165,7 +165,7 @@ impl PaymentStore {
             }
             // The time is read only once the row is ours, so it follows every earlier change.
             let now = now();
-            if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention).await? {
+            if let Claim::Replay(bytes) = idempotency::claim(&tx, &row.merchant_id, key, fp, now, self.retention()).await? {
                 return Ok(bytes);
             }
             let change = decide(&row.balance(), &row.payment_id)?;

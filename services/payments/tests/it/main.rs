@@ -12,6 +12,7 @@ mod idempotency;
 mod mtls;
 mod outbox;
 mod plumbing;
+mod reload;
 mod rules;
 mod secrets;
 mod sharding;

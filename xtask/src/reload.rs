@@ -1,0 +1,81 @@
+//! `cargo xtask reload [--config FILE]`: seed 004's bus refresh for the local stack. Checks
+//! the mesh config (nothing is sent when it has a problem), then asks every process of it to
+//! reload: the edge on its admin listener, each payments instance (with a status listener),
+//! relay and worker on its status listener (`POST /config/reload`). Prints what each applied
+//! and what needs a restart; fails if any process refused or could not be reached.
+
+use std::fmt::Write as _;
+use std::net::SocketAddr;
+use std::path::Path;
+
+use paymesh_core::config::MeshConfig;
+
+/// Every process of `config` that takes `POST /config/reload`, with its address.
+fn targets(config: &MeshConfig) -> Vec<(String, SocketAddr)> {
+    let mut out = Vec::new();
+    if let Some(e) = &config.edge {
+        out.push(("edge".to_owned(), e.admin_listen));
+    }
+    for i in &config.payments.instances {
+        if let Some(s) = i.status_listen {
+            out.push((i.name.clone(), s));
+        }
+    }
+    for i in config.relay.iter().flat_map(|r| &r.instances) {
+        out.push((i.name.clone(), i.status_listen));
+    }
+    for i in config.workers.iter().flat_map(|w| &w.instances) {
+        out.push((i.name.clone(), i.status_listen));
+    }
+    // A wildcard listener is reached on loopback.
+    out.into_iter()
+        .map(|(n, mut a)| {
+            if a.ip().is_unspecified() {
+                a.set_ip(std::net::Ipv4Addr::LOCALHOST.into());
+            }
+            (n, a)
+        })
+        .collect()
+}
+
+pub async fn run(path: &Path) -> Result<(), String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let env = |name: &str| std::env::var(name).ok();
+    let problems = MeshConfig::check(path, &text, &env);
+    if !problems.is_empty() {
+        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
+        return Err(format!("the config has problems; nothing was reloaded:\n{}", list.join("\n")));
+    }
+    let config = MeshConfig::parse(path, &text, &env).map_err(|e| e.to_string())?;
+    let mut table = String::from("| process | outcome | applied | needs a restart |\n|---|---|---|---|\n");
+    let mut failed = 0;
+    for (name, addr) in targets(&config) {
+        let (outcome, applied, restart) = match crate::probe::http(addr, "POST", "/config/reload", None).await {
+            Ok((200, body)) => {
+                let j: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                let list = |k: &str| {
+                    j[k].as_array().map(|a| a.iter().filter_map(|v| v.as_str()).collect::<Vec<_>>().join(", ")).unwrap_or_default()
+                };
+                (format!("reloaded (generation {})", j["generation"]), list("applied"), list("restart_required"))
+            }
+            Ok((status, body)) => {
+                failed += 1;
+                let j: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+                (format!("refused ({status}): {}", j["message"].as_str().unwrap_or(&body).replace('\n', " ")), String::new(), String::new())
+            }
+            Err(e) => {
+                failed += 1;
+                (format!("unreachable at {addr}: {e}"), String::new(), String::new())
+            }
+        };
+        let _ = writeln!(table, "| {name} | {outcome} | {applied} | {restart} |");
+    }
+    println!("{table}");
+    for q in config.query.iter().flat_map(|q| &q.instances) {
+        println!("{}: no status listener; send it SIGHUP to reload its log level", q.name);
+    }
+    if failed > 0 {
+        return Err(format!("{failed} processes did not reload"));
+    }
+    Ok(())
+}
