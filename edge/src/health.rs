@@ -145,13 +145,19 @@ fn drained(cluster: &str, up: &Upstream) {
 /// moment it reports NOT_SERVING. The stream is then closed (an open stream would hold a
 /// draining server's shutdown until its grace ran out) and opened again only once the polled
 /// checks have found the instance healthy again; a broken stream is opened again after the
-/// check interval.
+/// check interval, and every stream is replaced after a few intervals.
 async fn watch_forever(live: Arc<LiveEdge>, cluster: String, up: Arc<Upstream>, mut client: HealthClient<tonic::transport::Channel>) {
     loop {
         while !up.health.is_healthy() {
             tokio::time::sleep(live.load().config.health.interval).await;
         }
-        if let Ok(stream) = client.watch(HealthCheckRequest { service: String::new() }).await {
+        let interval = live.load().config.health.interval;
+        // A stream lives a few intervals, then is opened again: a server that shuts down
+        // gracefully without saying NOT_SERVING first waits for open streams to end, and
+        // must not wait for this one for long.
+        let lifetime = (interval * 5).clamp(std::time::Duration::from_secs(1), std::time::Duration::from_secs(10));
+        let watched = tokio::time::timeout(lifetime, async {
+            let Ok(stream) = client.watch(HealthCheckRequest { service: String::new() }).await else { return false };
             let mut stream = stream.into_inner();
             while let Ok(Some(answer)) = stream.message().await {
                 if answer.status() != ServingStatus::Serving {
@@ -159,8 +165,13 @@ async fn watch_forever(live: Arc<LiveEdge>, cluster: String, up: Arc<Upstream>, 
                     break;
                 }
             }
+            false
+        })
+        .await;
+        // Its lifetime ran out with the instance still SERVING: open the next one at once.
+        if watched.is_ok() {
+            tokio::time::sleep(interval).await;
         }
-        tokio::time::sleep(live.load().config.health.interval).await;
     }
 }
 

@@ -22,14 +22,7 @@ pub struct EdgeState {
     pub upstream_tls: Option<Arc<crate::upstream_tls::UpstreamTls>>,
 }
 
-/// What a reload changed, and what it could not change without a restart.
-#[derive(Debug, Default, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Changes {
-    /// Keys whose new values are in effect, e.g. `edge.routes[payments.v1.Payments]`.
-    pub applied: Vec<String>,
-    /// Keys whose new values need a restart; the running values stay until then.
-    pub restart_required: Vec<String>,
-}
+pub use paymesh_core::reload::Changes;
 
 impl EdgeState {
     pub fn build(config: EdgeConfig) -> Result<Arc<Self>, CatalogError> {
