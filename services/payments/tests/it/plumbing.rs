@@ -91,8 +91,10 @@ async fn restarting_keeps_data_and_reapplies_no_migration() {
 }
 
 #[tokio::test]
-async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
-    let mut mesh = TestMesh::start(1).await;
+async fn shutdown_drains_then_finishes_in_flight_calls_and_stops_accepting() {
+    // A lock wait longer than the drain, so the capture is still in flight when it ends.
+    let url = pg().url(&pg().fresh_database("drain").expect("createdb"));
+    let mut mesh = TestMesh::start_with(vec![url], "pool_size = 8\nlock_timeout = \"20s\"\nstatement_timeout = \"30s\"\n").await;
     let m = mesh.merchant_on(0, 0);
     let p = authorized(&mesh, &m, 1_000).await;
 
@@ -124,7 +126,13 @@ async fn shutdown_finishes_in_flight_calls_and_stops_accepting() {
 
     let addr = mesh.addrs[0];
     let server = mesh.stop_instance(0);
-    // Stops accepting: new connections are refused once the listener is gone.
+    // Draining first: NOT_SERVING, while still answering (for `drain_delay`).
+    let start = Instant::now();
+    while mesh.health(0, "").await.ok() != Some(ServingStatus::NotServing) {
+        assert!(start.elapsed() < DEADLINE, "never reported NOT_SERVING after shutdown began");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Then stops accepting: new connections are refused once the listener is gone.
     let start = Instant::now();
     while tokio::net::TcpStream::connect(addr).await.is_ok() {
         assert!(start.elapsed() < DEADLINE, "still accepting connections after shutdown began");
