@@ -222,6 +222,15 @@ impl MeshConfig {
         })
     }
 
+    /// [`MeshConfig::parse`], with every problem of a bad text ([`MeshConfig::check`]) instead
+    /// of the first: a good text is parsed once.
+    pub fn parse_all(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Result<Self, Vec<ConfigError>> {
+        Self::parse(path, text, env).map_err(|first| {
+            let all = Self::check(path, text, env);
+            if all.is_empty() { vec![first] } else { all }
+        })
+    }
+
     /// Every problem of a config text, not only the first: after a problem in a section
     /// nothing else depends on (`edge`, `relay`, `workers`, `query`, `mesh_tls`), that section
     /// is set aside and the rest checked again. Empty: the text is a valid config.

@@ -6,7 +6,7 @@
 //! keys that need a restart (their running values stay). The log filter (`log_level`) is
 //! applied here, for every service.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
@@ -110,21 +110,9 @@ impl Live {
 
     fn reload_locked(&self, current: &mut MeshConfig) -> Result<Reloaded, ReloadError> {
         let env = |name: &str| std::env::var(name).ok();
-        let text = std::fs::read_to_string(&self.source)
-            .map_err(|e| ReloadError::Unreadable(format!("{}: cannot read the file: {e}", self.source.display())))?;
-        let problems = MeshConfig::check(&self.source, &text, &env);
-        if !problems.is_empty() {
-            return Err(ReloadError::Invalid(problems));
-        }
-        let new = MeshConfig::parse(&self.source, &text, &env).map_err(|e| ReloadError::Invalid(vec![e]))?;
+        let new = read(&self.source, &env)?;
         let mut changes = Changes::default();
-        if new.log_level != current.log_level {
-            let filter = new.log_level.clone().unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-            if let Err(e) = crate::telemetry::set_log_filter(&filter) {
-                tracing::warn!(%e, "the new log filter was not applied");
-            }
-            changes.applied.push("log_level".into());
-        }
+        apply_log_level(&current.log_level, &new.log_level, &mut changes);
         (self.apply)(current, &new, &mut changes);
         *current = new;
         let generation = self.generation.fetch_add(1, Ordering::Relaxed) + 1;
@@ -136,18 +124,9 @@ impl Live {
         match self.reload() {
             Ok(done) => crate::status::Reply::json(serde_json::json!({"reloaded": true, "generation": done.generation, "applied": done.changes.applied, "restart_required": done.changes.restart_required}).to_string()),
             Err(ReloadError::Invalid(problems)) => {
-                let list: Vec<_> = problems
-                    .iter()
-                    .map(|p| serde_json::json!({"file": p.file.display().to_string(), "line": p.line, "key": p.key, "problem": p.problem}))
-                    .collect();
-                let message = format!("the config was not reloaded; the running config is unchanged:\n{}", ReloadError::Invalid(problems));
-                crate::status::Reply { status: 400, content_type: "application/json", body: serde_json::json!({"code": 3, "message": message, "problems": list}).to_string() }
+                crate::status::Reply { status: 400, content_type: "application/json", body: refusal_of(&problems).to_string() }
             }
-            Err(e) => crate::status::Reply {
-                status: 400,
-                content_type: "application/json",
-                body: serde_json::json!({"code": 3, "message": format!("the config was not reloaded; the running config is unchanged: {e}")}).to_string(),
-            },
+            Err(e) => crate::status::Reply { status: 400, content_type: "application/json", body: refusal(&e).to_string() },
         }
     }
 
@@ -159,6 +138,41 @@ impl Live {
         let _ = writeln!(out, "paymesh_config_reloads_total{{outcome=\"ok\"}} {}", self.ok.load(Ordering::Relaxed));
         let _ = writeln!(out, "paymesh_config_reloads_total{{outcome=\"error\"}} {}", self.failed.load(Ordering::Relaxed));
     }
+}
+
+/// Reads and checks the config file: the config, or every problem of it.
+pub fn read(source: &Path, env: &dyn Fn(&str) -> Option<String>) -> Result<MeshConfig, ReloadError> {
+    let text =
+        std::fs::read_to_string(source).map_err(|e| ReloadError::Unreadable(format!("{}: cannot read the file: {e}", source.display())))?;
+    MeshConfig::parse_all(source, &text, env).map_err(ReloadError::Invalid)
+}
+
+/// Applies a changed `log_level` to this process (none: `RUST_LOG`, else `info`).
+pub fn apply_log_level(old: &Option<String>, new: &Option<String>, changes: &mut Changes) {
+    if old == new {
+        return;
+    }
+    let filter = new.clone().unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
+    if let Err(e) = crate::telemetry::set_log_filter(&filter) {
+        tracing::warn!(%e, "the new log filter was not applied");
+    }
+    changes.applied.push("log_level".into());
+}
+
+/// The JSON body of a refused reload (`code` 3, the message, and each problem's place).
+pub fn refusal(e: &impl std::fmt::Display) -> serde_json::Value {
+    serde_json::json!({"code": 3, "message": format!("the config was not reloaded; the running config is unchanged:\n{e}")})
+}
+
+/// [`refusal`], with every problem of an invalid file listed by file, line and key.
+pub fn refusal_of(problems: &[ConfigError]) -> serde_json::Value {
+    let list: Vec<_> = problems
+        .iter()
+        .map(|p| serde_json::json!({"file": p.file.display().to_string(), "line": p.line, "key": p.key, "problem": p.problem}))
+        .collect();
+    let mut body = refusal(&problems.iter().map(ToString::to_string).collect::<Vec<_>>().join("\n"));
+    body["problems"] = serde_json::Value::Array(list);
+    body
 }
 
 /// The process's reloadable config, for SIGHUP (one instance per process; the first wins).

@@ -80,19 +80,9 @@ async fn reload(live: &Arc<LiveEdge>) -> Response<Vec<u8>> {
             StatusCode::OK,
             json!({"reloaded": true, "generation": done.generation, "applied": done.changes.applied, "restart_required": done.changes.restart_required}),
         ),
-        Ok(Err(ReloadError::Invalid(problems))) => {
-            let list: Vec<_> = problems
-                .iter()
-                .map(|p| json!({"file": p.file.display().to_string(), "line": p.line, "key": p.key, "problem": p.problem}))
-                .collect();
-            let message = format!("the config was not reloaded; the running config is unchanged:\n{}", ReloadError::Invalid(problems));
-            reply(StatusCode::BAD_REQUEST, json!({"code": 3, "message": message, "problems": list}))
-        }
+        Ok(Err(ReloadError::Invalid(problems))) => reply(StatusCode::BAD_REQUEST, paymesh_core::reload::refusal_of(&problems)),
         Ok(Err(e @ ReloadError::NoFile)) => reply(StatusCode::CONFLICT, json!({"code": 9, "message": e.to_string()})),
-        Ok(Err(e)) => reply(
-            StatusCode::BAD_REQUEST,
-            json!({"code": 3, "message": format!("the config was not reloaded; the running config is unchanged: {e}")}),
-        ),
+        Ok(Err(e)) => reply(StatusCode::BAD_REQUEST, paymesh_core::reload::refusal(&e)),
         Err(e) => reply(StatusCode::INTERNAL_SERVER_ERROR, json!({"code": 13, "message": format!("the reload did not finish: {e}")})),
     }
 }

@@ -10,11 +10,8 @@ use paymesh_core::config::MeshConfig;
 pub fn file(path: &Path) -> Result<String, Vec<String>> {
     let text = std::fs::read_to_string(path).map_err(|e| vec![format!("{}: cannot read the file: {e}", path.display())])?;
     let env = |name: &str| std::env::var(name).ok();
-    let problems = MeshConfig::check(path, &text, &env);
-    if !problems.is_empty() {
-        return Err(problems.iter().map(ToString::to_string).collect());
-    }
-    let config = MeshConfig::parse(path, &text, &env).map_err(|e| vec![e.to_string()])?;
+    let config =
+        MeshConfig::parse_all(path, &text, &env).map_err(|problems| problems.iter().map(ToString::to_string).collect::<Vec<_>>())?;
     if config.edge.is_none() {
         return Ok(format!("{}: ok (no [edge] section: nothing for the edge to run)", path.display()));
     }

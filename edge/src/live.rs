@@ -140,15 +140,8 @@ impl LiveEdge {
         }
         {
             let mut log = self.log_level.lock().unwrap_or_else(|e| e.into_inner());
-            if *log != mesh.log_level {
-                // Without the key, the filter the process started with (RUST_LOG, else info).
-                let filter = mesh.log_level.clone().unwrap_or_else(|| std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()));
-                if let Err(e) = paymesh_core::telemetry::set_log_filter(&filter) {
-                    tracing::warn!(%e, "the new log filter was not applied");
-                }
-                changes.applied.push("log_level".into());
-                log.clone_from(&mesh.log_level);
-            }
+            paymesh_core::reload::apply_log_level(&log, &mesh.log_level, &mut changes);
+            log.clone_from(&mesh.log_level);
         }
         self.current.store(next);
         let mut generation = 0;

@@ -54,47 +54,38 @@ impl EdgeState {
     pub fn following(&self, mut new: EdgeConfig) -> Result<(Arc<Self>, Changes), CatalogError> {
         let old = &self.config;
         let mut changes = Changes::default();
-        let mut keep = |key: &str, differs: bool| {
-            if differs {
-                changes.restart_required.push(format!("edge.{key}"));
-            }
-        };
-        keep("listen", new.listen != old.listen);
-        keep("admin_listen", new.admin_listen != old.admin_listen);
-        keep("threads", new.threads != old.threads);
-        keep("tls", new.tls != old.tls);
-        keep("auth", new.auth != old.auth);
+        let c = &mut changes;
+        c.restart_if("edge.listen", new.listen != old.listen);
+        c.restart_if("edge.admin_listen", new.admin_listen != old.admin_listen);
+        c.restart_if("edge.threads", new.threads != old.threads);
+        c.restart_if("edge.tls", new.tls != old.tls);
+        c.restart_if("edge.auth", new.auth != old.auth);
         (new.listen, new.admin_listen, new.threads) = (old.listen, old.admin_listen, old.threads);
         new.tls.clone_from(&old.tls);
         new.auth.clone_from(&old.auth);
 
-        let mut applied = |key: &str, differs: bool| {
-            if differs {
-                changes.applied.push(format!("edge.{key}"));
-            }
-        };
-        applied("max_body_bytes", new.max_body_bytes != old.max_body_bytes);
-        applied("connect_timeout", new.connect_timeout != old.connect_timeout);
-        applied("request_timeout", new.request_timeout != old.request_timeout);
-        applied("client_read_timeout", new.client_read_timeout != old.client_read_timeout);
-        applied("body_read_deadline", new.body_read_deadline != old.body_read_deadline);
-        applied("descriptor_sets", new.descriptor_sets != old.descriptor_sets);
-        applied("health", new.health != old.health);
-        applied("outlier", new.outlier != old.outlier);
-        applied("transcoding", new.transcoding != old.transcoding);
-        applied("reload_on_change", new.reload_on_change != old.reload_on_change);
-        for c in &new.clusters {
-            applied(&format!("clusters[{}]", c.name), old.cluster(&c.name) != Some(c));
+        c.applied_if("edge.max_body_bytes", new.max_body_bytes != old.max_body_bytes);
+        c.applied_if("edge.connect_timeout", new.connect_timeout != old.connect_timeout);
+        c.applied_if("edge.request_timeout", new.request_timeout != old.request_timeout);
+        c.applied_if("edge.client_read_timeout", new.client_read_timeout != old.client_read_timeout);
+        c.applied_if("edge.body_read_deadline", new.body_read_deadline != old.body_read_deadline);
+        c.applied_if("edge.descriptor_sets", new.descriptor_sets != old.descriptor_sets);
+        c.applied_if("edge.health", new.health != old.health);
+        c.applied_if("edge.outlier", new.outlier != old.outlier);
+        c.applied_if("edge.transcoding", new.transcoding != old.transcoding);
+        c.applied_if("edge.reload_on_change", new.reload_on_change != old.reload_on_change);
+        for cl in &new.clusters {
+            c.applied_if(&format!("edge.clusters[{}]", cl.name), old.cluster(&cl.name) != Some(cl));
         }
-        for c in old.clusters.iter().filter(|c| new.cluster(&c.name).is_none()) {
-            applied(&format!("clusters[{}] (removed)", c.name), true);
+        for cl in old.clusters.iter().filter(|cl| new.cluster(&cl.name).is_none()) {
+            c.applied.push(format!("edge.clusters[{}] (removed)", cl.name));
         }
         let route = |cfg: &EdgeConfig, service: &str| cfg.routes.iter().find(|r| r.service == service).cloned();
         for r in &new.routes {
-            applied(&format!("routes[{}]", r.service), route(old, &r.service).as_ref() != Some(r));
+            c.applied_if(&format!("edge.routes[{}]", r.service), route(old, &r.service).as_ref() != Some(r));
         }
         for r in old.routes.iter().filter(|r| route(&new, &r.service).is_none()) {
-            applied(&format!("routes[{}] (removed)", r.service), true);
+            c.applied.push(format!("edge.routes[{}] (removed)", r.service));
         }
 
         let clusters: HashMap<String, Arc<Cluster>> = new

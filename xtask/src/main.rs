@@ -198,15 +198,20 @@ fn fuzz(args: &[String]) -> Result<(), String> {
 }
 
 fn chaos(args: &[String]) -> Result<(), String> {
-    let quick = match args {
-        [] => false,
-        [q] if q == "--quick" => true,
-        _ => return Err(format!("unknown options {args:?} for chaos\n{USAGE}")),
-    };
+    let quick = quick_flag(args, "chaos")?;
     install::postgres()?;
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(chaos::run(quick))
+}
+
+/// `[--quick]`, the only option of `command`.
+fn quick_flag(args: &[String], command: &str) -> Result<bool, String> {
+    match args {
+        [] => Ok(false),
+        [q] if q == "--quick" => Ok(true),
+        _ => Err(format!("unknown options {args:?} for {command}\n{USAGE}")),
+    }
 }
 
 fn reload(args: &[String]) -> Result<(), String> {
@@ -220,11 +225,7 @@ fn reload(args: &[String]) -> Result<(), String> {
 }
 
 fn rollout(args: &[String]) -> Result<(), String> {
-    let quick = match args {
-        [] => false,
-        [q] if q == "--quick" => true,
-        _ => return Err(format!("unknown options {args:?} for rollout\n{USAGE}")),
-    };
+    let quick = quick_flag(args, "rollout")?;
     install::postgres()?;
     install::build_tools()?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;

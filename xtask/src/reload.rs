@@ -39,14 +39,8 @@ fn targets(config: &MeshConfig) -> Vec<(String, SocketAddr)> {
 }
 
 pub async fn run(path: &Path) -> Result<(), String> {
-    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     let env = |name: &str| std::env::var(name).ok();
-    let problems = MeshConfig::check(path, &text, &env);
-    if !problems.is_empty() {
-        let list: Vec<String> = problems.iter().map(ToString::to_string).collect();
-        return Err(format!("the config has problems; nothing was reloaded:\n{}", list.join("\n")));
-    }
-    let config = MeshConfig::parse(path, &text, &env).map_err(|e| e.to_string())?;
+    let config = paymesh_core::reload::read(path, &env).map_err(|e| format!("the config has problems; nothing was reloaded:\n{e}"))?;
     let mut table = String::from("| process | outcome | applied | needs a restart |\n|---|---|---|---|\n");
     let mut failed = 0;
     for (name, addr) in targets(&config) {
