@@ -19,6 +19,10 @@ pub const ALL: [&str; 4] = [SUBJECT, MERCHANT, SCOPES, AUTHENTICATED_BY];
 /// The scope that lets a caller read any merchant's payments and balances.
 pub const ADMIN_SCOPE: &str = "payments:admin";
 
+/// The scope that lets a caller change the mesh through the edge's admin API (force a
+/// breaker, reload the config): the dashboard's buttons, `paymesh-mcp`'s `force_breaker`.
+pub const MESH_ADMIN_SCOPE: &str = "mesh:admin";
+
 /// The caller of a service call, as the edge forwarded it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Caller {

@@ -1,6 +1,10 @@
-//! The admin API (default :9901): `GET /clusters`, `GET /routes`, `GET /ready`,
-//! `GET /breakers`, `GET /metrics`, `GET /openapi.json`, `POST /breakers/<name>`,
-//! `POST /config/reload`.
+//! The admin API (default :9901): the dashboard (`GET /`, `GET /dashboard/state`),
+//! `GET /clusters`, `GET /routes`, `GET /ready`, `GET /breakers`, `GET /metrics`,
+//! `GET /openapi.json`, `POST /breakers/<name>`, `POST /config/reload`.
+//!
+//! Reads are open (the listener is for operators and Prometheus; bind it to a private
+//! address). When the edge authenticates callers (`[edge.auth]`), every `POST` needs a
+//! credential with the `mesh:admin` scope.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -10,6 +14,8 @@ use http::{Response, StatusCode};
 use pingora::apps::http_app::ServeHttp;
 use pingora::protocols::http::ServerSession;
 use serde_json::json;
+
+use paymesh_core::identity::MESH_ADMIN_SCOPE;
 
 use crate::live::{LiveEdge, ReloadError};
 use crate::resilience::breaker::Force;
@@ -28,11 +34,19 @@ impl ServeHttp for Admin {
         let query = session.req_header().uri.query().unwrap_or("").to_owned();
         let state = self.live.load();
         if method == http::Method::POST {
+            if let Err(refused) = admin_caller(&state, session).await {
+                return refused;
+            }
             if path == "/config/reload" {
                 return reload(&self.live).await;
             }
             return match path.strip_prefix("/breakers/") {
-                Some(name) => force_breaker(&state, name, &query),
+                Some(name) => match crate::transcode::template::percent_decode(name) {
+                    Some(name) => force_breaker(&state, &name, &query),
+                    None => {
+                        reply(StatusCode::BAD_REQUEST, json!({"code": 3, "message": "the breaker name is not valid percent-encoded UTF-8"}))
+                    }
+                },
                 None => reply(
                     StatusCode::NOT_FOUND,
                     json!({"code": 5, "message": format!("no admin endpoint POST {path}; POST /breakers/<name>?state=open|closed|normal, or POST /config/reload")}),
@@ -45,7 +59,11 @@ impl ServeHttp for Admin {
                 json!({"code": 12, "message": format!("{method} is not allowed; use GET, or POST /breakers/<name>?state=... or POST /config/reload")}),
             );
         }
+        if let Some((content_type, body)) = crate::dashboard::asset(&path) {
+            return asset(content_type, body);
+        }
         match path.as_str() {
+            "/dashboard/state" => reply(StatusCode::OK, crate::dashboard::state(&self.live, &state).await),
             "/breakers" => reply(StatusCode::OK, breakers(&state)),
             "/metrics" => {
                 let mut out = crate::metrics::render(&state);
@@ -65,8 +83,33 @@ impl ServeHttp for Admin {
             }
             _ => reply(
                 StatusCode::NOT_FOUND,
-                json!({"code": 5, "message": format!("no admin endpoint {path}; try /clusters, /routes, /breakers, /metrics, /ready, /openapi.json")}),
+                json!({"code": 5, "message": format!("no admin endpoint {path}; try / (the dashboard), /clusters, /routes, /breakers, /metrics, /ready, /openapi.json")}),
             ),
+        }
+    }
+}
+
+/// The caller of an admin `POST`: anyone when the edge does not authenticate, else a
+/// credential with [`MESH_ADMIN_SCOPE`] (401 without a valid one, 403 without the scope).
+async fn admin_caller(state: &EdgeState, session: &ServerSession) -> Result<(), Response<Vec<u8>>> {
+    let Some(auth) = &state.auth else { return Ok(()) };
+    let headers = &session.req_header().headers;
+    let values = |name| headers.get_all(name).iter().map(|v| v.as_bytes()).collect::<Vec<&[u8]>>();
+    match auth.authenticate(&values(http::header::AUTHORIZATION.as_str()), &values(crate::auth::API_KEY_HEADER)).await {
+        Ok(id) if id.scopes.iter().any(|s| s == MESH_ADMIN_SCOPE) => {
+            tracing::info!(subject = %id.subject, by = %id.authenticated_by, "admin change requested");
+            Ok(())
+        }
+        Ok(id) => Err(reply(
+            StatusCode::FORBIDDEN,
+            json!({"code": 7, "message": format!("{} lacks the {MESH_ADMIN_SCOPE} scope that admin changes need", id.subject)}),
+        )),
+        Err(refusal) => {
+            let mut r = reply(StatusCode::UNAUTHORIZED, json!({"code": 16, "message": refusal.message()}));
+            if let Ok(v) = http::HeaderValue::from_str(&refusal.www_authenticate()) {
+                r.headers_mut().insert(http::header::WWW_AUTHENTICATE, v);
+            }
+            Err(r)
         }
     }
 }
@@ -97,6 +140,19 @@ fn reply(status: StatusCode, body: serde_json::Value) -> Response<Vec<u8>> {
         .unwrap_or_else(|_| Response::new(Vec::new()))
 }
 
+fn asset(content_type: &'static str, body: &'static str) -> Response<Vec<u8>> {
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, content_type)
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .header(http::header::CACHE_CONTROL, "no-cache")
+        // The page loads only its own files and talks only to this listener.
+        .header("content-security-policy", "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'")
+        .header("x-content-type-options", "nosniff")
+        .body(body.as_bytes().to_vec())
+        .unwrap_or_else(|_| Response::new(Vec::new()))
+}
+
 fn text(body: String) -> Response<Vec<u8>> {
     let bytes = body.into_bytes();
     Response::builder()
@@ -110,24 +166,22 @@ fn text(body: String) -> Response<Vec<u8>> {
 /// Every breaker's state and window, like Resilience4j's breaker endpoint.
 fn breakers(state: &EdgeState) -> serde_json::Value {
     let now = Instant::now();
-    let list: Vec<_> = state
-        .routes_in_order()
-        .flat_map(|r| r.guards.breakers.iter())
-        .map(|b| {
-            let s = b.snapshot(now);
-            json!({
-                "name": s.name,
-                "state": s.state.as_str(),
-                "failure_rate": s.failure_rate,
-                "slow_call_rate": s.slow_call_rate,
-                "buffered_calls": s.buffered_calls,
-                "failed_calls": s.failed_calls,
-                "slow_calls": s.slow_calls,
-                "not_permitted_calls": s.not_permitted_calls,
-            })
-        })
-        .collect();
+    let list: Vec<_> = state.routes_in_order().flat_map(|r| r.guards.breakers.iter()).map(|b| breaker_json(&b.snapshot(now))).collect();
     json!({ "breakers": list })
+}
+
+/// One breaker's state and window.
+pub fn breaker_json(s: &paymesh_core::breaker::Snapshot) -> serde_json::Value {
+    json!({
+        "name": s.name,
+        "state": s.state.as_str(),
+        "failure_rate": s.failure_rate,
+        "slow_call_rate": s.slow_call_rate,
+        "buffered_calls": s.buffered_calls,
+        "failed_calls": s.failed_calls,
+        "slow_calls": s.slow_calls,
+        "not_permitted_calls": s.not_permitted_calls,
+    })
 }
 
 fn force_breaker(state: &EdgeState, name: &str, query: &str) -> Response<Vec<u8>> {
@@ -153,7 +207,7 @@ fn force_breaker(state: &EdgeState, name: &str, query: &str) -> Response<Vec<u8>
     reply(StatusCode::OK, json!({"name": name, "state": b.state().as_str()}))
 }
 
-fn clusters(state: &EdgeState) -> serde_json::Value {
+pub fn clusters(state: &EdgeState) -> serde_json::Value {
     let now = Instant::now();
     let list: Vec<_> = state
         .clusters_in_order()
@@ -253,4 +307,16 @@ pub fn unready(state: &EdgeState) -> Vec<String> {
         }
     }
     problems
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn breaker_names_are_percent_decoded_as_pages_send_them() {
+        assert_eq!(crate::transcode::template::percent_decode("payments.v1.Payments%40shard-0").as_deref(), Some("payments.v1.Payments@shard-0"));
+        assert_eq!(crate::transcode::template::percent_decode("plain@shard-1").as_deref(), Some("plain@shard-1"));
+        assert_eq!(crate::transcode::template::percent_decode("bad%4"), None);
+        assert_eq!(crate::transcode::template::percent_decode("bad%zz"), None);
+        assert_eq!(crate::transcode::template::percent_decode("%ff"), None, "not UTF-8");
+    }
 }

@@ -21,6 +21,8 @@ pub mod catalog;
 pub mod check;
 pub mod client_io;
 pub mod cluster;
+pub mod dashboard;
+pub mod failures;
 pub mod grpc;
 pub mod health;
 pub mod io;

@@ -30,6 +30,9 @@ pub struct LiveEdge {
     generation: tokio::sync::watch::Sender<u64>,
     reloads_ok: AtomicU64,
     reloads_failed: AtomicU64,
+    /// The relays and workers the dashboard reads (from the mesh config, updated by reloads).
+    peers: Mutex<Arc<Vec<crate::dashboard::pipeline::Peer>>>,
+    started: std::time::Instant,
     /// A digest of the file's content when it was last read (at start or by a reload, good
     /// or bad), so a watch reloads on a change and never again for the same content.
     seen: Mutex<Option<u64>>,
@@ -60,7 +63,9 @@ pub struct Reloaded {
 impl LiveEdge {
     /// The state of a config file, reloadable from it.
     pub fn new(state: Arc<EdgeState>, config: &MeshConfig) -> Arc<Self> {
-        Self::with_source(state, Some(config.source.clone()), config.mesh_tls.clone(), config.log_level.clone())
+        let live = Self::with_source(state, Some(config.source.clone()), config.mesh_tls.clone(), config.log_level.clone());
+        *live.peers.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(crate::dashboard::pipeline::peers_of(config));
+        live
     }
 
     /// A state built in memory (tests, embedders): it cannot be reloaded.
@@ -79,6 +84,8 @@ impl LiveEdge {
             reloads_ok: AtomicU64::new(0),
             reloads_failed: AtomicU64::new(0),
             seen: Mutex::new(None),
+            peers: Mutex::new(Arc::new(Vec::new())),
+            started: std::time::Instant::now(),
         })
         .with_seen_now()
     }
@@ -98,6 +105,21 @@ impl LiveEdge {
     /// The state new calls use.
     pub fn load(&self) -> Arc<EdgeState> {
         self.current.load_full()
+    }
+
+    /// Reloads that took effect since start.
+    pub fn generation(&self) -> u64 {
+        *self.generation.borrow()
+    }
+
+    /// How long the edge has run.
+    pub fn uptime(&self) -> std::time::Duration {
+        self.started.elapsed()
+    }
+
+    /// The relays and workers of the mesh config (what the dashboard reads).
+    pub fn peers(&self) -> Arc<Vec<crate::dashboard::pipeline::Peer>> {
+        self.peers.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     /// Wakes on every reload that took effect.
@@ -144,6 +166,7 @@ impl LiveEdge {
             log.clone_from(&mesh.log_level);
         }
         self.current.store(next);
+        *self.peers.lock().unwrap_or_else(|e| e.into_inner()) = Arc::new(crate::dashboard::pipeline::peers_of(&mesh));
         let mut generation = 0;
         self.generation.send_modify(|g| {
             *g += 1;

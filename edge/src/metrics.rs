@@ -89,7 +89,8 @@ impl RequestMetrics {
         h.sum += secs;
     }
 
-    fn render(&self, out: &mut String) {
+    /// Every slot added up.
+    fn merged(&self) -> BTreeMap<String, RouteSeries> {
         let mut by_route: BTreeMap<String, RouteSeries> = BTreeMap::new();
         for slot in &self.slots {
             let slot = slot.lock().unwrap_or_else(|e| e.into_inner());
@@ -100,6 +101,32 @@ impl RequestMetrics {
                 }
             }
         }
+        by_route
+    }
+
+    /// Per route: requests answered, and how many of them were the server side's failures
+    /// ([`crate::failures::is_server_failure`]).
+    pub fn totals(&self) -> BTreeMap<String, (u64, u64)> {
+        let failure = |name: &str| (0..17).any(|c| crate::failures::is_server_failure(c) && code_name(c) == name);
+        self.merged()
+            .into_iter()
+            .map(|(route, series)| {
+                let (mut all, mut failed) = (0, 0);
+                for s in series.values() {
+                    for (code, n) in &s.codes {
+                        all += n;
+                        if failure(code) {
+                            failed += n;
+                        }
+                    }
+                }
+                (route, (all, failed))
+            })
+            .collect()
+    }
+
+    fn render(&self, out: &mut String) {
+        let by_route = self.merged();
         let series = || {
             by_route.iter().flat_map(|(r, m)| {
                 m.iter().map(move |((p, shard), s)| {

@@ -564,6 +564,23 @@ impl ProxyHttp for EdgeProxy {
             };
             let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
             self.state(ctx).requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
+            if crate::failures::is_server_failure(code) {
+                let message = match (e, ctx.failure, &ctx.no_endpoint) {
+                    (_, _, Some(why)) => why.clone(),
+                    (Some(e), _, _) => e.to_string(),
+                    (None, Some(f), _) => format!("{f:?}"),
+                    (None, None, None) => String::new(),
+                };
+                self.state(ctx).failures.record(crate::failures::FailedCall {
+                    at: crate::failures::now(),
+                    protocol: ctx.protocol,
+                    route: route.to_owned(),
+                    shard,
+                    instance: ctx.attempt.as_ref().map(|a| a.upstream.name.clone()),
+                    code: crate::metrics::code_name(code),
+                    message,
+                });
+            }
         }
         if let Some(target) = &ctx.grpc {
             // The call's outcome: a transport failure, else the grpc-status it ended with.

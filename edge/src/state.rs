@@ -16,6 +16,8 @@ pub struct EdgeState {
     pub catalog: Catalog,
     /// Request counters and latencies; one set for the process's life, across reloads.
     pub requests: Arc<crate::metrics::RequestMetrics>,
+    /// The latest failed calls (the dashboard's list), kept across reloads too.
+    pub failures: Arc<crate::failures::RecentFailures>,
     /// Present when the config has `[edge.auth]`.
     pub auth: Option<Arc<crate::auth::Authenticator>>,
     /// mTLS to the upstreams, when the config has `[mesh_tls]`.
@@ -44,7 +46,7 @@ impl EdgeState {
             .map(|a| crate::auth::Authenticator::new(a).map(Arc::new))
             .transpose()
             .map_err(|e| CatalogError(format!("edge.auth: {e}")))?;
-        Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default(), auth, upstream_tls }))
+        Ok(Arc::new(Self { config, clusters, catalog, requests: Default::default(), failures: Default::default(), auth, upstream_tls }))
     }
 
     /// The state of `new`, built next to this one: unchanged clusters and routes are carried
@@ -106,6 +108,7 @@ impl EdgeState {
             clusters,
             catalog,
             requests: self.requests.clone(),
+            failures: self.failures.clone(),
             auth: self.auth.clone(),
             upstream_tls: self.upstream_tls.clone(),
         };

@@ -159,6 +159,35 @@ pub fn kubernetes_validate() -> Result<(), String> {
     if present() { Ok(()) } else { Err("kubernetes-validate was installed but python3 cannot import it".into()) }
 }
 
+/// Finds Debian's Chromium (the dashboard's browser check runs it headless), installing it
+/// as root.
+pub fn chromium() -> Result<PathBuf, String> {
+    apt_program("chromium", "chromium", "Chromium is needed for the dashboard's browser check")
+}
+
+/// The Python packages of the operator tools' checks (`ops/tests/python/requirements.txt`):
+/// Playwright's client (it drives Debian's Chromium; its own browser download is never used)
+/// and the official MCP SDK's client.
+pub fn ops_check_packages() -> Result<(), String> {
+    let present = || {
+        Command::new("python3").args(["-c", "import playwright.sync_api, mcp.client.session"]).output().is_ok_and(|o| o.status.success())
+    };
+    if present() {
+        return Ok(());
+    }
+    let requirements = crate::root().join("ops/tests/python/requirements.txt");
+    println!("==> installing the ops checks' Python packages with pip -r {}", requirements.display());
+    let status = Command::new("python3")
+        .args(["-m", "pip", "install", "--quiet", "-r"])
+        .arg(&requirements)
+        .status()
+        .map_err(|e| format!("cannot run python3 -m pip: {e}"))?;
+    if !status.success() {
+        return Err(format!("`python3 -m pip install -r {}` failed ({status})", requirements.display()));
+    }
+    if present() { Ok(()) } else { Err("the ops checks' packages were installed but python3 cannot import playwright and mcp".into()) }
+}
+
 /// `pip install PACKAGE` for the python3 on PATH (through `python3 -m pip`, so the package
 /// lands where that interpreter looks), falling back to a pip3/pip executable.
 fn pip_install(package: &str, what: &str) -> Result<(), String> {

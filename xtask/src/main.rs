@@ -26,6 +26,7 @@ mod install;
 mod k8s_check;
 mod local_auth;
 mod observe;
+mod ops_check;
 mod probe;
 mod reload;
 mod rollout;
@@ -41,8 +42,9 @@ const USAGE: &str = "usage: cargo xtask <command>
   up [--config FILE] [--release] [--observe]
                                    start the local stack (Ctrl-C stops it); --observe adds an
                                    OTLP receiver (rotel) and Prometheus scraping everything
-  test [--smoke]                   install prerequisites and run every test (--smoke: only the
-                                   smoke run of the stack, faults included)
+  test [--smoke|--ops]             install prerequisites and run every test (--smoke: only the
+                                   smoke run of the stack, faults included; --ops: only the
+                                   dashboard, MCP server and load-test checks)
   bench [--quick] [--edge|--db]    side-by-side benchmark: direct vs gRPC and REST through the edge,
                                    group commit on vs off (--edge: only the edge-only section, no
                                    database; --db: all but it)
@@ -105,6 +107,9 @@ fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from("."))
 }
 
+/// Where `cargo xtask up` serves paymesh-mcp (MCP over HTTP and load tests on demand).
+const OPS_LISTEN: ([u8; 4], u16) = ([127, 0, 0, 1], 9902);
+
 fn up(args: &[String]) -> Result<(), String> {
     let mut config = root().join("mesh-config/paymesh.toml");
     let mut release = false;
@@ -133,9 +138,23 @@ fn up(args: &[String]) -> Result<(), String> {
         } else {
             (None, Vec::new())
         };
-        let stack = stack::Stack::start_with_env(&config, &dir, release, env).await?;
+        let mut stack = stack::Stack::start_with_env(&config, &dir, release, env).await?;
+        if stack.config.edge.is_some() {
+            let auth = stack.config.edge.as_ref().is_some_and(|e| e.auth.is_some()).then(|| root().join(".paymesh/auth"));
+            if let Err(e) = stack.add_ops(OPS_LISTEN.into(), auth.as_deref()).await {
+                let _ = stack.stop().await;
+                return Err(e);
+            }
+        }
         let prometheus = if observe { Some(observe::start_prometheus(&install::prometheus()?, &stack.config, &dir).await?) } else { None };
         stack.print_endpoints();
+        if let Some(edge) = &stack.config.edge {
+            println!("\nOperate it:");
+            println!("  dashboard: http://{}/   (forcing a breaker needs a token with --scope mesh:admin)", edge.admin_listen);
+            let (ip, port) = OPS_LISTEN;
+            println!("  MCP:       http://{}:{port}/mcp (streamable HTTP), or stdio: see the README", std::net::Ipv4Addr::from(ip));
+            println!("  load tests: curl -X POST http://{}:{port}/loadtests -d '{{\"method\":\"authorize\",\"rate\":100,\"duration_s\":10,\"concurrency\":8}}'", std::net::Ipv4Addr::from(ip));
+        }
         if stack.config.edge.as_ref().is_some_and(|e| e.auth.is_some()) {
             println!("\nCallers need a token (the edge's [edge.auth]); each acts only for its merchant:");
             println!("  export TOKEN=$(cargo xtask token --merchant merchant-0)");
@@ -157,11 +176,21 @@ fn up(args: &[String]) -> Result<(), String> {
 }
 
 fn test(args: &[String]) -> Result<(), String> {
-    let smoke_only = match args {
-        [] => false,
-        [s] if s == "--smoke" => true,
+    let (smoke_only, ops_only) = match args {
+        [] => (false, false),
+        [s] if s == "--smoke" => (true, false),
+        [s] if s == "--ops" => (false, true),
         [a, ..] => return Err(format!("unknown option '{a}' for test\n{USAGE}")),
     };
+    if ops_only {
+        install::postgres()?;
+        install::build_tools()?;
+        let chromium = install::chromium()?;
+        install::ops_check_packages()?;
+        let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
+        println!("==> ops: the admin API's scope, load tests on demand, the MCP server, the dashboard in Chromium");
+        return runtime.block_on(ops_check::run(&chromium));
+    }
     install::postgres()?;
     install::build_tools()?;
     install::openssl()?;
@@ -174,9 +203,13 @@ fn test(args: &[String]) -> Result<(), String> {
         println!("==> cargo test --workspace");
         run(Command::new(env!("CARGO")).args(["test", "--workspace", "--locked"]).env("PAYMESH_GRPCURL", &grpcurl).current_dir(root()))?;
     }
+    let chromium = install::chromium()?;
+    install::ops_check_packages()?;
     println!("==> smoke: the local stack, driven by grpcurl");
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     runtime.block_on(smoke::run(&grpcurl, &rotel, &prometheus))?;
+    println!("==> ops: the admin API's scope, load tests on demand, the MCP server, the dashboard in Chromium");
+    runtime.block_on(ops_check::run(&chromium))?;
     if !smoke_only {
         println!("==> chaos --quick: faults under load, then the money invariants");
         runtime.block_on(chaos::run(true))?;

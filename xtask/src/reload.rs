@@ -43,8 +43,22 @@ pub async fn run(path: &Path) -> Result<(), String> {
     let config = paymesh_core::reload::read(path, &env).map_err(|e| format!("the config has problems; nothing was reloaded:\n{e}"))?;
     let mut table = String::from("| process | outcome | applied | needs a restart |\n|---|---|---|---|\n");
     let mut failed = 0;
+    // An edge that authenticates takes admin changes only with the mesh:admin scope: the
+    // local issuer mints a short-lived token for it.
+    let admin = match config.edge.as_ref().and_then(|e| e.auth.as_ref()) {
+        Some(_) => {
+            let issuer = crate::local_auth::LocalIssuer::open(&crate::root().join(".paymesh/auth"))?;
+            let scopes = [paymesh_core::identity::MESH_ADMIN_SCOPE.to_owned()];
+            Some(format!("Bearer {}", issuer.mint("xtask-reload", None, &scopes, std::time::Duration::from_secs(60))?))
+        }
+        None => None,
+    };
     for (name, addr) in targets(&config) {
-        let (outcome, applied, restart) = match crate::probe::http(addr, "POST", "/config/reload", None).await {
+        let headers: Vec<(&str, &str)> = match (&admin, name.as_str()) {
+            (Some(token), "edge") => vec![("authorization", token.as_str())],
+            _ => Vec::new(),
+        };
+        let (outcome, applied, restart) = match crate::probe::http_with(addr, "POST", "/config/reload", None, &headers).await {
             Ok((200, body)) => {
                 let j: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
                 let list = |k: &str| {

@@ -424,7 +424,10 @@ async fn status(
                 let transient = w.transient_failures.load(Ordering::Relaxed);
                 let kind = w.kind.as_str();
                 match path.as_str() {
-                    "/status" => Reply::json(format!("{{\"worker\":\"{}\",\"kind\":\"{kind}\",\"applied\":{applied},\"duplicates\":{dup},\"dead_lettered\":{dead}}}", w.name)),
+                    "/status" => Reply::json(format!(
+                        "{{\"worker\":\"{}\",\"kind\":\"{kind}\",\"applied\":{applied},\"duplicates\":{dup},\"dead_lettered\":{dead},\"lag\":{lag},\"transient_failures\":{transient}}}",
+                        w.name
+                    )),
                     "/metrics" => {
                         let l = format!("worker=\"{}\",kind=\"{kind}\"", w.name);
                         Reply::metrics(format!(

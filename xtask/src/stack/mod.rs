@@ -195,6 +195,21 @@ impl Stack {
         self.spawn(name, &bin, &["--instance", name]).await
     }
 
+    /// Starts `paymesh-mcp` (MCP over streamable HTTP and load tests on demand) on `listen`,
+    /// supervised like the rest, minting its tokens with the local issuer's key in
+    /// `issuer_dir` when the edge authenticates; waits until it answers.
+    pub async fn add_ops(&mut self, listen: std::net::SocketAddr, issuer_dir: Option<&Path>) -> Result<(), String> {
+        let listen_arg = listen.to_string();
+        let mut args = vec!["--http", listen_arg.as_str()];
+        let dir = issuer_dir.map(|d| d.display().to_string());
+        if let Some(d) = &dir {
+            args.extend(["--issuer-dir", d.as_str()]);
+        }
+        let bin = self.bin.join("paymesh-mcp");
+        self.spawn("paymesh-mcp", &bin, &args).await?;
+        self.wait_http_ok("paymesh-mcp", listen, "/loadtests").await
+    }
+
     async fn wait_serving(&self, name: &str, addr: std::net::SocketAddr) -> Result<(), String> {
         let proc = self.process(name).ok_or_else(|| format!("no process {name}"))?;
         until(proc, &format!("{addr} reporting SERVING"), || self.serving(name, addr)).await
@@ -324,7 +339,7 @@ where
 async fn build(release: bool) -> Result<PathBuf, String> {
     let mut cmd = tokio::process::Command::new(env!("CARGO"));
     cmd.args(["build", "--quiet"]);
-    for p in ["paymesh-payments", "paymesh-edge", "paymesh-kafka", "paymesh-relay", "paymesh-workers", "paymesh-query"] {
+    for p in ["paymesh-payments", "paymesh-edge", "paymesh-kafka", "paymesh-relay", "paymesh-workers", "paymesh-query", "paymesh-ops"] {
         cmd.args(["-p", p]);
     }
     cmd.current_dir(crate::root());
