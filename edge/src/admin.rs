@@ -313,7 +313,10 @@ pub fn unready(state: &EdgeState) -> Vec<String> {
 mod tests {
     #[test]
     fn breaker_names_are_percent_decoded_as_pages_send_them() {
-        assert_eq!(crate::transcode::template::percent_decode("payments.v1.Payments%40shard-0").as_deref(), Some("payments.v1.Payments@shard-0"));
+        assert_eq!(
+            crate::transcode::template::percent_decode("payments.v1.Payments%40shard-0").as_deref(),
+            Some("payments.v1.Payments@shard-0")
+        );
         assert_eq!(crate::transcode::template::percent_decode("plain@shard-1").as_deref(), Some("plain@shard-1"));
         assert_eq!(crate::transcode::template::percent_decode("bad%4"), None);
         assert_eq!(crate::transcode::template::percent_decode("bad%zz"), None);

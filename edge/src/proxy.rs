@@ -565,11 +565,20 @@ impl ProxyHttp for EdgeProxy {
             let took = ctx.started.map_or(Duration::ZERO, |s| s.elapsed());
             self.state(ctx).requests.record(ctx.protocol, route, shard, crate::metrics::code_name(code), took);
             if crate::failures::is_server_failure(code) {
-                let message = match (e, ctx.failure, &ctx.no_endpoint) {
-                    (_, _, Some(why)) => why.clone(),
-                    (Some(e), _, _) => e.to_string(),
-                    (None, Some(f), _) => format!("{f:?}"),
-                    (None, None, None) => String::new(),
+                // Why: the edge's own reason, else the grpc-message it answered with (its
+                // own refusals: breaker, limits), else the transport's failure.
+                let answered = session
+                    .as_downstream()
+                    .response_written()
+                    .and_then(|h| h.headers.get("grpc-message"))
+                    .and_then(|v| v.to_str().ok())
+                    .and_then(crate::transcode::template::percent_decode);
+                let message = match (e, answered, ctx.failure, &ctx.no_endpoint) {
+                    (_, _, _, Some(why)) => why.clone(),
+                    (Some(e), _, _, _) => e.to_string(),
+                    (None, Some(m), _, _) => m,
+                    (None, None, Some(f), _) => format!("{f:?}"),
+                    (None, None, None, None) => String::new(),
                 };
                 self.state(ctx).failures.record(crate::failures::FailedCall {
                     at: crate::failures::now(),

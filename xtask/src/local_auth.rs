@@ -25,10 +25,10 @@ pub fn token_command(root: &Path, args: &[String]) -> Result<(), String> {
             other => return Err(format!("unknown option '{other}' for token\n{}", crate::USAGE)),
         }
     }
-    if merchant.is_none() && !scopes.iter().any(|s| s == paymesh_core::identity::ADMIN_SCOPE) {
+    use paymesh_core::identity::{ADMIN_SCOPE, MESH_ADMIN_SCOPE};
+    if merchant.is_none() && !scopes.iter().any(|s| s == ADMIN_SCOPE || s == MESH_ADMIN_SCOPE) {
         return Err(format!(
-            "name the merchant the token acts for (--merchant M), or give --scope {}",
-            paymesh_core::identity::ADMIN_SCOPE
+            "name the merchant the token acts for (--merchant M), or give --scope {ADMIN_SCOPE} (reads across merchants) or --scope {MESH_ADMIN_SCOPE} (the admin API's changes)"
         ));
     }
     if scopes.is_empty() {

@@ -147,6 +147,15 @@ impl Check<'_> {
                 return Err(format!("POST /loadtests {body}: want 400 naming '{word}', got {status}: {answer}"));
             }
         }
+        let huge = format!(r#"{{"method":"authorize","pad":"{}"}}"#, "x".repeat(20_000));
+        let (status, answer) = http(self.ops, "POST", "/loadtests", Some(&huge)).await?;
+        if status != 413 {
+            return Err(format!("POST /loadtests with a 20 kB body: want 413, got {status}: {answer}"));
+        }
+        let (status, _) = http(self.ops, "DELETE", "/loadtests", None).await?;
+        if status != 405 {
+            return Err(format!("DELETE /loadtests: want 405, got {status}"));
+        }
         let (_, list) = http(self.ops, "GET", "/loadtests", None).await?;
         if json(&list)?["runs"].as_array().is_none_or(|r| !r.is_empty()) {
             return Err(format!("a refused run was kept: {list}"));
@@ -202,7 +211,7 @@ impl Check<'_> {
             return Err(format!("an unknown run: want 404, got {status}"));
         }
         println!(
-            "    load tests: 8 bad runs refused, one at a time, {id}: {count} flows, grade {} ({})",
+            "    load tests: 8 bad runs and a 20 kB body refused, one at a time, {id}: {count} flows, grade {} ({})",
             analysis["grade"].as_str().unwrap_or(""),
             analysis["summary"].as_str().unwrap_or("")
         );
@@ -262,11 +271,17 @@ impl Check<'_> {
         let (status, body) = http(self.admin, "GET", "/dashboard/state", None).await?;
         let state = json(&body)?;
         let failures = state["failures"].as_array().cloned().unwrap_or_default();
-        let refused = failures
-            .iter()
-            .any(|f| f["code"] == "UNAVAILABLE" && f["shard"] == 1 && f["route"].as_str().is_some_and(|r| r.contains("Authorize")));
+        let refused = failures.iter().any(|f| {
+            f["code"] == "UNAVAILABLE"
+                && f["shard"] == 1
+                && f["route"].as_str().is_some_and(|r| r.contains("Authorize"))
+                && f["message"].as_str().is_some_and(|m| m.contains("breaker"))
+        });
         if status != 200 || !refused {
-            return Err(format!("the dashboard's failures do not hold the refused Authorize on shard 1: {}", state["failures"]));
+            return Err(format!(
+                "the dashboard's failures do not hold the refused Authorize on shard 1 with the breaker as its reason: {}",
+                state["failures"]
+            ));
         }
         let relays = state["relays"].as_array().map_or(0, |r| r.iter().filter(|r| r["ok"] == true && r["backlog"].is_number()).count());
         let workers = state["workers"].as_array().map_or(0, |w| w.iter().filter(|w| w["ok"] == true && w["lag"].is_number()).count());

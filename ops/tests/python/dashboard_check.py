@@ -364,6 +364,15 @@ def run(args, dash, mesh):
     )
     ok(f"not_permitted_calls grew {refused_before} -> {refused}")
 
+    # 6b. The page lists the refused call among the latest failures.
+    def refused_listed():
+        seen = dash.text("#failures")
+        return seen is not None and "UNAVAILABLE" in seen and "Authorize" in seen, short(seen or "", 200)
+
+    dash.wait("#failures to list the refused Authorize (UNAVAILABLE)", refused_listed, t)
+    ok("latest failures on the page list the refused Authorize")
+    page.screenshot(path=os.path.join(args.screenshots, "dashboard-refused.png"), full_page=True)
+
     # 7. Dismissing the confirmation changes nothing.
     status_before = dash.text("#action-status")
     last_update_before = dash.text("#last-update")
