@@ -33,7 +33,8 @@ impl Credentials {
             Self::Issuer(issuer) => (0..MERCHANTS)
                 .map(|i| {
                     let merchant = format!("loadtest-m{i}");
-                    let token = issuer.mint("paymesh-mcp", Some(&merchant), &["payments:write".into()], ttl)?;
+                    // One caller per merchant (per-caller rate limits key on the subject).
+                    let token = issuer.mint(&format!("paymesh-mcp-{merchant}"), Some(&merchant), &["payments:write".into()], ttl)?;
                     Ok((merchant, Some(format!("Bearer {token}"))))
                 })
                 .collect(),
@@ -51,5 +52,40 @@ impl Credentials {
             }
             Self::Token { token, .. } => Ok(Some(format!("Bearer {token}"))),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The claims of a token (its signature is the edge's to check).
+    fn claims(authorization: &str) -> serde_json::Value {
+        use base64::Engine;
+        let token = authorization.trim_start_matches("Bearer ");
+        let payload = token.split('.').nth(1).expect("a JWT");
+        serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).expect("base64")).expect("json")
+    }
+
+    #[test]
+    fn each_load_test_merchant_is_its_own_caller_and_the_admin_token_has_the_scope() {
+        let dir = std::env::temp_dir().join(format!("paymesh-ops-credentials-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        let issuer = LocalIssuer::ensure(&dir).expect("issuer");
+        let c = Credentials::Issuer(LocalIssuer::open(&dir).expect("open"));
+        let callers = c.callers(Duration::from_secs(60)).expect("callers");
+        assert_eq!(callers.len(), MERCHANTS);
+        let mut subjects = std::collections::BTreeSet::new();
+        for (merchant, auth) in &callers {
+            let claims = claims(auth.as_deref().expect("a token"));
+            assert_eq!(claims["merchant_id"], merchant.as_str());
+            subjects.insert(claims["sub"].as_str().expect("sub").to_owned());
+        }
+        assert_eq!(subjects.len(), MERCHANTS, "per-caller rate limits would count every merchant as one caller");
+        let admin = claims(&c.admin().expect("admin").expect("a token"));
+        assert_eq!(admin["scope"], paymesh_core::identity::MESH_ADMIN_SCOPE);
+        drop(issuer);
+        assert!(LocalIssuer::open(&dir.join("missing")).is_err(), "open never makes a key");
+        let _ = std::fs::remove_dir_all(&dir);
     }
 }
