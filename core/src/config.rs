@@ -18,6 +18,7 @@ pub mod cipher;
 mod edge;
 mod locate;
 mod pipeline;
+mod repair;
 pub use auth::{ApiKey, Auth, Issuer, KeySource, valid_key_id};
 pub use edge::{
     Breaker, BreakerWindow, Bucket, Cluster, EdgeConfig, EdgeTls, Endpoint, HealthCheck, KeyedLimit, Outlier, RateLimit, Retry, Route,
@@ -26,6 +27,7 @@ pub use edge::{
 pub use pipeline::{
     Bootstrap, KafkaConfig, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
 };
+pub use repair::{RepairConfig, RepairInstance, RepairService};
 
 /// A validated mesh config.
 #[derive(Clone, Debug)]
@@ -42,6 +44,8 @@ pub struct MeshConfig {
     pub relay: Option<RelayConfig>,
     pub workers: Option<WorkersConfig>,
     pub query: Option<QueryConfig>,
+    /// Seed 002's repair centre, a second domain on the mesh; `None` when absent.
+    pub repair: Option<RepairConfig>,
     /// mTLS between the edge and the services; `None`: plaintext.
     pub mesh_tls: Option<MeshTlsConfig>,
     /// Every process's log filter (`RUST_LOG` syntax, e.g. `info,paymesh_edge=debug`),
@@ -232,7 +236,7 @@ impl MeshConfig {
     }
 
     /// Every problem of a config text, not only the first: after a problem in a section
-    /// nothing else depends on (`edge`, `relay`, `workers`, `query`, `mesh_tls`), that section
+    /// nothing else depends on (`edge`, `relay`, `workers`, `query`, `repair`, `mesh_tls`), that section
     /// is set aside and the rest checked again. Empty: the text is a valid config.
     pub fn check(path: &Path, text: &str, env: &dyn Fn(&str) -> Option<String>) -> Vec<ConfigError> {
         let mut problems = Vec::new();
@@ -251,13 +255,14 @@ impl MeshConfig {
                     "relay" => raw.relay = None,
                     "workers" => raw.workers = None,
                     "query" => raw.query = None,
+                    "repair" => raw.repair = None,
                     _ => raw.mesh_tls = None,
                 }
             }
             match Self::from_raw(path, raw, env) {
                 Ok(_) => return problems,
                 Err(e) => {
-                    let section = ["edge", "relay", "workers", "query", "mesh_tls"]
+                    let section = ["edge", "relay", "workers", "query", "repair", "mesh_tls"]
                         .into_iter()
                         .find(|s| e.key == *s || e.key.starts_with(&format!("{s}.")) || e.key.starts_with(&format!("{s}[")));
                     problems.push(e.located(text));
@@ -391,6 +396,17 @@ impl MeshConfig {
         if query.is_some() && workers.is_none() {
             return Err(perr("query".into(), "the query service reads the workers' database: add a [workers] section".into()));
         }
+        let repair = match raw.repair {
+            None => None,
+            Some(r) => {
+                // A name names one process across the mesh.
+                let mut taken: HashSet<String> = instances.iter().map(|i| i.name.clone()).collect();
+                taken.extend(relay.iter().flat_map(|r| &r.instances).map(|i| i.name.clone()));
+                taken.extend(workers.iter().flat_map(|w| &w.instances).map(|i| i.name.clone()));
+                taken.extend(query.iter().flat_map(|q| &q.instances).map(|i| i.name.clone()));
+                Some(repair::validate(r, env, &perr, &mut taken)?)
+            }
+        };
         let log_level = match raw.log_level {
             Some(l) => Some(crate::telemetry::check_filter(&l).map_err(|why| err("log_level".into(), why))?),
             None => None,
@@ -404,6 +420,7 @@ impl MeshConfig {
             relay,
             workers,
             query,
+            repair,
             mesh_tls: raw.mesh_tls.map(|t| MeshTlsConfig { ca: base_dir.join(t.ca), dir: base_dir.join(t.dir) }),
             log_level,
         })
@@ -578,6 +595,8 @@ mod raw {
         pub workers: Option<Workers>,
         #[serde(default)]
         pub query: Option<Query>,
+        #[serde(default)]
+        pub repair: Option<super::repair::Raw>,
         #[serde(default)]
         pub mesh_tls: Option<MeshTls>,
         #[serde(default)]
@@ -1093,7 +1112,7 @@ mod raw {
     fn default_pool_size() -> usize {
         16
     }
-    fn default_connect_timeout() -> String {
+    pub(super) fn default_connect_timeout() -> String {
         "2s".into()
     }
     pub(super) fn default_lock_timeout() -> String {

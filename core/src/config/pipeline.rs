@@ -108,11 +108,11 @@ pub struct QueryInstance {
 
 type Err<'a> = &'a dyn Fn(String, String) -> super::ConfigError;
 
-fn addr(err: Err<'_>, key: String, v: &str) -> Result<SocketAddr, super::ConfigError> {
+pub(super) fn addr(err: Err<'_>, key: String, v: &str) -> Result<SocketAddr, super::ConfigError> {
     v.parse().map_err(|_| err(key, format!("'{v}' is not an address; write host:port, e.g. 127.0.0.1:9911")))
 }
 
-fn name_ok(err: Err<'_>, key: String, name: &str, seen: &mut HashSet<String>) -> Result<(), super::ConfigError> {
+pub(super) fn name_ok(err: Err<'_>, key: String, name: &str, seen: &mut HashSet<String>) -> Result<(), super::ConfigError> {
     if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_') {
         return Err(err(key, format!("'{name}' is not a valid name; use letters, digits, '-' and '_'")));
     }

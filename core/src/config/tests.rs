@@ -342,3 +342,55 @@ fn group_commit_is_on_by_default_and_its_limits_are_checked() {
     let typo = GOOD.replace("idempotency_retention = \"48h\"", "idempotency_retention = \"48h\"\ngroup_commit = { enable = false }");
     assert!(problem(&typo).contains("enable"), "{}", problem(&typo));
 }
+
+const REPAIR: &str = r#"
+[repair]
+merchant_id = "repair-centre"
+[repair.stock]
+database_url = "postgres://postgres@127.0.0.1:5435/repair_stock"
+[[repair.stock.instances]]
+name = "stock-1"
+listen = "127.0.0.1:25091"
+status_listen = "127.0.0.1:9941"
+[repair.requests]
+database_url = "postgres://postgres@127.0.0.1:5435/repair_requests"
+[[repair.requests.instances]]
+name = "requests-1"
+listen = "127.0.0.1:25092"
+"#;
+
+#[test]
+fn the_repair_centre_parses_with_a_database_per_service() {
+    let c = parse(&format!("{GOOD}{REPAIR}")).unwrap_or_else(|e| panic!("{e}"));
+    let r = c.repair.expect("[repair]");
+    assert_eq!(r.merchant_id, "repair-centre");
+    let stock = r.stock.as_ref().expect("stock");
+    assert!(stock.database.url.ends_with("/repair_stock"));
+    assert_eq!(stock.instances[0].status_listen, Some("127.0.0.1:9941".parse().expect("addr")));
+    assert_eq!(r.services().map(|(n, _)| n).collect::<Vec<_>>(), ["requests", "stock"]);
+    assert_eq!(r.instance("requests-1").map(|(s, _, i)| (s, i.listen.port())), Some(("requests", 25092)));
+    assert!(r.desk.is_none() && r.progress.is_none());
+}
+
+#[test]
+fn repair_mistakes_name_their_key() {
+    for (from, to, key, fix) in [
+        ("merchant_id = \"repair-centre\"", "merchant_id = \"bad id\"", "repair.merchant_id", "[A-Za-z0-9._-]"),
+        ("name = \"stock-1\"", "name = \"payments-0\"", "repair.stock.instances[0].name", "declared twice"),
+        ("name = \"requests-1\"", "name = \"stock-1\"", "repair.stock.instances[0].name", "declared twice"),
+        ("listen = \"127.0.0.1:25091\"", "listen = \"nowhere\"", "repair.stock.instances[0].listen", "host:port"),
+        (
+            "postgres://postgres@127.0.0.1:5435/repair_stock",
+            "postgres://u:pw@127.0.0.1:5435/repair_stock",
+            "repair.stock.database_url",
+            "password",
+        ),
+        ("[repair.stock]", "[repair.stock]\ncolour = \"red\"", "colour", "unknown field"),
+    ] {
+        let text = format!("{GOOD}{}", REPAIR.replacen(from, to, 1));
+        let p = problem(&text);
+        assert!(p.contains(key) && p.contains(fix), "{from} -> {to}: {p}");
+    }
+    let no_instances = format!("{GOOD}[repair.desk]\ndatabase_url = \"postgres://postgres@127.0.0.1:5435/d\"\n");
+    assert!(problem(&no_instances).contains("repair.desk.instances"), "{}", problem(&no_instances));
+}

@@ -1,0 +1,98 @@
+//! `repair.v1.Stock` over gRPC: checks the request, calls the store, maps its refusals to
+//! gRPC codes (the edge turns them into HTTP statuses for REST callers).
+
+use paymesh_repair_proto::repair::v1 as pb;
+use tonic::{Request, Response, Status};
+
+use crate::store::{Counts, Reservation, StockError, Store};
+
+/// The gRPC service.
+#[derive(Debug, Clone)]
+pub struct StockApi {
+    store: Store,
+    /// Whether callers must come through the edge with an identity.
+    policy: paymesh_core::identity::Policy,
+}
+
+impl StockApi {
+    pub fn new(store: Store, policy: paymesh_core::identity::Policy) -> Self {
+        Self { store, policy }
+    }
+
+    /// Any authenticated caller may use the stock (the edge checked who it is).
+    fn caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        let metadata = request.metadata();
+        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
+    }
+}
+
+/// An id made of 1..64 of [A-Za-z0-9._-] (SKUs, request ids).
+pub fn check_id(field: &str, v: &str) -> Result<(), Status> {
+    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
+        return Err(Status::invalid_argument(format!("{field}: must be 1..64 of [A-Za-z0-9._-], got {:?}", truncate(v))));
+    }
+    Ok(())
+}
+
+fn truncate(v: &str) -> String {
+    v.chars().take(70).collect()
+}
+
+fn status(e: StockError) -> Status {
+    let msg = e.to_string();
+    match e {
+        StockError::UnknownSku(_) | StockError::NoReservation(_) => Status::not_found(msg),
+        StockError::OutOfStock(..) | StockError::HoldsAnother { .. } | StockError::TooMany(_) => Status::failed_precondition(msg),
+        StockError::KeyReused(_) => Status::already_exists(msg),
+        StockError::Unavailable(_) => Status::unavailable(msg),
+    }
+}
+
+fn part(sku: String, c: Counts) -> pb::Part {
+    pb::Part { sku, on_hand: c.on_hand, reserved: c.reserved, available: c.on_hand - c.reserved }
+}
+
+fn reservation(r: Reservation) -> pb::Reservation {
+    let status = if r.consumed { pb::ReservationStatus::Consumed } else { pb::ReservationStatus::Reserved };
+    pb::Reservation { request_id: r.request_id, sku: r.sku, status: status as i32 }
+}
+
+#[tonic::async_trait]
+impl pb::stock_server::Stock for StockApi {
+    async fn add_parts(&self, request: Request<pb::AddPartsRequest>) -> Result<Response<pb::Part>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        check_id("sku", &r.sku)?;
+        if !(1..=100_000).contains(&r.quantity) {
+            return Err(Status::invalid_argument(format!("quantity: must be 1..100000, got {}", r.quantity)));
+        }
+        if r.idempotency_key.is_empty() || r.idempotency_key.len() > 255 {
+            return Err(Status::invalid_argument("idempotency_key: must be 1..255 characters"));
+        }
+        let counts = self.store.add(&r.sku, r.quantity, &r.idempotency_key).await.map_err(status)?;
+        Ok(Response::new(part(r.sku, counts)))
+    }
+
+    async fn get_part(&self, request: Request<pb::GetPartRequest>) -> Result<Response<pb::Part>, Status> {
+        self.caller(&request)?;
+        let sku = request.into_inner().sku;
+        check_id("sku", &sku)?;
+        let counts = self.store.get(&sku).await.map_err(status)?;
+        Ok(Response::new(part(sku, counts)))
+    }
+
+    async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::Reservation>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        check_id("sku", &r.sku)?;
+        check_id("request_id", &r.request_id)?;
+        Ok(Response::new(reservation(self.store.reserve(&r.sku, &r.request_id).await.map_err(status)?)))
+    }
+
+    async fn consume(&self, request: Request<pb::ConsumeRequest>) -> Result<Response<pb::Reservation>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        check_id("request_id", &r.request_id)?;
+        Ok(Response::new(reservation(self.store.consume(&r.request_id).await.map_err(status)?)))
+    }
+}
