@@ -25,7 +25,7 @@ pub use edge::{
     ShardKey, ShardKeyKind, StreamFormat, Transcoding,
 };
 pub use pipeline::{
-    Bootstrap, KafkaConfig, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
+    Bootstrap, KafkaConfig, OutboxSource, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
 };
 pub use repair::{RepairConfig, RepairInstance, RepairService};
 
@@ -407,6 +407,15 @@ impl MeshConfig {
                 Some(repair::validate(r, env, &perr, &mut taken)?)
             }
         };
+        // A relay of a repair service's outbox needs that service.
+        for (i, inst) in relay.iter().flat_map(|r| r.instances.iter().enumerate()) {
+            if let OutboxSource::Repair(service) = &inst.source {
+                let declared = repair.as_ref().is_some_and(|r| r.services().any(|(n, _)| n == service));
+                if !declared {
+                    return Err(perr(format!("relay.instances[{i}].outbox"), format!("there is no [repair.{service}] section to publish")));
+                }
+            }
+        }
         let log_level = match raw.log_level {
             Some(l) => Some(crate::telemetry::check_filter(&l).map_err(|why| err("log_level".into(), why))?),
             None => None,
@@ -644,7 +653,11 @@ mod raw {
     #[serde(deny_unknown_fields)]
     pub(super) struct RelayInstance {
         pub name: String,
-        pub shard: u32,
+        #[serde(default)]
+        pub shard: Option<u32>,
+        /// A repair service's outbox instead of a shard's: `"repair.requests"`.
+        #[serde(default)]
+        pub outbox: Option<String>,
         pub status_listen: String,
     }
 

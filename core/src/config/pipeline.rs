@@ -54,11 +54,49 @@ pub struct RelayConfig {
     pub instances: Vec<RelayInstance>,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RelayInstance {
     pub name: String,
-    pub shard: ShardId,
+    /// Whose outbox it publishes.
+    pub source: OutboxSource,
     pub status_listen: SocketAddr,
+}
+
+/// A database with a transactional outbox (`outbox_event`) for a relay to publish.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum OutboxSource {
+    /// A payments shard (`shard = N`).
+    Shard(ShardId),
+    /// A repair centre service's own database (`outbox = "repair.requests"` or
+    /// `"repair.desk"`): the service's name.
+    Repair(String),
+}
+
+impl OutboxSource {
+    /// The shard, for a payments shard's outbox.
+    pub fn shard(&self) -> Option<ShardId> {
+        match self {
+            Self::Shard(s) => Some(*s),
+            Self::Repair(_) => None,
+        }
+    }
+
+    /// A short label: `shard-0`, `repair.requests` (breaker names, metrics, logs).
+    pub fn label(&self) -> String {
+        match self {
+            Self::Shard(s) => format!("shard-{}", s.0),
+            Self::Repair(service) => format!("repair.{service}"),
+        }
+    }
+}
+
+impl std::fmt::Display for OutboxSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Shard(s) => write!(f, "shard {}", s.0),
+            Self::Repair(service) => write!(f, "repair.{service}"),
+        }
+    }
 }
 
 /// The consumers: ledger, settlement and the read model, in one database of their own.
@@ -152,14 +190,19 @@ pub(super) fn relay(r: raw::Relay, shards: u32, err: Err<'_>) -> Result<RelayCon
     for (i, inst) in r.instances.into_iter().enumerate() {
         let key = |k: &str| format!("relay.instances[{i}].{k}");
         name_ok(err, key("name"), &inst.name, &mut seen)?;
-        if inst.shard >= shards {
-            return Err(err(key("shard"), format!("shard {} does not exist; the mesh has shards 0..={}", inst.shard, shards - 1)));
-        }
-        instances.push(RelayInstance {
-            name: inst.name,
-            shard: ShardId(inst.shard),
-            status_listen: addr(err, key("status_listen"), &inst.status_listen)?,
-        });
+        let source = match (inst.shard, inst.outbox.as_deref()) {
+            (Some(shard), None) if shard < shards => OutboxSource::Shard(ShardId(shard)),
+            (Some(shard), None) => {
+                return Err(err(key("shard"), format!("shard {shard} does not exist; the mesh has shards 0..={}", shards - 1)));
+            }
+            (None, Some(outbox)) => match outbox.strip_prefix("repair.") {
+                Some(service @ ("requests" | "desk")) => OutboxSource::Repair(service.to_owned()),
+                _ => return Err(err(key("outbox"), format!("'{outbox}' has no outbox; use \"repair.requests\" or \"repair.desk\""))),
+            },
+            (Some(_), Some(_)) => return Err(err(key("outbox"), "give shard or outbox, not both".into())),
+            (None, None) => return Err(err(key("shard"), "name the outbox to publish: shard = N, or outbox = \"repair.requests\"".into())),
+        };
+        instances.push(RelayInstance { name: inst.name, source, status_listen: addr(err, key("status_listen"), &inst.status_listen)? });
     }
     Ok(RelayConfig {
         batch_size: r.batch_size,

@@ -394,3 +394,27 @@ fn repair_mistakes_name_their_key() {
     let no_instances = format!("{GOOD}[repair.desk]\ndatabase_url = \"postgres://postgres@127.0.0.1:5435/d\"\n");
     assert!(problem(&no_instances).contains("repair.desk.instances"), "{}", problem(&no_instances));
 }
+
+#[test]
+fn a_relay_publishes_a_shard_or_a_repair_services_outbox() {
+    let relay = |line: &str| {
+        format!(
+            "{GOOD}{REPAIR}[kafka]\nbootstrap = \"127.0.0.1:9092\"\n[[relay.instances]]\nname = \"r\"\n{line}\nstatus_listen = \"127.0.0.1:9911\"\n"
+        )
+    };
+    let c = parse(&relay("outbox = \"repair.requests\"")).unwrap_or_else(|e| panic!("{e}"));
+    let source = &c.relay.expect("relay").instances[0].source;
+    assert_eq!((source.label(), source.shard()), ("repair.requests".to_owned(), None));
+    let c = parse(&relay("shard = 1")).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.relay.expect("relay").instances[0].source.label(), "shard-1");
+    for (line, key, fix) in [
+        ("outbox = \"repair.desk\"", "relay.instances[0].outbox", "no [repair.desk] section"),
+        ("outbox = \"repair.stock\"", "relay.instances[0].outbox", "has no outbox"),
+        ("shard = 0\noutbox = \"repair.requests\"", "relay.instances[0].outbox", "not both"),
+        ("", "relay.instances[0].shard", "outbox = "),
+        ("shard = 7", "relay.instances[0].shard", "does not exist"),
+    ] {
+        let p = problem(&relay(line));
+        assert!(p.contains(key) && p.contains(fix), "{line}: {p}");
+    }
+}

@@ -1,4 +1,4 @@
-//! The outbox relay of one payments shard.
+//! The outbox relay of one payments shard (or of one repair centre service's database).
 //!
 //! Each tick claims up to `batch_size` unpublished rows (`FOR UPDATE SKIP LOCKED`, so several
 //! relays on one shard never take the same row), publishes them with an idempotent producer
@@ -34,7 +34,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
         .iter()
         .find(|i| i.name == name)
         .ok_or_else(|| RelayError::Config(format!("no [[relay.instances]] is named '{name}'")))?;
-    let relay = std::sync::Arc::new(Relay::connect(config, inst.shard, name).await?);
+    let relay = std::sync::Arc::new(Relay::connect(config, inst.source.clone(), name).await?);
     let listener = tokio::net::TcpListener::bind(inst.status_listen)
         .await
         .map_err(|e| RelayError::Config(format!("cannot listen on {}: {e}", inst.status_listen)))?;
@@ -53,7 +53,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     }));
     let mut wake = notify::listen(&relay.database_url(), relay.password());
     tokio::pin!(shutdown);
-    tracing::info!(relay = name, shard = %inst.shard, "relay running");
+    tracing::info!(relay = name, source = %inst.source, "relay running");
     loop {
         let settings = relay.settings();
         let wait = match relay.tick().await {

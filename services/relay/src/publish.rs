@@ -5,9 +5,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
-use paymesh_core::ShardId;
 use paymesh_core::breaker::{Breaker, Snapshot};
-use paymesh_core::config::{Bootstrap, MeshConfig, RelayConfig};
+use paymesh_core::config::{Bootstrap, MeshConfig, OutboxSource, RelayConfig};
 use paymesh_kafka::topics::{self, headers};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -63,7 +62,8 @@ pub const LATENCY_BOUNDS: [f64; 10] = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 
 pub struct Relay {
     pub name: String,
-    pub shard: ShardId,
+    /// Whose outbox: a payments shard's, or a repair service's.
+    pub source: OutboxSource,
     /// Read at every tick: a reload changes batch size, poll interval and retries.
     cfg: std::sync::RwLock<RelayConfig>,
     db_url: String,
@@ -76,7 +76,15 @@ pub struct Relay {
 
 impl std::fmt::Debug for Relay {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Relay").field("name", &self.name).field("shard", &self.shard).finish()
+        f.debug_struct("Relay").field("name", &self.name).field("source", &self.source).finish()
+    }
+}
+
+/// The database holding `source`'s outbox.
+fn database_of<'a>(config: &'a MeshConfig, source: &OutboxSource) -> Option<&'a paymesh_core::config::DatabaseConfig> {
+    match source {
+        OutboxSource::Shard(shard) => config.shard(*shard).map(|s| &s.database),
+        OutboxSource::Repair(service) => config.repair.as_ref()?.services().find(|(n, _)| n == service).map(|(_, s)| &s.database),
     }
 }
 
@@ -119,25 +127,22 @@ impl Relay {
         let mine = |c: &MeshConfig| c.relay.as_ref().and_then(|r| r.instances.iter().find(|i| i.name == self.name).cloned());
         match (mine(old), mine(new)) {
             (Some(a), Some(b)) => {
-                changes.restart_if(&format!("relay.instances[{}]", self.name), a.shard != b.shard || a.status_listen != b.status_listen)
+                changes.restart_if(&format!("relay.instances[{}]", self.name), a.source != b.source || a.status_listen != b.status_listen)
             }
             (_, None) => changes.restart_required.push(format!("relay.instances[{}] (removed: stop this instance)", self.name)),
             _ => {}
         }
         changes.restart_if("kafka", old.kafka != new.kafka);
-        changes.restart_if(
-            &format!("shards[{}].database", self.shard.0),
-            old.shard(self.shard).map(|s| &s.database) != new.shard(self.shard).map(|s| &s.database),
-        );
+        changes.restart_if(&format!("{}.database", self.source.label()), database_of(old, &self.source) != database_of(new, &self.source));
     }
 
     /// Connects to the shard's database and the broker (waiting for the local broker's
     /// address file if it is still starting).
-    pub async fn connect(config: &MeshConfig, shard: ShardId, name: &str) -> Result<Self, RelayError> {
+    pub async fn connect(config: &MeshConfig, source: OutboxSource, name: &str) -> Result<Self, RelayError> {
         let relay = config.relay.clone().ok_or_else(|| RelayError::Config("no [relay] section".into()))?;
         let kafka = config.kafka.clone().ok_or_else(|| RelayError::Config("no [kafka] section".into()))?;
-        let db = &config.shard(shard).ok_or_else(|| RelayError::Config(format!("shard {shard} is not declared")))?.database;
-        let mut pg: tokio_postgres::Config = db.url.parse().map_err(|e| RelayError::Config(format!("shard {shard} database_url: {e}")))?;
+        let db = database_of(config, &source).ok_or_else(|| RelayError::Config(format!("{source} is not declared")))?;
+        let mut pg: tokio_postgres::Config = db.url.parse().map_err(|e| RelayError::Config(format!("{source} database_url: {e}")))?;
         if let Some(p) = &db.password {
             pg.password(p.expose());
         }
@@ -146,10 +151,10 @@ impl Relay {
         let pool = deadpool_postgres::Pool::builder(manager).max_size(4).build().map_err(|e| RelayError::Config(e.to_string()))?;
         let bootstrap = wait_bootstrap(&kafka.bootstrap).await?;
         let producer = paymesh_kafka::client::producer(&bootstrap, kafka.message_timeout).map_err(|e| RelayError::Kafka(e.to_string()))?;
-        let breaker = Breaker::new(format!("kafka-publisher@shard-{shard}"), relay.breaker.clone(), Instant::now());
+        let breaker = Breaker::new(format!("kafka-publisher@{}", source.label()), relay.breaker.clone(), Instant::now());
         Ok(Self {
             name: name.to_owned(),
-            shard,
+            source,
             cfg: std::sync::RwLock::new(relay),
             db_url: db.url.clone(),
             db_password: db.password.as_ref().map(|p| p.expose().to_owned()),
@@ -236,7 +241,7 @@ impl Relay {
         let count_failures = self.breaker.state() != paymesh_core::breaker::State::HalfOpen;
         let sends = admitted.into_iter().map(|(row, permit)| async move {
             // The publish joins the trace of the payment call that wrote the row.
-            let span = tracing::info_span!("relay.publish", otel.name = %format!("publish {}", row.event_type), shard = %self.shard, payment_id = %row.aggregate_id, event_id = %row.event_id);
+            let span = tracing::info_span!("relay.publish", otel.name = %format!("publish {}", row.event_type), source = %self.source, aggregate_id = %row.aggregate_id, event_id = %row.event_id);
             paymesh_core::telemetry::continue_trace(&span, &|k| match k {
                 "traceparent" => row.traceparent.clone(),
                 "tracestate" => row.tracestate.clone(),

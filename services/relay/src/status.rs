@@ -45,9 +45,10 @@ async fn status(relay: &Relay) -> String {
     let b = relay.breaker_snapshot();
     let backlog = relay.backlog().await.unwrap_or(-1);
     format!(
-        "{{\"relay\":\"{}\",\"shard\":{},\"backlog\":{backlog},\"published\":{},\"dead\":{},\"breaker\":{{\"name\":\"{}\",\"state\":\"{}\",\"failure_rate\":{},\"slow_call_rate\":{},\"buffered_calls\":{},\"not_permitted_calls\":{}}}}}",
+        "{{\"relay\":\"{}\",\"shard\":{},\"source\":\"{}\",\"backlog\":{backlog},\"published\":{},\"dead\":{},\"breaker\":{{\"name\":\"{}\",\"state\":\"{}\",\"failure_rate\":{},\"slow_call_rate\":{},\"buffered_calls\":{},\"not_permitted_calls\":{}}}}}",
         relay.name,
-        relay.shard,
+        relay.source.shard().map_or("null".to_owned(), |s| s.0.to_string()),
+        relay.source,
         relay.counters.published.load(Ordering::Relaxed),
         relay.counters.dead.load(Ordering::Relaxed),
         b.name,
@@ -60,7 +61,8 @@ async fn status(relay: &Relay) -> String {
 }
 
 async fn metrics(relay: &Relay) -> String {
-    let l = format!("relay=\"{}\",shard=\"{}\"", relay.name, relay.shard);
+    let shard = relay.source.shard().map(|s| s.0.to_string()).unwrap_or_default();
+    let l = format!("relay=\"{}\",shard=\"{shard}\",source=\"{}\"", relay.name, relay.source.label());
     let c = &relay.counters;
     let b = relay.breaker_snapshot();
     let backlog = relay.backlog().await.unwrap_or(-1);

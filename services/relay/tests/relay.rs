@@ -197,7 +197,9 @@ async fn every_mutation_is_published_once_in_order_even_with_several_relays() {
     }
     let mut relays = Vec::new();
     for i in 0..3 {
-        relays.push(Arc::new(Relay::connect(&s.config, ShardId(0), &format!("r{i}")).await.expect("relay")));
+        relays.push(Arc::new(
+            Relay::connect(&s.config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), &format!("r{i}")).await.expect("relay"),
+        ));
     }
     drain(&relays, &s.db_url).await;
 
@@ -236,7 +238,7 @@ async fn broker_outage_scenario() {
     let broker = LocalBroker::start(3, 6, 3).expect("mock cluster");
     let breaker = "[relay.breaker]\nminimum_calls = 5\nwait_in_open = \"1s\"\nhalf_open_calls = 3\nslow_call_duration = \"5s\"\n";
     let mut s = setup(&broker.bootstrap(), breaker, 20).await;
-    let relay = Arc::new(Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay"));
+    let relay = Arc::new(Relay::connect(&s.config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r0").await.expect("relay"));
 
     // 1. Warm-up: events flow.
     for i in 0..5 {
@@ -314,7 +316,7 @@ async fn an_event_that_keeps_failing_goes_to_the_dlq_and_is_marked_dead() {
     )
     .await
     .expect("insert");
-    let relay = Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay");
+    let relay = Relay::connect(&s.config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r0").await.expect("relay");
     let start = Instant::now();
     loop {
         relay.tick().await.expect("tick");
@@ -375,7 +377,7 @@ async fn a_partial_broker_outage_dead_letters_nothing() {
     // succeed where the event's own partition is down (as on a real cluster).
     let broker = LocalBroker::start(3, 6, 5).expect("mock cluster");
     let mut s = setup(&broker.bootstrap(), "[relay.breaker]\nenabled = false\n", 2).await;
-    let relay = Arc::new(Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay"));
+    let relay = Arc::new(Relay::connect(&s.config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r0").await.expect("relay"));
     broker.broker_down(2).expect("one broker down");
     let mut flows = 0;
     for _ in 0..12 {
@@ -439,8 +441,8 @@ async fn a_payments_events_publish_in_commit_order_even_when_the_first_one_fails
         flow(&mut s.client, "order", i).await;
     }
     let relays = [
-        Arc::new(Relay::connect(&config, ShardId(0), "r0").await.expect("relay")),
-        Arc::new(Relay::connect(&config, ShardId(0), "r1").await.expect("relay")),
+        Arc::new(Relay::connect(&config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r0").await.expect("relay")),
+        Arc::new(Relay::connect(&config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r1").await.expect("relay")),
     ];
     let c = db(&s.db_url).await;
     // Tick both until each relay has had a payment's first event fail (the oldest rows are
@@ -526,7 +528,7 @@ async fn a_dead_row_is_redriven_and_its_payments_later_events_follow() {
     let mut s = setup(&broker.bootstrap(), "[relay.breaker]\nenabled = false\n", 2).await;
     broker.fail_topic("payment.captured").expect("refuse captures");
     let id = flow(&mut s.client, "redrive", 0).await;
-    let relay = Relay::connect(&s.config, ShardId(0), "r0").await.expect("relay");
+    let relay = Relay::connect(&s.config, paymesh_core::config::OutboxSource::Shard(ShardId(0)), "r0").await.expect("relay");
     let c = db(&s.db_url).await;
     let start = Instant::now();
     while paymesh_relay::redrive::dead_rows(&s.config, false).await.expect("list").is_empty() {

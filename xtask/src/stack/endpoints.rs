@@ -26,7 +26,7 @@ impl Stack {
             println!("  payments:  {} grpc://{} (shard {})", i.name, i.listen, i.shard);
         }
         for r in c.relay.iter().flat_map(|r| &r.instances) {
-            println!("  relay:     {} http://{}/status /metrics (shard {})", r.name, r.status_listen, r.shard);
+            println!("  relay:     {} http://{}/status /metrics ({})", r.name, r.status_listen, r.source);
         }
         for w in c.workers.iter().flat_map(|w| &w.instances) {
             println!("  worker:    {} ({}) http://{}/status /metrics", w.name, w.kind.as_str(), w.status_listen);

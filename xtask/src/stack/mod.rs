@@ -146,7 +146,7 @@ impl Stack {
             self.wait_serving(&inst.name, inst.listen).await?;
         }
         for inst in config.relay.iter().flat_map(|r| &r.instances) {
-            println!("==> relay {} (shard {}), status on {}", inst.name, inst.shard, inst.status_listen);
+            println!("==> relay {} ({}), status on {}", inst.name, inst.source, inst.status_listen);
             self.spawn(&inst.name, &bin.join("relay"), &["--instance", &inst.name]).await?;
         }
         for inst in config.workers.iter().flat_map(|w| &w.instances) {
