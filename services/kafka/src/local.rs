@@ -26,7 +26,7 @@ impl LocalBroker {
     /// Starts `brokers` mock brokers and creates every Paymesh topic.
     pub fn start(brokers: i32, partitions: i32, dlq_partitions: i32) -> KafkaResult<Self> {
         let cluster = MockCluster::new(brokers)?;
-        for t in topics::EVENT_TOPICS {
+        for t in topics::EVENT_TOPICS.into_iter().chain(topics::REPAIR_TOPICS) {
             cluster.create_topic(t, partitions, 1)?;
         }
         for t in topics::dlq_topics() {

@@ -4,6 +4,10 @@
 /// Every event topic, in the order a payment can reach them.
 pub const EVENT_TOPICS: [&str; 4] = ["payment.authorized", "payment.captured", "payment.refunded", "payment.voided"];
 
+/// The repair centre's event topics (seed 002), keyed by the request id: the contract's
+/// names (`paymesh_repair_proto::topics`).
+pub const REPAIR_TOPICS: [&str; 6] = paymesh_repair_proto::topics::ALL;
+
 /// Where the relay sends events it could not publish after its maximum retries.
 pub const RELAY_DLQ: &str = "payment.dlq";
 
@@ -15,7 +19,7 @@ pub fn worker_dlq(kind: &str) -> String {
 /// Every DLQ topic the local broker creates.
 pub fn dlq_topics() -> Vec<String> {
     let mut v = vec![RELAY_DLQ.to_owned()];
-    v.extend(["ledger", "settlement", "view"].iter().map(|k| worker_dlq(k)));
+    v.extend(["ledger", "settlement", "view", "desk", "progress"].iter().map(|k| worker_dlq(k)));
     v
 }
 

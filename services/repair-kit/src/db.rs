@@ -15,6 +15,15 @@ pub fn pool(db: &DatabaseConfig, application: &str) -> Result<deadpool_postgres:
     deadpool_postgres::Pool::builder(manager).max_size(db.pool_size).build().map_err(|e| e.to_string())
 }
 
+/// What went wrong, with the server's own message when there is one (tokio-postgres's
+/// `Display` says only "db error").
+pub fn describe(e: &tokio_postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => format!("{}: {}", db.code().code(), db.message()),
+        None => e.to_string(),
+    }
+}
+
 /// Applies every migration of `service` the database lacks, in order, under one advisory
 /// lock (instances starting together do not race); `migrations` are `(version, sql)`.
 pub async fn migrate(pool: &deadpool_postgres::Pool, service: &str, migrations: &[(i32, &str)]) -> Result<(), String> {

@@ -1,6 +1,7 @@
 //! `repair.v1.Stock` over gRPC: checks the request, calls the store, maps its refusals to
 //! gRPC codes (the edge turns them into HTTP statuses for REST callers).
 
+use paymesh_repair_kit::check;
 use paymesh_repair_proto::repair::v1 as pb;
 use tonic::{Request, Response, Status};
 
@@ -24,18 +25,6 @@ impl StockApi {
         let metadata = request.metadata();
         self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
     }
-}
-
-/// An id made of 1..64 of [A-Za-z0-9._-] (SKUs, request ids).
-pub fn check_id(field: &str, v: &str) -> Result<(), Status> {
-    if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {
-        return Err(Status::invalid_argument(format!("{field}: must be 1..64 of [A-Za-z0-9._-], got {:?}", truncate(v))));
-    }
-    Ok(())
-}
-
-fn truncate(v: &str) -> String {
-    v.chars().take(70).collect()
 }
 
 fn status(e: StockError) -> Status {
@@ -62,13 +51,11 @@ impl pb::stock_server::Stock for StockApi {
     async fn add_parts(&self, request: Request<pb::AddPartsRequest>) -> Result<Response<pb::Part>, Status> {
         self.caller(&request)?;
         let r = request.into_inner();
-        check_id("sku", &r.sku)?;
+        check::id("sku", &r.sku)?;
         if !(1..=100_000).contains(&r.quantity) {
             return Err(Status::invalid_argument(format!("quantity: must be 1..100000, got {}", r.quantity)));
         }
-        if r.idempotency_key.is_empty() || r.idempotency_key.len() > 255 {
-            return Err(Status::invalid_argument("idempotency_key: must be 1..255 characters"));
-        }
+        check::idempotency_key(&r.idempotency_key)?;
         let counts = self.store.add(&r.sku, r.quantity, &r.idempotency_key).await.map_err(status)?;
         Ok(Response::new(part(r.sku, counts)))
     }
@@ -76,7 +63,7 @@ impl pb::stock_server::Stock for StockApi {
     async fn get_part(&self, request: Request<pb::GetPartRequest>) -> Result<Response<pb::Part>, Status> {
         self.caller(&request)?;
         let sku = request.into_inner().sku;
-        check_id("sku", &sku)?;
+        check::id("sku", &sku)?;
         let counts = self.store.get(&sku).await.map_err(status)?;
         Ok(Response::new(part(sku, counts)))
     }
@@ -84,15 +71,15 @@ impl pb::stock_server::Stock for StockApi {
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::Reservation>, Status> {
         self.caller(&request)?;
         let r = request.into_inner();
-        check_id("sku", &r.sku)?;
-        check_id("request_id", &r.request_id)?;
+        check::id("sku", &r.sku)?;
+        check::id("request_id", &r.request_id)?;
         Ok(Response::new(reservation(self.store.reserve(&r.sku, &r.request_id).await.map_err(status)?)))
     }
 
     async fn consume(&self, request: Request<pb::ConsumeRequest>) -> Result<Response<pb::Reservation>, Status> {
         self.caller(&request)?;
         let r = request.into_inner();
-        check_id("request_id", &r.request_id)?;
+        check::id("request_id", &r.request_id)?;
         Ok(Response::new(reservation(self.store.consume(&r.request_id).await.map_err(status)?)))
     }
 }

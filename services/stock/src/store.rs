@@ -63,7 +63,7 @@ pub enum StockError {
 
 impl From<tokio_postgres::Error> for StockError {
     fn from(e: tokio_postgres::Error) -> Self {
-        StockError::Unavailable(e.to_string())
+        StockError::Unavailable(paymesh_repair_kit::db::describe(&e))
     }
 }
 
