@@ -27,6 +27,10 @@ use super::{ConfigError, DatabaseConfig, DbKeys};
 pub struct RepairConfig {
     /// The Paymesh merchant a completed repair is charged to.
     pub merchant_id: String,
+    /// The environment variable holding the credential the service desk presents to the edge
+    /// (`Authorization` value, e.g. `Bearer <token>`, or an API key `pmk_...`) when the edge
+    /// authenticates; it must act for `merchant_id`. Read by the desk at start.
+    pub credential_env: Option<String>,
     pub requests: Option<RepairService>,
     pub desk: Option<RepairService>,
     pub stock: Option<RepairService>,
@@ -68,6 +72,8 @@ impl RepairConfig {
 pub(super) struct Raw {
     #[serde(default = "default_merchant")]
     merchant_id: String,
+    #[serde(default)]
+    credential_env: Option<String>,
     #[serde(default)]
     requests: Option<RawService>,
     #[serde(default)]
@@ -163,5 +169,6 @@ pub(super) fn validate(
         stock: service("stock", raw.stock)?,
         progress: service("progress", raw.progress)?,
         merchant_id: raw.merchant_id,
+        credential_env: raw.credential_env,
     })
 }

@@ -1,6 +1,7 @@
 //! What the repair centre's services share (seed 002's appliance repair centre on the mesh):
 //!
 //! - [`check`]: request fields, refused by name;
+//! - [`consume`]: a consumer group member applying each event exactly once;
 //! - [`db`]: a service's own database: the pool, and its numbered migrations applied once
 //!   under an advisory lock (each service keeps its own migrations table; none reads another's
 //!   tables);
@@ -10,6 +11,7 @@
 //!   drain on shutdown.
 
 pub mod check;
+pub mod consume;
 pub mod db;
 pub mod outbox;
 pub mod serve;
