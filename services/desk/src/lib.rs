@@ -21,7 +21,6 @@ pub mod upstream;
 
 use std::future::Future;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use paymesh_core::config::MeshConfig;
@@ -51,7 +50,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let listener = tokio::net::TcpListener::bind(inst.listen).await.map_err(|e| format!("cannot listen on {}: {e}", inst.listen))?;
     let pool = paymesh_repair_kit::db::pool(&section.database, &format!("paymesh-desk-{name}"))?;
     paymesh_repair_kit::db::migrate_when_up(&pool, "desk", store::MIGRATIONS, DATABASE_PATIENCE).await?;
-    let bootstrap = wait_bootstrap(&kafka.bootstrap).await?;
+    let bootstrap = paymesh_repair_kit::consume::bootstrap(&kafka.bootstrap).await?;
     let consumer = Arc::new(paymesh_repair_kit::consume::Consumer::new(
         name,
         "desk",
@@ -70,17 +69,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
         edge: upstream::Edge::new(edge.listen, credential, repair.merchant_id.clone())?,
         policy: paymesh_core::identity::Policy::of(config),
     };
-    let counters = consumer.counters.clone();
-    let label = format!("instance=\"{name}\"");
-    let metrics: paymesh_repair_kit::serve::Metrics = Arc::new(move || {
-        let c = &counters;
-        format!(
-            "# TYPE paymesh_desk_events_applied_total counter\npaymesh_desk_events_applied_total{{{label}}} {}\n# TYPE paymesh_desk_events_duplicate_total counter\npaymesh_desk_events_duplicate_total{{{label}}} {}\n# TYPE paymesh_desk_dlq_total counter\npaymesh_desk_dlq_total{{{label}}} {}\n",
-            c.applied.load(Ordering::Relaxed),
-            c.duplicates.load(Ordering::Relaxed),
-            c.dead_lettered.load(Ordering::Relaxed)
-        )
-    });
+    let metrics = paymesh_repair_kit::consume::metrics("desk", name, consumer.counters.clone());
     let instance = paymesh_repair_kit::serve::Instance {
         config,
         name,
@@ -94,16 +83,4 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let _ = stop_tx.send(true);
     let _ = consuming.await;
     served
-}
-
-/// The broker's address (the local broker writes it to a file when it is up).
-async fn wait_bootstrap(b: &paymesh_core::config::Bootstrap) -> Result<String, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match b.resolve() {
-            Ok(s) => return Ok(s),
-            Err(e) if std::time::Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    }
 }

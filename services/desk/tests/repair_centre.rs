@@ -96,13 +96,13 @@ impl Centre {
     fn new(hint: &str, desks: usize) -> Self {
         let pg = PgServer::shared().expect("postgres");
         let db = |name: &str| pg.url(&pg.fresh_database(&format!("{hint}{name}")).expect("createdb"));
-        let (payments_db, requests_db, desk_db, stock_db) = (db("pay"), db("req"), db("desk"), db("stock"));
+        let (payments_db, requests_db, desk_db, stock_db, progress_db) = (db("pay"), db("req"), db("desk"), db("stock"), db("prog"));
         let broker = LocalBroker::start(1, 3, 1).expect("broker");
         let dir = std::env::temp_dir().join(format!("paymesh-repair-{hint}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("dir");
         let descriptors = dir.join("repair.binpb");
         std::fs::write(&descriptors, paymesh_repair_proto::FILE_DESCRIPTOR_SET).expect("descriptors");
-        let (payments, requests, stock, edge, admin) = (addr(), addr(), addr(), addr(), addr());
+        let (payments, requests, stock, progress, edge, admin) = (addr(), addr(), addr(), addr(), addr(), addr());
         let desk_addrs: Vec<SocketAddr> = (0..desks).map(|_| addr()).collect();
         let desk_status: Vec<SocketAddr> = (0..desks).map(|_| addr()).collect();
         let mut text = format!(
@@ -124,6 +124,10 @@ poll_interval = "50ms"
 name = "relay-requests"
 outbox = "repair.requests"
 status_listen = "127.0.0.1:0"
+[[relay.instances]]
+name = "relay-desk"
+outbox = "repair.desk"
+status_listen = "127.0.0.1:0"
 [repair]
 merchant_id = "repair-centre"
 [repair.requests]
@@ -136,6 +140,11 @@ database_url = "{stock_db}"
 [[repair.stock.instances]]
 name = "stock-1"
 listen = "{stock}"
+[repair.progress]
+database_url = "{progress_db}"
+[[repair.progress.instances]]
+name = "progress-1"
+listen = "{progress}"
 [repair.desk]
 database_url = "{desk_db}"
 "#,
@@ -172,6 +181,9 @@ endpoints = [{{ name = "stock-1", address = "{stock}" }}]
 [[edge.clusters]]
 name = "desk"
 endpoints = [{desks}]
+[[edge.clusters]]
+name = "progress"
+endpoints = [{{ name = "progress-1", address = "{progress}" }}]
 [[edge.routes]]
 service = "payments.v1.Payments"
 cluster = "payments"
@@ -182,6 +194,9 @@ cluster = "requests"
 [[edge.routes]]
 service = "repair.v1.ServiceDesk"
 cluster = "desk"
+[[edge.routes]]
+service = "repair.v1.RepairProgress"
+cluster = "progress"
 [[edge.routes]]
 service = "repair.v1.Stock"
 cluster = "stock"
@@ -219,7 +234,8 @@ half_open_calls = 1
         let handle = tokio::spawn(async move {
             match n.as_str() {
                 "payments-0" => paymesh_payments::run(&cfg, &n, until).await.map_err(|e| e.to_string()),
-                "relay-requests" => paymesh_relay::run(&cfg, &n, until).await.map_err(|e| e.to_string()),
+                "relay-requests" | "relay-desk" => paymesh_relay::run(&cfg, &n, until).await.map_err(|e| e.to_string()),
+                "progress-1" => paymesh_repair_progress::run(&cfg, &n, until).await,
                 "requests-1" => paymesh_repair_requests::run(&cfg, &n, until).await,
                 "stock-1" => paymesh_stock::run(&cfg, &n, until).await,
                 desk => paymesh_repair_desk::run(&cfg, desk, until).await,
@@ -331,11 +347,11 @@ async fn payments_of(db: &str, merchant: &str) -> Vec<(String, String, i64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_seeds_scenario_end_to_end_and_a_retried_completion_charges_once() {
     let mut c = Centre::new("scen", 1);
-    for p in ["payments-0", "relay-requests", "requests-1", "stock-1", "desk-1"] {
+    for p in ["payments-0", "relay-requests", "relay-desk", "requests-1", "stock-1", "desk-1", "progress-1"] {
         c.start(p);
     }
     c.start_edge();
-    c.healthy(&["payments", "requests", "stock", "desk"]).await;
+    c.healthy(&["payments", "requests", "stock", "desk", "progress"]).await;
 
     // An engineer stocks parts; a customer files a request; the desk lists it.
     let (st, p) = c.post("/api/stock/parts/drum-motor/add", r#"{"quantity":1,"idempotencyKey":"stock-1"}"#).await;
@@ -380,6 +396,25 @@ async fn the_seeds_scenario_end_to_end_and_a_retried_completion_charges_once() {
     c.listed(&gone, "DESK_STATUS_CANCELLED").await;
     let (st, e) = c.post(&format!("/api/desk/requests/{gone}/accept"), r#"{"engineerId":"eng-lee","partSku":"drum-motor"}"#).await;
     assert_eq!(st, 400, "{e}");
+
+    // The customer follows each request on the progress view, built from the events alone.
+    for (request, status, steps) in [
+        (&id, "paid", &["repair.requested", "repair.accepted", "repair.repaired", "repair.paid"][..]),
+        (&other, "out_of_stock", &["repair.requested", "repair.out_of_stock"][..]),
+        (&gone, "cancelled", &["repair.requested", "repair.cancelled"][..]),
+    ] {
+        let view = eventually(&format!("{request} {status} on the progress view"), || async {
+            let (st, v) = c.get(&format!("/api/repairs/{request}/progress")).await;
+            (st == 200 && v["status"] == status).then_some(v)
+        })
+        .await;
+        let seen: Vec<&str> = view["steps"].as_array().expect("steps").iter().filter_map(|s| s["event"].as_str()).collect();
+        for want in steps {
+            assert_eq!(seen.iter().filter(|s| *s == want).count(), 1, "{want} once in {view}");
+        }
+    }
+    let (st, _) = c.get("/api/repairs/rq_unknown/progress").await;
+    assert_eq!(st, 404);
 
     // Bad input is refused by name, through the edge.
     let (st, e) = c.post(&path, r#"{"amount":-5,"currency":"KRW"}"#).await;

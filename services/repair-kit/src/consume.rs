@@ -207,3 +207,35 @@ impl<A: Apply> Consumer<A> {
         Ok(())
     }
 }
+
+/// The broker's address (the local broker writes it to a file once it is up; wait for it).
+pub async fn bootstrap(b: &paymesh_core::config::Bootstrap) -> Result<String, String> {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        match b.resolve() {
+            Ok(s) => return Ok(s),
+            Err(e) if std::time::Instant::now() > deadline => return Err(e),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// A consumer's counters in Prometheus text (`paymesh_<group>_events_*`), for the status
+/// listener.
+pub fn metrics(group: &str, name: &str, counters: Arc<Counters>) -> crate::serve::Metrics {
+    let (group, label) = (group.to_owned(), format!("instance=\"{name}\""));
+    Arc::new(move || {
+        let c = &counters;
+        let mut out = String::new();
+        for (what, help, value) in [
+            ("events_applied_total", "Events applied.", &c.applied),
+            ("events_duplicate_total", "Redelivered events skipped by their dedupe record.", &c.duplicates),
+            ("dlq_total", "Messages sent to the DLQ.", &c.dead_lettered),
+            ("transient_failures_total", "Attempts that failed because of the database (retried).", &c.transient_failures),
+        ] {
+            let name = format!("paymesh_{group}_{what}");
+            out += &format!("# HELP {name} {help}\n# TYPE {name} counter\n{name}{{{label}}} {}\n", value.load(Ordering::Relaxed));
+        }
+        out
+    })
+}
