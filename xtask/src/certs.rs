@@ -15,6 +15,7 @@ pub const OPERATOR: &str = "operator";
 pub fn names(config: &MeshConfig) -> Vec<String> {
     let mut names: Vec<String> = config.payments.instances.iter().map(|i| i.name.clone()).collect();
     names.extend(config.query.iter().flat_map(|q| q.instances.iter().map(|i| i.name.clone())));
+    names.extend(config.repair.iter().flat_map(|r| r.services().flat_map(|(_, s)| s.instances.iter().map(|i| i.name.clone()))));
     names.push("edge".into());
     names.push(OPERATOR.into());
     names

@@ -126,18 +126,20 @@ fn up(args: &[String]) -> Result<(), String> {
     install::postgres()?;
     install::build_tools()?;
     // The shipped config's edge trusts the local issuer: its key and JWKS must exist first.
-    local_auth::LocalIssuer::ensure(&root().join(".paymesh/auth"))?;
+    let issuer = local_auth::LocalIssuer::ensure(&root().join(".paymesh/auth"))?;
+    let repair_credential = repair_credential(&config, &issuer)?;
     let runtime = tokio::runtime::Runtime::new().map_err(|e| format!("cannot start a runtime: {e}"))?;
     let dir = root().join(".paymesh/up");
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     runtime.block_on(async {
-        let (receiver, env) = if observe {
+        let (receiver, mut env) = if observe {
             let r = observe::start_receiver(&install::rotel()?, &dir).await?;
             let env = vec![("OTEL_EXPORTER_OTLP_ENDPOINT".to_owned(), r.endpoint.clone())];
             (Some(r), env)
         } else {
             (None, Vec::new())
         };
+        env.extend(repair_credential);
         let mut stack = stack::Stack::start_with_env(&config, &dir, release, env).await?;
         if stack.config.edge.is_some() {
             let auth = stack.config.edge.as_ref().is_some_and(|e| e.auth.is_some()).then(|| root().join(".paymesh/auth"));
@@ -173,6 +175,21 @@ fn up(args: &[String]) -> Result<(), String> {
         supervise::stop_requested().await;
         stack.stop().await
     })
+}
+
+/// The environment variable `[repair] credential_env` names, set to a token from the local
+/// issuer acting for the repair centre's merchant (what the desk presents to the edge).
+fn repair_credential(config: &Path, issuer: &local_auth::LocalIssuer) -> Result<Option<(String, String)>, String> {
+    let mesh = paymesh_core::config::MeshConfig::load(config).map_err(|e| e.to_string())?;
+    let Some(repair) = mesh.repair.as_ref() else { return Ok(None) };
+    let (Some(var), Some(_)) = (&repair.credential_env, mesh.edge.as_ref().and_then(|e| e.auth.as_ref())) else { return Ok(None) };
+    let token = issuer.mint(
+        "repair-desk",
+        Some(&repair.merchant_id),
+        &["payments:write".into()],
+        std::time::Duration::from_secs(30 * 24 * 3600),
+    )?;
+    Ok(Some((var.clone(), format!("Bearer {token}"))))
 }
 
 fn test(args: &[String]) -> Result<(), String> {

@@ -34,6 +34,11 @@ impl Stack {
         for q in c.query.iter().flat_map(|q| &q.instances) {
             println!("  query:     {} grpc://{}", q.name, q.listen);
         }
+        for (service, s) in c.repair.iter().flat_map(|r| r.services()) {
+            for i in &s.instances {
+                println!("  repair:    {} grpc://{} ({service})", i.name, i.listen);
+            }
+        }
         let merchant = (0..).map(|i| format!("merchant-{i}")).find(|m| shard_for_merchant(m, c.shard_count()).0 == 0).unwrap_or_default();
         if let Some(edge) = &c.edge {
             let e = edge.listen;

@@ -101,6 +101,9 @@ impl Stack {
         if let Some(w) = &config.workers {
             urls.push(("workers".into(), w.database.url.clone(), None));
         }
+        for (service, s) in config.repair.iter().flat_map(|r| r.services()) {
+            urls.push((format!("repair.{service}"), s.database.url.clone(), None));
+        }
         for (what, url, shard) in urls {
             let local = LocalUrl::parse(&url).map_err(|e| format!("{}: {what}: database_url: {e}", self.config_path.display()))?;
             let index = match self.databases.iter().position(|d| d.port() == local.port) {
@@ -144,6 +147,19 @@ impl Stack {
         }
         for inst in &config.payments.instances {
             self.wait_serving(&inst.name, inst.listen).await?;
+        }
+        // The repair centre's services migrate their databases (outboxes included) before
+        // their relays start.
+        for (service, s) in config.repair.iter().flat_map(|r| r.services()) {
+            for inst in &s.instances {
+                println!("==> repair {service} {} on {}", inst.name, inst.listen);
+                self.spawn(&inst.name, &bin.join(service), &["--instance", &inst.name]).await?;
+            }
+        }
+        for (_, s) in config.repair.iter().flat_map(|r| r.services()) {
+            for inst in &s.instances {
+                self.wait_serving(&inst.name, inst.listen).await?;
+            }
         }
         for inst in config.relay.iter().flat_map(|r| &r.instances) {
             println!("==> relay {} ({}), status on {}", inst.name, inst.source, inst.status_listen);
@@ -339,7 +355,19 @@ where
 async fn build(release: bool) -> Result<PathBuf, String> {
     let mut cmd = tokio::process::Command::new(env!("CARGO"));
     cmd.args(["build", "--quiet"]);
-    for p in ["paymesh-payments", "paymesh-edge", "paymesh-kafka", "paymesh-relay", "paymesh-workers", "paymesh-query", "paymesh-ops"] {
+    for p in [
+        "paymesh-payments",
+        "paymesh-edge",
+        "paymesh-kafka",
+        "paymesh-relay",
+        "paymesh-workers",
+        "paymesh-query",
+        "paymesh-ops",
+        "paymesh-repair-requests",
+        "paymesh-repair-desk",
+        "paymesh-stock",
+        "paymesh-repair-progress",
+    ] {
         cmd.args(["-p", p]);
     }
     cmd.current_dir(crate::root());
