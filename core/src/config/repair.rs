@@ -29,8 +29,11 @@ pub struct RepairConfig {
     pub merchant_id: String,
     /// The environment variable holding the credential the service desk presents to the edge
     /// (`Authorization` value, e.g. `Bearer <token>`, or an API key `pmk_...`) when the edge
-    /// authenticates; it must act for `merchant_id`. Read by the desk at start.
+    /// authenticates; it must act for `merchant_id`.
     pub credential_env: Option<String>,
+    /// Its value, when the variable is set where the config was read (only the desk needs
+    /// it; it refuses to start without it when the edge authenticates).
+    pub credential: Option<super::Secret>,
     pub requests: Option<RepairService>,
     pub desk: Option<RepairService>,
     pub stock: Option<RepairService>,
@@ -169,6 +172,7 @@ pub(super) fn validate(
         stock: service("stock", raw.stock)?,
         progress: service("progress", raw.progress)?,
         merchant_id: raw.merchant_id,
+        credential: raw.credential_env.as_deref().and_then(env).map(super::Secret::new),
         credential_env: raw.credential_env,
     })
 }

@@ -36,15 +36,15 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let inst =
         section.instances.iter().find(|i| i.name == name).ok_or_else(|| format!("no [[repair.desk.instances]] is named '{name}'"))?;
     let edge = config.edge.as_ref().ok_or("the desk calls the stock and Paymesh through the edge: the mesh config has no [edge]")?;
-    let credential = match &repair.credential_env {
-        Some(var) => Some(
-            std::env::var(var)
-                .map_err(|_| format!("[repair] credential_env names {var}, which is not set; set it to the desk's token or API key"))?,
-        ),
-        None if edge.auth.is_some() => {
+    let credential = match (&repair.credential, &repair.credential_env) {
+        (Some(c), _) => Some(c.expose().to_owned()),
+        (None, Some(var)) if edge.auth.is_some() => {
+            return Err(format!("[repair] credential_env names {var}, which is not set; set it to the desk's token or API key"));
+        }
+        (None, None) if edge.auth.is_some() => {
             return Err("the edge authenticates: set [repair] credential_env to a variable holding the desk's credential".into());
         }
-        None => None,
+        (None, _) => None,
     };
     let kafka = config.kafka.as_ref().ok_or("the desk reads the intake's events: the mesh config has no [kafka] section")?;
     let listener = tokio::net::TcpListener::bind(inst.listen).await.map_err(|e| format!("cannot listen on {}: {e}", inst.listen))?;

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use paymesh_core::config::MeshConfig;
 use paymesh_kafka::local::LocalBroker;
+use paymesh_ops::issuer::LocalIssuer;
 use paymesh_testkit::PgServer;
 use serde_json::Value;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -23,10 +24,16 @@ fn addr() -> SocketAddr {
 }
 
 async fn http(addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
+    http_as(None, addr, method, path, body).await
+}
+
+/// [`http`] with `Authorization: <authorization>` when given.
+async fn http_as(authorization: Option<&str>, addr: SocketAddr, method: &str, path: &str, body: Option<&str>) -> (u16, Value) {
     let Ok(mut s) = tokio::net::TcpStream::connect(addr).await else { return (0, Value::Null) };
     let b = body.unwrap_or("");
+    let auth = authorization.map(|a| format!("Authorization: {a}\r\n")).unwrap_or_default();
     let req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
+        "{method} {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n{auth}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{b}",
         b.len()
     );
     if s.write_all(req.as_bytes()).await.is_err() {
@@ -89,11 +96,19 @@ struct Centre {
     edge_thread: Option<std::thread::JoinHandle<()>>,
     _broker: LocalBroker,
     dir: PathBuf,
+    /// What REST calls through the edge carry (`Bearer <token>`), when the edge authenticates.
+    caller: Option<String>,
 }
 
 impl Centre {
     /// Declares everything; starts nothing.
     fn new(hint: &str, desks: usize) -> Self {
+        Self::declare(hint, desks, None)
+    }
+
+    /// [`Centre::new`]; with `issuer`, the edge authenticates callers with the issuer's
+    /// tokens and the desk presents its own, acting for the repair centre's merchant.
+    fn declare(hint: &str, desks: usize, issuer: Option<&LocalIssuer>) -> Self {
         let pg = PgServer::shared().expect("postgres");
         let db = |name: &str| pg.url(&pg.fresh_database(&format!("{hint}{name}")).expect("createdb"));
         let (payments_db, requests_db, desk_db, stock_db, progress_db) = (db("pay"), db("req"), db("desk"), db("stock"), db("prog"));
@@ -130,6 +145,7 @@ outbox = "repair.desk"
 status_listen = "127.0.0.1:0"
 [repair]
 merchant_id = "repair-centre"
+credential_env = "REPAIR_DESK_CREDENTIAL"
 [repair.requests]
 database_url = "{requests_db}"
 [[repair.requests.instances]]
@@ -209,8 +225,22 @@ half_open_calls = 1
             descriptors = descriptors.display(),
             desks = desk_endpoints.join(", "),
         );
-        let config = MeshConfig::parse(Path::new("repair-test.toml"), &text, &|_| None).unwrap_or_else(|e| panic!("{e}\n{text}"));
+        let mut desk_credential = None;
+        if let Some(issuer) = issuer {
+            text += &format!(
+                "[edge.auth]\n[[edge.auth.issuers]]\nissuer = \"{}\"\naudiences = [\"{}\"]\njwks_file = \"{}\"\n",
+                paymesh_ops::issuer::ISSUER,
+                paymesh_ops::issuer::AUDIENCE,
+                issuer.jwks.display()
+            );
+            let token =
+                issuer.mint("repair-desk", Some("repair-centre"), &["payments:write".into()], Duration::from_secs(3600)).expect("token");
+            desk_credential = Some(format!("Bearer {token}"));
+        }
+        let env = move |k: &str| (k == "REPAIR_DESK_CREDENTIAL").then(|| desk_credential.clone()).flatten();
+        let config = MeshConfig::parse(Path::new("repair-test.toml"), &text, &env).unwrap_or_else(|e| panic!("{e}\n{text}"));
         Self {
+            caller: None,
             config,
             edge,
             admin,
@@ -275,11 +305,11 @@ half_open_calls = 1
     }
 
     async fn post(&self, path: &str, body: &str) -> (u16, Value) {
-        http(self.edge, "POST", path, Some(body)).await
+        http_as(self.caller.as_deref(), self.edge, "POST", path, Some(body)).await
     }
 
     async fn get(&self, path: &str) -> (u16, Value) {
-        http(self.edge, "GET", path, None).await
+        http_as(self.caller.as_deref(), self.edge, "GET", path, None).await
     }
 
     async fn file(&self, customer: &str, key: &str) -> String {
@@ -536,4 +566,47 @@ async fn with_stock_down_an_accept_is_refused_fast_and_works_again_when_stock_re
     let (_, p) = c.get("/api/stock/parts/hose").await;
     assert_eq!(n(&p, "reserved"), 1, "one part reserved, whatever the retries: {p}");
     c.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_authentication_every_caller_needs_a_credential_and_the_desk_pays_as_the_repair_centre() {
+    let keys = std::env::temp_dir().join(format!("paymesh-repair-auth-{}", std::process::id()));
+    let issuer = LocalIssuer::ensure(&keys).expect("issuer");
+    let mut c = Centre::declare("auth", 1, Some(&issuer));
+    for p in ["payments-0", "relay-requests", "requests-1", "stock-1", "desk-1"] {
+        c.start(p);
+    }
+    c.start_edge();
+    c.healthy(&["payments", "requests", "stock", "desk"]).await;
+
+    // Without a credential every repair route is refused at the edge, and nothing is written.
+    for (method, path, body) in [
+        ("POST", "/api/repairs", Some(r#"{"customerId":"kim","product":"tv","idempotencyKey":"x"}"#)),
+        ("GET", "/api/desk/requests", None),
+        ("POST", "/api/stock/parts/p/add", Some(r#"{"quantity":1,"idempotencyKey":"x"}"#)),
+        ("GET", "/api/repairs/rq_x/progress", None),
+    ] {
+        let (st, e) = http(c.edge, method, path, body).await;
+        assert_eq!(st, 401, "{method} {path} without a credential: {e}");
+    }
+    let (st, _) = http_as(Some("Bearer not-a-token"), c.edge, "GET", "/api/desk/requests", None).await;
+    assert_eq!(st, 401);
+
+    // A customer's token: the whole scenario, the desk paying with its own credential as the
+    // repair centre's merchant.
+    let token = issuer.mint("customer-kim", Some("customer-kim"), &["payments:write".into()], Duration::from_secs(600)).expect("token");
+    c.caller = Some(format!("Bearer {token}"));
+    assert!(c.desk().await.is_empty(), "the refused calls wrote nothing");
+    let (st, _) = c.post("/api/stock/parts/fan/add", r#"{"quantity":1,"idempotencyKey":"a"}"#).await;
+    assert_eq!(st, 200);
+    let id = c.file("kim", "k1").await;
+    c.listed(&id, "DESK_STATUS_LISTED").await;
+    let (st, a) = c.post(&format!("/api/desk/requests/{id}/accept"), r#"{"engineerId":"eng-lee","partSku":"fan"}"#).await;
+    assert_eq!(st, 200, "{a}");
+    let (st, done) = c.post(&format!("/api/desk/requests/{id}/complete"), r#"{"amount":30000,"currency":"KRW"}"#).await;
+    assert_eq!((st, done["status"].as_str()), (200, Some("DESK_STATUS_PAID")), "{done}");
+    assert_eq!(payments_of(&c.payments_db, "repair-centre").await.len(), 1);
+    assert!(payments_of(&c.payments_db, "customer-kim").await.is_empty(), "the customer's token paid nothing itself");
+    c.shutdown().await;
+    let _ = std::fs::remove_dir_all(&keys);
 }
