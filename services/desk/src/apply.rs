@@ -42,7 +42,18 @@ impl Apply for IntakeEvents {
                             &[&e.request_id],
                         )
                         .await?;
-                    if listed == 0 {
+                    // Accepted but not yet repaired: cancelled, and its part is given back (by
+                    // the releaser, which may have to wait for stock).
+                    let accepted = if listed == 0 {
+                        tx.execute(
+                            "UPDATE desk_item SET status = 'cancelled', release_pending = true, updated_at = now() WHERE request_id = $1 AND status = 'accepted'",
+                            &[&e.request_id],
+                        )
+                        .await?
+                    } else {
+                        0
+                    };
+                    if listed == 0 && accepted == 0 {
                         let inserted = tx
                             .execute(
                                 "INSERT INTO desk_item (request_id, status) VALUES ($1, 'cancelled') ON CONFLICT DO NOTHING",
@@ -50,8 +61,7 @@ impl Apply for IntakeEvents {
                             )
                             .await?;
                         if inserted == 0 {
-                            // Accepted already: the engineer has it; the customer is told by the view.
-                            tracing::warn!(request_id = %e.request_id, "a cancellation came after the request was accepted; it stays with its engineer");
+                            tracing::warn!(request_id = %e.request_id, "a cancellation came after the repair was done; too late, the request stays as it is");
                         }
                     }
                 }

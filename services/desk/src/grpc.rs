@@ -184,6 +184,11 @@ impl pb::service_desk_server::ServiceDesk for Desk {
             tx.commit().await.map_err(db)?;
         } else {
             drop(tx);
+            // Cancelled meanwhile: the part reserved for it goes back (the releaser does it).
+            let c = self.pool.get().await.map_err(unavailable)?;
+            c.execute("UPDATE desk_item SET release_pending = true WHERE request_id = $1 AND status = 'cancelled'", &[&r.request_id])
+                .await
+                .map_err(db)?;
         }
         let after = self.load(&r.request_id).await?;
         match pb::DeskStatus::try_from(after.status) {

@@ -12,10 +12,12 @@
 //! - [`store`]: the list's table and migrations;
 //! - [`apply`]: the intake's events into the list;
 //! - [`upstream`]: the calls through the edge;
+//! - [`release`]: parts of requests cancelled after their accept, given back;
 //! - [`grpc`]: the `repair.v1.ServiceDesk` service.
 
 pub mod apply;
 pub mod grpc;
+pub mod release;
 pub mod store;
 pub mod upstream;
 
@@ -69,6 +71,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
         edge: upstream::Edge::new(edge.listen, credential, repair.merchant_id.clone())?,
         policy: paymesh_core::identity::Policy::of(config),
     };
+    let releasing = tokio::spawn(release::run(pool.clone(), desk.edge.clone(), stop_tx.subscribe()));
     let metrics = paymesh_repair_kit::consume::metrics("desk", name, consumer.counters.clone());
     let instance = paymesh_repair_kit::serve::Instance {
         config,
@@ -82,5 +85,6 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
         paymesh_repair_kit::serve::run(instance, tonic::service::Routes::new(ServiceDeskServer::new(desk)), metrics, shutdown).await;
     let _ = stop_tx.send(true);
     let _ = consuming.await;
+    let _ = releasing.await;
     served
 }

@@ -24,6 +24,8 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
     ),
     (2, paymesh_repair_kit::consume::DDL),
     (3, paymesh_repair_kit::outbox::DDL),
+    // A request cancelled after its accept gives its part back (the desk's releaser).
+    (4, "ALTER TABLE desk_item ADD COLUMN release_pending boolean NOT NULL DEFAULT false;"),
 ];
 
 /// The columns [`item`] reads.

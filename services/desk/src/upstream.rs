@@ -63,6 +63,11 @@ impl Edge {
         Ok(StockClient::new(self.channel.clone()).consume(r).await?.into_inner())
     }
 
+    pub async fn release(&self, request_id: &str) -> Result<pb::Reservation, Status> {
+        let r = self.request(pb::ReleaseRequest { request_id: request_id.to_owned() });
+        Ok(StockClient::new(self.channel.clone()).release(r).await?.into_inner())
+    }
+
     /// Authorizes and captures `amount` for the repair `request_id`; the payment's id. The
     /// idempotency keys come from the request id: a retry replays, never charges again.
     pub async fn charge(&self, request_id: &str, amount: i64, currency: &str) -> Result<String, Status> {

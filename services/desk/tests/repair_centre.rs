@@ -427,11 +427,30 @@ async fn the_seeds_scenario_end_to_end_and_a_retried_completion_charges_once() {
     let (st, e) = c.post(&format!("/api/desk/requests/{gone}/accept"), r#"{"engineerId":"eng-lee","partSku":"drum-motor"}"#).await;
     assert_eq!(st, 400, "{e}");
 
+    // Cancelled after its accept: off the desk's work, and its part back in stock.
+    let (st, _) = c.post("/api/stock/parts/belt/add", r#"{"quantity":1,"idempotencyKey":"stock-2"}"#).await;
+    assert_eq!(st, 200);
+    let late = c.file("jung", "k4").await;
+    c.listed(&late, "DESK_STATUS_LISTED").await;
+    let (st, a) = c.post(&format!("/api/desk/requests/{late}/accept"), r#"{"engineerId":"eng-lee","partSku":"belt"}"#).await;
+    assert_eq!(st, 200, "{a}");
+    let (st, _) = c.post(&format!("/api/repairs/{late}/cancel"), "{}").await;
+    assert_eq!(st, 200);
+    c.listed(&late, "DESK_STATUS_CANCELLED").await;
+    eventually("the cancelled request's part back in stock", || async {
+        let (_, p) = c.get("/api/stock/parts/belt").await;
+        (n(&p, "reserved") == 0 && n(&p, "available") == 1).then_some(())
+    })
+    .await;
+    let (st, e) = c.post(&format!("/api/desk/requests/{late}/complete"), body).await;
+    assert_eq!(st, 400, "a cancelled request is not completed: {e}");
+
     // The customer follows each request on the progress view, built from the events alone.
     for (request, status, steps) in [
         (&id, "paid", &["repair.requested", "repair.accepted", "repair.repaired", "repair.paid"][..]),
         (&other, "out_of_stock", &["repair.requested", "repair.out_of_stock"][..]),
         (&gone, "cancelled", &["repair.requested", "repair.cancelled"][..]),
+        (&late, "cancelled", &["repair.requested", "repair.accepted", "repair.cancelled"][..]),
     ] {
         let view = eventually(&format!("{request} {status} on the progress view"), || async {
             let (st, v) = c.get(&format!("/api/repairs/{request}/progress")).await;

@@ -35,11 +35,13 @@ pub const MIGRATIONS: &[(i32, &str)] = &[
 ];
 
 /// The statuses, furthest last: a request's status is the furthest of its steps.
+/// A cancellation after an accept still counts (the desk gives the part back); after the
+/// repair it is too late.
 const ORDER: [(&str, &str); 6] = [
     (topics::REQUESTED, "requested"),
     (topics::OUT_OF_STOCK, "out_of_stock"),
-    (topics::CANCELLED, "cancelled"),
     (topics::ACCEPTED, "accepted"),
+    (topics::CANCELLED, "cancelled"),
     (topics::REPAIRED, "repaired"),
     (topics::PAID, "paid"),
 ];
@@ -176,6 +178,8 @@ mod tests {
         assert_eq!(status_of([topics::PAID, topics::REQUESTED, topics::ACCEPTED, topics::REPAIRED]), "paid");
         assert_eq!(status_of([topics::CANCELLED, topics::REQUESTED]), "cancelled");
         assert_eq!(status_of([topics::REQUESTED, topics::OUT_OF_STOCK, topics::ACCEPTED]), "accepted");
+        assert_eq!(status_of([topics::REQUESTED, topics::ACCEPTED, topics::CANCELLED]), "cancelled");
+        assert_eq!(status_of([topics::REQUESTED, topics::ACCEPTED, topics::REPAIRED, topics::CANCELLED]), "repaired");
         assert_eq!(status_of(["something.else"]), "unknown");
     }
 }

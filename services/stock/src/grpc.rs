@@ -31,7 +31,9 @@ fn status(e: StockError) -> Status {
     let msg = e.to_string();
     match e {
         StockError::UnknownSku(_) | StockError::NoReservation(_) => Status::not_found(msg),
-        StockError::OutOfStock(..) | StockError::HoldsAnother { .. } | StockError::TooMany(_) => Status::failed_precondition(msg),
+        StockError::OutOfStock(..) | StockError::HoldsAnother { .. } | StockError::TooMany(_) | StockError::Settled(..) => {
+            Status::failed_precondition(msg)
+        }
         StockError::KeyReused(_) => Status::already_exists(msg),
         StockError::Unavailable(_) => Status::unavailable(msg),
     }
@@ -42,7 +44,11 @@ fn part(sku: String, c: Counts) -> pb::Part {
 }
 
 fn reservation(r: Reservation) -> pb::Reservation {
-    let status = if r.consumed { pb::ReservationStatus::Consumed } else { pb::ReservationStatus::Reserved };
+    let status = match (r.consumed, r.released) {
+        (true, _) => pb::ReservationStatus::Consumed,
+        (_, true) => pb::ReservationStatus::Released,
+        _ => pb::ReservationStatus::Reserved,
+    };
     pb::Reservation { request_id: r.request_id, sku: r.sku, status: status as i32 }
 }
 
@@ -81,5 +87,12 @@ impl pb::stock_server::Stock for StockApi {
         let r = request.into_inner();
         check::id("request_id", &r.request_id)?;
         Ok(Response::new(reservation(self.store.consume(&r.request_id).await.map_err(status)?)))
+    }
+
+    async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::Reservation>, Status> {
+        self.caller(&request)?;
+        let r = request.into_inner();
+        check::id("request_id", &r.request_id)?;
+        Ok(Response::new(reservation(self.store.release(&r.request_id).await.map_err(status)?)))
     }
 }

@@ -5,9 +5,10 @@
 use tokio_postgres::error::SqlState;
 
 /// The stock service's migrations.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    "CREATE TABLE part (
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        "CREATE TABLE part (
         sku       text   PRIMARY KEY,
         on_hand   bigint NOT NULL CHECK (on_hand >= 0 AND on_hand <= 1000000000),
         reserved  bigint NOT NULL DEFAULT 0 CHECK (reserved >= 0 AND reserved <= on_hand)
@@ -25,7 +26,9 @@ pub const MIGRATIONS: &[(i32, &str)] = &[(
         quantity        bigint      NOT NULL,
         created_at      timestamptz NOT NULL DEFAULT now()
     );",
-)];
+    ),
+    (2, "ALTER TABLE reservation ADD COLUMN released boolean NOT NULL DEFAULT false CHECK (NOT (released AND consumed));"),
+];
 
 /// A SKU's counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,6 +43,8 @@ pub struct Reservation {
     pub request_id: String,
     pub sku: String,
     pub consumed: bool,
+    /// Given back (the request was cancelled after its accept).
+    pub released: bool,
 }
 
 /// Why a stock change was refused, or could not be made.
@@ -53,6 +58,8 @@ pub enum StockError {
     HoldsAnother { request: String, held: String, asked: String },
     #[error("no part is reserved for request '{0}'; reserve one first")]
     NoReservation(String),
+    #[error("the part of request '{0}' was {1} already")]
+    Settled(String, &'static str),
     #[error("idempotency key '{0}' was used for a different addition; use a new key")]
     KeyReused(String),
     #[error("adding {0} would put more than 1,000,000,000 parts on hand")]
@@ -130,10 +137,11 @@ impl Store {
         let inserted =
             tx.execute("INSERT INTO reservation (request_id, sku) SELECT $1, $2 WHERE EXISTS (SELECT 1 FROM part WHERE sku = $2) ON CONFLICT (request_id) DO NOTHING", &[&request, &sku]).await?;
         if inserted == 0 {
-            let held = tx.query_opt("SELECT sku, consumed FROM reservation WHERE request_id = $1", &[&request]).await?;
+            let held = tx.query_opt("SELECT sku, consumed, released FROM reservation WHERE request_id = $1", &[&request]).await?;
             return match held {
+                Some(r) if r.get::<_, bool>(2) => Err(StockError::Settled(request.to_owned(), "released")),
                 Some(r) if r.get::<_, String>(0) == sku => {
-                    Ok(Reservation { request_id: request.to_owned(), sku: sku.to_owned(), consumed: r.get(1) })
+                    Ok(Reservation { request_id: request.to_owned(), sku: sku.to_owned(), consumed: r.get(1), released: false })
                 }
                 Some(r) => Err(StockError::HoldsAnother { request: request.to_owned(), held: r.get(0), asked: sku.to_owned() }),
                 None => Err(StockError::UnknownSku(sku.to_owned())),
@@ -146,7 +154,7 @@ impl Store {
             return Err(StockError::OutOfStock(sku.to_owned(), on_hand));
         }
         tx.commit().await?;
-        Ok(Reservation { request_id: request.to_owned(), sku: sku.to_owned(), consumed: false })
+        Ok(Reservation { request_id: request.to_owned(), sku: sku.to_owned(), consumed: false, released: false })
     }
 
     /// Uses up the part reserved for `request`; again: the same answer, nothing more.
@@ -155,7 +163,7 @@ impl Store {
         let tx = c.transaction().await?;
         let row = tx
             .query_opt(
-                "UPDATE reservation SET consumed = true, consumed_at = now() WHERE request_id = $1 AND NOT consumed RETURNING sku",
+                "UPDATE reservation SET consumed = true, consumed_at = now() WHERE request_id = $1 AND NOT consumed AND NOT released RETURNING sku",
                 &[&request],
             )
             .await?;
@@ -165,13 +173,40 @@ impl Store {
                 tx.execute("UPDATE part SET on_hand = on_hand - 1, reserved = reserved - 1 WHERE sku = $1", &[&sku]).await?;
                 sku
             }
-            None => match tx.query_opt("SELECT sku FROM reservation WHERE request_id = $1", &[&request]).await? {
+            None => match tx.query_opt("SELECT sku, released FROM reservation WHERE request_id = $1", &[&request]).await? {
+                Some(r) if r.get::<_, bool>(1) => return Err(StockError::Settled(request.to_owned(), "released")),
                 Some(r) => r.get(0),
                 None => return Err(StockError::NoReservation(request.to_owned())),
             },
         };
         tx.commit().await?;
-        Ok(Reservation { request_id: request.to_owned(), sku, consumed: true })
+        Ok(Reservation { request_id: request.to_owned(), sku, consumed: true, released: false })
+    }
+
+    /// Gives back the part reserved for `request`; again: the same answer, nothing more.
+    pub async fn release(&self, request: &str) -> Result<Reservation, StockError> {
+        let mut c = self.pool.get().await?;
+        let tx = c.transaction().await?;
+        let row = tx
+            .query_opt(
+                "UPDATE reservation SET released = true WHERE request_id = $1 AND NOT consumed AND NOT released RETURNING sku",
+                &[&request],
+            )
+            .await?;
+        let sku: String = match row {
+            Some(r) => {
+                let sku: String = r.get(0);
+                tx.execute("UPDATE part SET reserved = reserved - 1 WHERE sku = $1", &[&sku]).await?;
+                sku
+            }
+            None => match tx.query_opt("SELECT sku, consumed FROM reservation WHERE request_id = $1", &[&request]).await? {
+                Some(r) if r.get::<_, bool>(1) => return Err(StockError::Settled(request.to_owned(), "consumed")),
+                Some(r) => r.get(0),
+                None => return Err(StockError::NoReservation(request.to_owned())),
+            },
+        };
+        tx.commit().await?;
+        Ok(Reservation { request_id: request.to_owned(), sku, consumed: false, released: true })
     }
 }
 

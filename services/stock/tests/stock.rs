@@ -241,3 +241,39 @@ async fn the_edge_serves_the_stock_over_rest_from_config_alone() {
     handle.await.expect("join").expect("stock stopped cleanly");
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_released_part_is_available_again_once_and_a_consumed_one_is_never_released() {
+    let pg = PgServer::shared().expect("postgres");
+    let db = pg.url(&pg.fresh_database("stockrel").expect("createdb"));
+    let at = addr();
+    let config = config(&db, at, None);
+    let (stop, handle) = start(&config, at).await;
+    let mut c = client(at).await;
+    c.add_parts(add("valve", 2, "k")).await.expect("add");
+    c.reserve(reserve("valve", "rq_a")).await.expect("reserve a");
+    c.reserve(reserve("valve", "rq_b")).await.expect("reserve b");
+    assert_eq!(part(&mut c, "valve").await.available, 0);
+
+    let release = |id: &str| pb::ReleaseRequest { request_id: id.into() };
+    for _ in 0..2 {
+        let r = c.release(release("rq_a")).await.expect("release").into_inner();
+        assert_eq!(r.status, pb::ReservationStatus::Released as i32);
+    }
+    let p = part(&mut c, "valve").await;
+    assert_eq!((p.on_hand, p.reserved, p.available), (2, 1, 1), "released once, whatever the retries");
+    let e = c.consume(pb::ConsumeRequest { request_id: "rq_a".into() }).await.expect_err("released");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let e = c.reserve(reserve("valve", "rq_a")).await.expect_err("released");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+
+    c.consume(pb::ConsumeRequest { request_id: "rq_b".into() }).await.expect("consume b");
+    let e = c.release(release("rq_b")).await.expect_err("consumed");
+    assert_eq!(e.code(), Code::FailedPrecondition, "{e:?}");
+    let p = part(&mut c, "valve").await;
+    assert_eq!((p.on_hand, p.reserved), (1, 0));
+    assert_eq!(c.release(release("rq_none")).await.expect_err("none").code(), Code::NotFound);
+
+    let _ = stop.send(true);
+    handle.await.expect("join").expect("stock stopped cleanly");
+}
