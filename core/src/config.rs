@@ -25,7 +25,8 @@ pub use edge::{
     ShardKey, ShardKeyKind, StreamFormat, Transcoding,
 };
 pub use pipeline::{
-    Bootstrap, KafkaConfig, OutboxSource, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance, WorkerKind, WorkersConfig,
+    BROKER_PATIENCE, Bootstrap, KafkaConfig, OutboxSource, QueryConfig, QueryInstance, RelayConfig, RelayInstance, WorkerInstance,
+    WorkerKind, WorkersConfig,
 };
 pub use repair::{RepairConfig, RepairInstance, RepairService};
 

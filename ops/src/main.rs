@@ -37,14 +37,17 @@ fn run(args: Vec<String>) -> Result<(), String> {
     let mut it = args.iter();
     while let Some(a) = it.next() {
         let mut value = || it.next().cloned().ok_or_else(|| format!("{a} needs a value\n{USAGE}"));
-        let number = |v: String| v.parse::<f64>().map_err(|_| format!("{a} takes a number, not '{v}'"));
+        let number = |v: String| match v.parse::<f64>() {
+            Ok(n) if n.is_finite() && n >= 1.0 => Ok(n),
+            _ => Err(format!("{a} takes a number of at least 1, not '{v}'")),
+        };
         match a.as_str() {
             "--config" => config = Some(PathBuf::from(value()?)),
             "--http" => http = Some(value()?.parse::<std::net::SocketAddr>().map_err(|e| format!("--http: {e}"))?),
             "--issuer-dir" => issuer_dir = Some(PathBuf::from(value()?)),
             "--token-merchant" => merchant = Some(value()?),
             "--max-rate" => limits.max_rate = number(value()?)?,
-            "--max-duration-s" => limits.max_duration = std::time::Duration::from_secs_f64(number(value()?)?.max(1.0)),
+            "--max-duration-s" => limits.max_duration = std::time::Duration::from_secs_f64(number(value()?)?),
             "--max-concurrency" => limits.max_concurrency = number(value()?)? as u32,
             "-h" | "--help" => {
                 println!("{USAGE}");

@@ -42,8 +42,8 @@ pub struct ForceArgs {
 #[derive(Debug, serde::Deserialize, schemars::JsonSchema)]
 #[schemars(crate = "rmcp::schemars")]
 pub struct MetricsArgs {
-    /// A process of the mesh config: `edge`, a payments instance, a relay or a worker (see
-    /// list_processes in this tool's error when unsure).
+    /// A process of the mesh config: `edge`, a payments instance, a relay or a worker (an
+    /// unknown name is refused with the list of names there are).
     pub process: String,
     /// Only samples whose metric name starts with this (default `paymesh_`).
     #[serde(default)]

@@ -41,7 +41,23 @@ impl Bootstrap {
             },
         }
     }
+
+    /// [`Bootstrap::resolve`], waiting up to `patience` for the local broker to write its
+    /// address (it may still be starting).
+    pub async fn wait(&self, patience: Duration) -> Result<String, String> {
+        let deadline = std::time::Instant::now() + patience;
+        loop {
+            match self.resolve() {
+                Ok(s) => return Ok(s),
+                Err(e) if std::time::Instant::now() > deadline => return Err(e),
+                Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+            }
+        }
+    }
 }
+
+/// How long a process waits for the local broker's address at start.
+pub const BROKER_PATIENCE: Duration = Duration::from_secs(60);
 
 /// The outbox relay (seed 003's dispatcher settings by default).
 #[derive(Clone, Debug)]

@@ -418,3 +418,24 @@ fn a_relay_publishes_a_shard_or_a_repair_services_outbox() {
         assert!(p.contains(key) && p.contains(fix), "{line}: {p}");
     }
 }
+
+#[tokio::test]
+async fn a_broker_address_file_is_waited_for_then_read() {
+    let dir = std::env::temp_dir().join(format!("paymesh-bootstrap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let file = dir.join("kafka.bootstrap");
+    let _ = std::fs::remove_file(&file);
+    let b = Bootstrap::File(file.clone());
+    let e = b.wait(std::time::Duration::from_millis(200)).await.expect_err("no file yet");
+    assert!(e.contains("kafka.bootstrap") && e.contains("start the broker"), "{e}");
+    let writer = {
+        let file = file.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(std::time::Duration::from_millis(150)).await;
+            std::fs::write(&file, "127.0.0.1:9092\n").expect("write");
+        })
+    };
+    assert_eq!(b.wait(std::time::Duration::from_secs(30)).await.as_deref(), Ok("127.0.0.1:9092"));
+    writer.await.expect("writer");
+    let _ = std::fs::remove_dir_all(&dir);
+}

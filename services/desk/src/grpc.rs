@@ -42,11 +42,6 @@ fn upstream(what: &str, s: Status) -> Status {
 }
 
 impl Desk {
-    fn caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let metadata = request.metadata();
-        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
-    }
-
     async fn load(&self, request_id: &str) -> Result<pb::DeskItem, Status> {
         let c = self.pool.get().await.map_err(unavailable)?;
         let row = c.query_opt(&format!("SELECT {COLUMNS} FROM desk_item WHERE request_id = $1"), &[&request_id]).await.map_err(db)?;
@@ -108,7 +103,7 @@ fn refused(item: &pb::DeskItem, what: &str) -> Status {
 #[tonic::async_trait]
 impl pb::service_desk_server::ServiceDesk for Desk {
     async fn list_requests(&self, request: Request<pb::ListRequestsRequest>) -> Result<Response<pb::ListRequestsResponse>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         let size = match r.page_size {
             0 => DEFAULT_PAGE,
@@ -142,7 +137,7 @@ impl pb::service_desk_server::ServiceDesk for Desk {
     }
 
     async fn accept_request(&self, request: Request<pb::AcceptRequestRequest>) -> Result<Response<pb::DeskItem>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("request_id", &r.request_id)?;
         check::id("engineer_id", &r.engineer_id)?;
@@ -198,7 +193,7 @@ impl pb::service_desk_server::ServiceDesk for Desk {
     }
 
     async fn complete_request(&self, request: Request<pb::CompleteRequestRequest>) -> Result<Response<pb::DeskItem>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("request_id", &r.request_id)?;
         let currency = paymesh_core::money::currency(&r.currency)

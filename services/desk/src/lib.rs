@@ -52,7 +52,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let listener = tokio::net::TcpListener::bind(inst.listen).await.map_err(|e| format!("cannot listen on {}: {e}", inst.listen))?;
     let pool = paymesh_repair_kit::db::pool(&section.database, &format!("paymesh-desk-{name}"))?;
     paymesh_repair_kit::db::migrate_when_up(&pool, "desk", store::MIGRATIONS, DATABASE_PATIENCE).await?;
-    let bootstrap = paymesh_repair_kit::consume::bootstrap(&kafka.bootstrap).await?;
+    let bootstrap = kafka.bootstrap.wait(paymesh_core::config::BROKER_PATIENCE).await?;
     let consumer = Arc::new(paymesh_repair_kit::consume::Consumer::new(
         name,
         "desk",

@@ -445,12 +445,39 @@ async fn the_seeds_scenario_end_to_end_and_a_retried_completion_charges_once() {
     let (st, e) = c.post(&format!("/api/desk/requests/{late}/complete"), body).await;
     assert_eq!(st, 400, "a cancelled request is not completed: {e}");
 
+    // Two engineers accept one request at once with different parts: one wins, the other is
+    // refused, one part is reserved, and nothing says the part was out of stock.
+    for (sku, key) in [("gear-a", "stock-3"), ("gear-b", "stock-4")] {
+        let (st, _) = c.post(&format!("/api/stock/parts/{sku}/add"), &format!(r#"{{"quantity":1,"idempotencyKey":"{key}"}}"#)).await;
+        assert_eq!(st, 200);
+    }
+    let contested = c.file("han", "k5").await;
+    c.listed(&contested, "DESK_STATUS_LISTED").await;
+    let path = format!("/api/desk/requests/{contested}/accept");
+    let (a, b) = tokio::join!(
+        c.post(&path, r#"{"engineerId":"eng-a","partSku":"gear-a"}"#),
+        c.post(&path, r#"{"engineerId":"eng-b","partSku":"gear-b"}"#)
+    );
+    assert_eq!([a.0, b.0].iter().filter(|s| **s == 200).count(), 1, "one accept wins: {a:?} {b:?}");
+    let reserved: i64 =
+        [c.get("/api/stock/parts/gear-a").await.1, c.get("/api/stock/parts/gear-b").await.1].iter().map(|p| n(p, "reserved")).sum();
+    assert_eq!(reserved, 1);
+    let (desk, conn) = tokio_postgres::connect(&c.desk_db, tokio_postgres::NoTls).await.expect("connect");
+    tokio::spawn(conn);
+    let shortages: i64 = desk
+        .query_one("SELECT count(*) FROM outbox_event WHERE aggregate_id = $1 AND event_type = 'repair.out_of_stock'", &[&contested])
+        .await
+        .expect("count")
+        .get(0);
+    assert_eq!(shortages, 0, "losing the race for a request is not a shortage of parts");
+
     // The customer follows each request on the progress view, built from the events alone.
     for (request, status, steps) in [
         (&id, "paid", &["repair.requested", "repair.accepted", "repair.repaired", "repair.paid"][..]),
         (&other, "out_of_stock", &["repair.requested", "repair.out_of_stock"][..]),
         (&gone, "cancelled", &["repair.requested", "repair.cancelled"][..]),
         (&late, "cancelled", &["repair.requested", "repair.accepted", "repair.cancelled"][..]),
+        (&contested, "accepted", &["repair.requested", "repair.accepted"][..]),
     ] {
         let view = eventually(&format!("{request} {status} on the progress view"), || async {
             let (st, v) = c.get(&format!("/api/repairs/{request}/progress")).await;

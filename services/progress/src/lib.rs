@@ -116,8 +116,7 @@ pub struct View {
 #[tonic::async_trait]
 impl pb::repair_progress_server::RepairProgress for View {
     async fn get_progress(&self, request: Request<pb::GetProgressRequest>) -> Result<Response<pb::Progress>, Status> {
-        let metadata = request.metadata();
-        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map_err(Status::unauthenticated)?;
+        paymesh_repair_kit::check::caller(self.policy, &request)?;
         let id = request.into_inner().request_id;
         paymesh_repair_kit::check::id("request_id", &id)?;
         let c = self.pool.get().await.map_err(|e| Status::unavailable(format!("the view's database is unavailable ({e}); retry")))?;
@@ -144,7 +143,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl Future<Output =
     let listener = tokio::net::TcpListener::bind(inst.listen).await.map_err(|e| format!("cannot listen on {}: {e}", inst.listen))?;
     let pool = paymesh_repair_kit::db::pool(&section.database, &format!("paymesh-progress-{name}"))?;
     paymesh_repair_kit::db::migrate_when_up(&pool, "progress", MIGRATIONS, DATABASE_PATIENCE).await?;
-    let bootstrap = paymesh_repair_kit::consume::bootstrap(&kafka.bootstrap).await?;
+    let bootstrap = kafka.bootstrap.wait(paymesh_core::config::BROKER_PATIENCE).await?;
     let consumer = Arc::new(paymesh_repair_kit::consume::Consumer::new(name, "progress", &topics::ALL, &bootstrap, pool.clone(), Steps)?);
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let consuming = tokio::spawn({

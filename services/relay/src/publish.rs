@@ -6,7 +6,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use futures_util::future::join_all;
 use paymesh_core::breaker::{Breaker, Snapshot};
-use paymesh_core::config::{Bootstrap, MeshConfig, OutboxSource, RelayConfig};
+use paymesh_core::config::{MeshConfig, OutboxSource, RelayConfig};
 use paymesh_kafka::topics::{self, headers};
 use rdkafka::message::{Header, OwnedHeaders};
 use rdkafka::producer::{FutureProducer, FutureRecord};
@@ -149,7 +149,7 @@ impl Relay {
         pg.application_name("paymesh-relay");
         let manager = deadpool_postgres::Manager::new(pg, tokio_postgres::NoTls);
         let pool = deadpool_postgres::Pool::builder(manager).max_size(4).build().map_err(|e| RelayError::Config(e.to_string()))?;
-        let bootstrap = wait_bootstrap(&kafka.bootstrap).await?;
+        let bootstrap = kafka.bootstrap.wait(paymesh_core::config::BROKER_PATIENCE).await.map_err(RelayError::Config)?;
         let producer = paymesh_kafka::client::producer(&bootstrap, kafka.message_timeout).map_err(|e| RelayError::Kafka(e.to_string()))?;
         let breaker = Breaker::new(format!("kafka-publisher@{}", source.label()), relay.breaker.clone(), Instant::now());
         Ok(Self {
@@ -378,17 +378,5 @@ impl From<rdkafka::error::KafkaError> for SendError {
             _ => false,
         };
         Self { message: e.to_string(), permanent }
-    }
-}
-
-/// The broker's bootstrap servers, waiting up to 60 s for the local broker's address file.
-async fn wait_bootstrap(b: &Bootstrap) -> Result<String, RelayError> {
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        match b.resolve() {
-            Ok(s) => return Ok(s),
-            Err(e) if Instant::now() > deadline => return Err(RelayError::Config(e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
     }
 }

@@ -3,6 +3,14 @@
 
 use tonic::Status;
 
+/// Refuses a call that carries no caller identity when the mesh authenticates (the edge
+/// forwards who called; a call without it did not come through the edge). Any authenticated
+/// caller may use the repair services.
+pub fn caller<T>(policy: paymesh_core::identity::Policy, request: &tonic::Request<T>) -> Result<(), Status> {
+    let metadata = request.metadata();
+    policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
+}
+
 /// An id of 1..64 of [A-Za-z0-9._-] (SKUs, request, customer and engineer ids).
 pub fn id(field: &str, v: &str) -> Result<(), Status> {
     if v.is_empty() || v.len() > 64 || !v.bytes().all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b)) {

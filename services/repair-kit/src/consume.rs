@@ -121,27 +121,31 @@ impl<A: Apply> Consumer<A> {
     /// Applies `m` as its failures call for, then commits its offset; `false` if stopped.
     async fn handle(&self, m: &BorrowedMessage<'_>, stop: &tokio::sync::watch::Receiver<bool>) -> bool {
         let mut poison = 0;
-        let mut wait = Duration::from_millis(50);
+        let mut backoff = paymesh_core::backoff::Backoff::new(Duration::from_millis(50), Duration::from_secs(5));
         loop {
             if *stop.borrow() {
                 return false;
             }
-            match self.process(m).await {
+            let wait = match self.process(m).await {
                 Ok(()) => break,
                 Err(Failure::Transient(e)) => {
                     self.counters.transient_failures.fetch_add(1, Ordering::Relaxed);
                     tracing::warn!(consumer = %self.name, topic = m.topic(), offset = m.offset(), error = %e, "applying failed transiently; retrying (offset held)");
-                    wait = (wait * 2).min(Duration::from_secs(5));
+                    backoff.next_wait()
                 }
                 Err(Failure::Poison(e)) if poison + 1 < POISON_ATTEMPTS => {
                     poison += 1;
                     tracing::warn!(consumer = %self.name, topic = m.topic(), offset = m.offset(), attempt = poison, error = %e, "message rejected; retrying");
+                    Duration::from_millis(20 * u64::from(poison))
                 }
                 Err(Failure::Poison(e)) => match self.dead_letter(m, &e).await {
                     Ok(()) => break,
-                    Err(d) => tracing::error!(consumer = %self.name, error = %d, "cannot write to the DLQ; will retry the message"),
+                    Err(d) => {
+                        tracing::error!(consumer = %self.name, error = %d, "cannot write to the DLQ; will retry the message");
+                        backoff.next_wait()
+                    }
                 },
-            }
+            };
             let mut stop = stop.clone();
             tokio::select! {
                 () = tokio::time::sleep(wait) => {}
@@ -205,18 +209,6 @@ impl<A: Apply> Consumer<A> {
         self.counters.dead_lettered.fetch_add(1, Ordering::Relaxed);
         tracing::error!(consumer = %self.name, %origin, %error, "message sent to the DLQ");
         Ok(())
-    }
-}
-
-/// The broker's address (the local broker writes it to a file once it is up; wait for it).
-pub async fn bootstrap(b: &paymesh_core::config::Bootstrap) -> Result<String, String> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    loop {
-        match b.resolve() {
-            Ok(s) => return Ok(s),
-            Err(e) if std::time::Instant::now() > deadline => return Err(e),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
     }
 }
 

@@ -28,14 +28,6 @@ pub struct Intake {
     policy: paymesh_core::identity::Policy,
 }
 
-impl Intake {
-    /// Callers come through the edge with an identity when the mesh authenticates.
-    fn caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let metadata = request.metadata();
-        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
-    }
-}
-
 fn status(e: IntakeError) -> Status {
     let msg = e.to_string();
     match e {
@@ -49,7 +41,7 @@ fn status(e: IntakeError) -> Status {
 #[tonic::async_trait]
 impl pb::repair_requests_server::RepairRequests for Intake {
     async fn file_request(&self, request: Request<pb::FileRequestRequest>) -> Result<Response<pb::RepairRequest>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("customer_id", &r.customer_id)?;
         check::text("product", &r.product, true, 100)?;
@@ -61,14 +53,14 @@ impl pb::repair_requests_server::RepairRequests for Intake {
     }
 
     async fn cancel_request(&self, request: Request<pb::CancelRequestRequest>) -> Result<Response<pb::RepairRequest>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let id = request.into_inner().request_id;
         check::id("request_id", &id)?;
         Ok(Response::new(self.store.cancel(&id).await.map_err(status)?.into()))
     }
 
     async fn get_request(&self, request: Request<pb::GetRequestRequest>) -> Result<Response<pb::RepairRequest>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let id = request.into_inner().request_id;
         check::id("request_id", &id)?;
         Ok(Response::new(self.store.get(&id).await.map_err(status)?.into()))

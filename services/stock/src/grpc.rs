@@ -19,21 +19,15 @@ impl StockApi {
     pub fn new(store: Store, policy: paymesh_core::identity::Policy) -> Self {
         Self { store, policy }
     }
-
-    /// Any authenticated caller may use the stock (the edge checked who it is).
-    fn caller<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let metadata = request.metadata();
-        self.policy.caller(|k| metadata.get(k).and_then(|v| v.to_str().ok())).map(|_| ()).map_err(Status::unauthenticated)
-    }
 }
 
 fn status(e: StockError) -> Status {
     let msg = e.to_string();
     match e {
         StockError::UnknownSku(_) | StockError::NoReservation(_) => Status::not_found(msg),
-        StockError::OutOfStock(..) | StockError::HoldsAnother { .. } | StockError::TooMany(_) | StockError::Settled(..) => {
-            Status::failed_precondition(msg)
-        }
+        StockError::OutOfStock(..) | StockError::TooMany(_) | StockError::Settled(..) => Status::failed_precondition(msg),
+        // Not a shortage: the desk must not record it as one.
+        StockError::HoldsAnother { .. } => Status::already_exists(msg),
         StockError::KeyReused(_) => Status::already_exists(msg),
         StockError::Unavailable(_) => Status::unavailable(msg),
     }
@@ -55,7 +49,7 @@ fn reservation(r: Reservation) -> pb::Reservation {
 #[tonic::async_trait]
 impl pb::stock_server::Stock for StockApi {
     async fn add_parts(&self, request: Request<pb::AddPartsRequest>) -> Result<Response<pb::Part>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("sku", &r.sku)?;
         if !(1..=100_000).contains(&r.quantity) {
@@ -67,7 +61,7 @@ impl pb::stock_server::Stock for StockApi {
     }
 
     async fn get_part(&self, request: Request<pb::GetPartRequest>) -> Result<Response<pb::Part>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let sku = request.into_inner().sku;
         check::id("sku", &sku)?;
         let counts = self.store.get(&sku).await.map_err(status)?;
@@ -75,7 +69,7 @@ impl pb::stock_server::Stock for StockApi {
     }
 
     async fn reserve(&self, request: Request<pb::ReserveRequest>) -> Result<Response<pb::Reservation>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("sku", &r.sku)?;
         check::id("request_id", &r.request_id)?;
@@ -83,14 +77,14 @@ impl pb::stock_server::Stock for StockApi {
     }
 
     async fn consume(&self, request: Request<pb::ConsumeRequest>) -> Result<Response<pb::Reservation>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("request_id", &r.request_id)?;
         Ok(Response::new(reservation(self.store.consume(&r.request_id).await.map_err(status)?)))
     }
 
     async fn release(&self, request: Request<pb::ReleaseRequest>) -> Result<Response<pb::Reservation>, Status> {
-        self.caller(&request)?;
+        check::caller(self.policy, &request)?;
         let r = request.into_inner();
         check::id("request_id", &r.request_id)?;
         Ok(Response::new(reservation(self.store.release(&r.request_id).await.map_err(status)?)))

@@ -138,7 +138,7 @@ async fn reservations_never_take_more_parts_than_there_are_and_each_request_take
     }
     assert_eq!(part(&mut c, "belt-b").await.reserved, 1);
     let other = c.reserve(reserve("motor-a", "rq_same")).await.expect_err("holds belt-b already");
-    assert_eq!(other.code(), Code::FailedPrecondition);
+    assert_eq!(other.code(), Code::AlreadyExists, "holding another part is not a shortage: {other:?}");
 
     // Consuming twice uses one part.
     for _ in 0..2 {

@@ -345,14 +345,7 @@ pub async fn run(config: &MeshConfig, name: &str, shutdown: impl std::future::Fu
         .find(|i| i.name == name)
         .ok_or_else(|| WorkerError::Config(format!("no [[workers.instances]] is named '{name}'")))?;
     let kafka = config.kafka.as_ref().ok_or_else(|| WorkerError::Config("no [kafka] section".into()))?;
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let bootstrap = loop {
-        match kafka.bootstrap.resolve() {
-            Ok(b) => break b,
-            Err(e) if std::time::Instant::now() > deadline => return Err(WorkerError::Config(e)),
-            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
-        }
-    };
+    let bootstrap = kafka.bootstrap.wait(paymesh_core::config::BROKER_PATIENCE).await.map_err(WorkerError::Config)?;
     let worker = Arc::new(Worker::connect(config, inst.kind, name, &bootstrap).await?);
     let listener = tokio::net::TcpListener::bind(inst.status_listen)
         .await
